@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` and `make test`.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint migrate api worker clean
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	# torch and torchvision first and pinned: pip takes them from this machine's disk.
+	$(PYTHON) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(VENV)/bin/alembic upgrade head
+
+# The API and one worker on embedded defaults (SQLite, file-system broker), until Ctrl-C.
+run: migrate
+	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1 & \
+	worker=$$!; trap "kill $$worker" EXIT INT TERM; \
+	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+api: migrate
+	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+worker: migrate
+	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf var

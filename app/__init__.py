@@ -1,0 +1,1 @@
+"""The trainserve HTTP API."""

@@ -1,0 +1,37 @@
+"""One Settings object, read from TRAINSERVE_* environment variables.
+
+The defaults run on one machine with no set-up: a SQLite file, a file-system
+broker and a local artefact folder, all under ./var.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///var/trainserve.db",
+        description="SQLAlchemy URL; postgresql+psycopg://… in production.",
+    )
+    broker_url: str = Field(
+        "filesystem://",
+        description="Celery broker; redis://… in production. filesystem:// needs no server.",
+    )
+    artifacts_dir: Path = Field(Path("var/artifacts"), description="Datasets and checkpoints.")
+    broker_dir: Path = Field(
+        Path("var/broker"), description="Message folder of the filesystem:// broker."
+    )
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
+    max_dataset_examples: int = Field(2_000_000, description="Most examples in one dataset.")
+    model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
+    torch_threads: int = Field(0, description="Threads for torch; 0 means one per core.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

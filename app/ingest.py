@@ -1,0 +1,81 @@
+"""Upload to stored dataset: hash, read and check, store once by content."""
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import repository
+from app.config import Settings
+from app.tables import Dataset
+from models.data import NamedFile, ReadOptions, read_upload
+from models.files import save_atomically
+
+log = logging.getLogger("trainserve.api")
+
+
+def upload_sha256(files: list[NamedFile]) -> str:
+    """The file's sha256; for several files, the sha256 of their sorted hashes."""
+    hashes = sorted(_stream_sha256(file) for file in files)
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()
+
+
+def _stream_sha256(file: NamedFile) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.stream.read(1 << 20), b""):
+        digest.update(chunk)
+    file.stream.seek(0)
+    return digest.hexdigest()
+
+
+def ingest_upload(
+    session: Session,
+    settings: Settings,
+    files: list[NamedFile],
+    name: str | None,
+    options: ReadOptions,
+) -> tuple[Dataset, bool]:
+    """Return the stored dataset and whether this upload created it."""
+    sha256 = upload_sha256(files)
+    options_key = json.dumps(asdict(options), sort_keys=True)
+    fingerprint = hashlib.sha256(f"{sha256}|{options_key}".encode()).hexdigest()
+    existing = repository.find_dataset_by_fingerprint(session, fingerprint)
+    if existing:
+        return existing, False
+    data = read_upload(files, options)  # raises DatasetError before anything is stored
+    path = settings.artifacts_dir.resolve() / "datasets" / f"{fingerprint}.pt"
+    save_atomically(data.to_state(), path)
+    dataset = Dataset(
+        name=name or files[0].filename or "dataset",
+        task=data.task,
+        format=data.source_format,
+        sha256=sha256,
+        fingerprint=fingerprint,
+        size_bytes=sum(_size(f) for f in files),
+        classes=data.classes,
+        counts=data.counts(),
+        details=data.details(),
+        path=str(path),
+    )
+    try:
+        repository.add_dataset(session, dataset)
+    except IntegrityError:  # the same upload, stored by a concurrent request: same file
+        session.rollback()
+        return repository.find_dataset_by_fingerprint(session, fingerprint), False
+    log.info(
+        "dataset %s: stored %s %s, classes=%d",
+        dataset.id,
+        data.task,
+        data.source_format,
+        len(data.classes),
+    )
+    return dataset, True
+
+
+def _size(file: NamedFile) -> int:
+    size = file.stream.seek(0, 2)
+    file.stream.seek(0)
+    return size

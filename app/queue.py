@@ -1,0 +1,41 @@
+"""The Celery app as both processes configure it. The broker carries job ids only."""
+
+from celery import Celery
+
+from app.config import Settings
+
+TRAIN_TASK = "trainserve.train"
+QUEUE = "trainserve"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("trainserve", broker=settings.broker_url)
+    celery.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,  # job state lives in the database, not a result backend
+        task_acks_late=True,  # a job whose worker dies before finishing stays in the broker
+        worker_prefetch_multiplier=1,  # a worker reserves one long job at a time
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings),
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+def _transport_options(settings: Settings) -> dict:
+    if not settings.broker_url.startswith("filesystem"):
+        return {"visibility_timeout": 24 * 3600}
+    # Embedded broker: messages are files in one folder shared by the API and the worker.
+    folder = settings.broker_dir.resolve()
+    (folder / "processed").mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+    }
+
+
+def enqueue_training(celery: Celery, job_id: str) -> None:
+    celery.send_task(TRAIN_TASK, args=[job_id], queue=QUEUE, retry=True)

@@ -1,0 +1,87 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+
+from app import repository
+from app.deps import SessionDep, SettingsDep, require_multipart
+from app.ingest import ingest_upload
+from app.schemas import DatasetPublic, DatasetsPublic
+from models.data import NamedFile, ReadOptions
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+FILE_HELP = (
+    "A zip of images, one folder per class (<class>/<file>, optionally under train/ and "
+    "test/); or MNIST-style IDX files, images and labels, gzipped or not (send each as a "
+    "'file' part; names with t10k or test form the test split); or a CSV, TSV or JSONL "
+    "table with a text and a label column (an optional 'split' column says train or test)."
+)
+
+
+def parse_resize(resize: str | None) -> tuple[int, int] | None:
+    if not resize:
+        return None
+    height, _, width = resize.lower().partition("x")
+    return int(height), int(width or height)
+
+
+@router.post(
+    "",
+    status_code=201,
+    dependencies=[Depends(require_multipart)],
+    responses={
+        200: {"description": "This exact upload was stored before: the same dataset."},
+        413: {"description": "Over the upload limit."},
+        415: {"description": "Not multipart, or not a supported format."},
+        422: {"description": "The data fails a check; the detail says which."},
+    },
+)
+def upload_dataset(
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    file: Annotated[list[UploadFile], File(description=FILE_HELP)],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    resize: Annotated[
+        str | None,
+        Form(
+            pattern=r"^[1-9]\d{0,3}(x[1-9]\d{0,3})?$",
+            description="HEIGHTxWIDTH (or one number) to resize every image to.",
+        ),
+    ] = None,
+    text_column: Annotated[str, Form(min_length=1, max_length=200)] = "text",
+    label_column: Annotated[str, Form(min_length=1, max_length=200)] = "label",
+) -> DatasetPublic:
+    """Upload labelled data; it is checked, decoded once and stored by content hash."""
+    options = ReadOptions(
+        resize=parse_resize(resize),
+        text_column=text_column,
+        label_column=label_column,
+        max_examples=settings.max_dataset_examples,
+    )
+    files = [NamedFile(upload.filename or "", upload.file) for upload in file]
+    dataset, created = ingest_upload(session, settings, files, name, options)
+    if not created:
+        response.status_code = 200
+    return dataset
+
+
+@router.get("")
+def list_datasets(
+    *,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> DatasetsPublic:
+    """Datasets, newest first."""
+    items, next_cursor = repository.list_datasets(session, limit, cursor)
+    return DatasetsPublic(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", responses={404: {"description": "No such dataset."}})
+def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
+    dataset = repository.get_dataset(session, dataset_id)
+    if dataset is None:
+        raise HTTPException(404, f"no dataset with id {dataset_id!r}")
+    return dataset

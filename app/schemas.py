@@ -1,0 +1,203 @@
+"""Request and response models. Examples here are what /docs shows."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.data import TASKS
+from models.registry import ARCHITECTURES
+
+Task = Literal[TASKS]
+Arch = Literal[tuple(ARCHITECTURES)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+ARCH_HELP = "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values())
+
+
+class ModelSpec(Strict):
+    arch: Arch = Field(description=ARCH_HELP)
+    embedding_dim: int | None = Field(None, ge=8, le=1024, description="Text networks only.")
+
+
+class TextSpec(Strict):
+    max_tokens: int = Field(256, ge=8, le=4096, description="Tokens kept per text.")
+    min_freq: int = Field(1, ge=1, le=1000, description="Rarer tokens become <unk>.")
+    ngrams: int | None = Field(None, ge=1, le=3, description="Default: the network's own.")
+
+
+class Hyperparameters(Strict):
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    dropout: float | None = Field(None, ge=0, lt=1, description="Default: the network's own.")
+
+
+class ValidationSpec(Strict):
+    source: Literal["auto", "test_split", "holdout"] = Field(
+        "auto", description="auto: the dataset's test split when it has one, else a holdout."
+    )
+    fraction: float = Field(0.1, gt=0, lt=1, description="Share of training data held out.")
+
+
+class JobCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "image_classification",
+                    "dataset_id": "3f1c…",
+                    "model": {"arch": "tutorial_cnn"},
+                    "hyperparameters": {
+                        "epochs": 10,
+                        "batch_size": 64,
+                        "optimizer": "sgd",
+                        "lr": 0.01,
+                        "momentum": 0.9,
+                        "weight_decay": 0.0005,
+                        "dropout": 0.0,
+                    },
+                    "validation": {"fraction": 0.1},
+                    "seed": 0,
+                    "device": "auto",
+                }
+            ]
+        },
+    )
+
+    task: Task
+    dataset_id: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(None, min_length=1, max_length=200, description="Model name.")
+    model: ModelSpec
+    hyperparameters: Hyperparameters = Hyperparameters()
+    text: TextSpec = TextSpec()
+    validation: ValidationSpec = ValidationSpec()
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _arch_fits_task(self) -> "JobCreate":
+        arch_task = ARCHITECTURES[self.model.arch].task
+        if arch_task != self.task:
+            raise ValueError(
+                f"model.arch {self.model.arch!r} is a {arch_task} network, not a {self.task} one"
+            )
+        return self
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    task: Task
+    format: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]] = Field(description="Examples per class, per split.")
+    sha256: str = Field(description="sha256 of the uploaded bytes.")
+    size_bytes: int
+    details: dict
+    created_at: datetime
+
+
+class DatasetsPublic(BaseModel):
+    items: list[DatasetPublic]
+    next_cursor: str | None
+
+
+class EpochPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    samples_per_second: float
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    task: Task
+    dataset_id: str
+    status: str
+    epoch: int
+    epochs: int
+    metrics: EpochPublic | None = Field(description="The latest epoch's.")
+    history: list[EpochPublic]
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    model_id: str | None
+    device: str | None
+    error: str | None
+    spec: dict
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+    @classmethod
+    def from_job(cls, job) -> "JobPublic":
+        duration = None
+        if job.finished_at and job.started_at:
+            duration = (job.finished_at - job.started_at).total_seconds()
+        return cls.model_validate(
+            {
+                **{name: getattr(job, name) for name in cls.model_fields if hasattr(job, name)},
+                "metrics": job.history[-1] if job.history else None,
+                "model_id": job.model.id if job.model else None,
+                "duration_seconds": duration,
+            }
+        )
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class Prediction(BaseModel):
+    label: str
+    top_k: list[LabelProbability]
+    model_id: str
+    job_id: str
+    model_name: str
+
+
+class TextPredictRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "a gripping, beautifully acted film"},
+                {"texts": ["dull and overlong", "a delight"], "top_k": 2},
+            ]
+        },
+    )
+
+    text: str | None = Field(None, min_length=1, max_length=100_000)
+    texts: list[str] | None = Field(None, min_length=1, max_length=1024)
+    model: str | None = Field(None, description="A model id or a job id; default the latest.")
+    top_k: int = Field(3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_of_text_or_texts(self) -> "TextPredictRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("send exactly one of 'text' or 'texts'")
+        return self

@@ -1,0 +1,30 @@
+"""Alembic environment: the URL from app.config, the schema from app.tables."""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from app.config import get_settings
+from app.db import make_engine
+from app.tables import Base
+
+if context.config.config_file_name:
+    fileConfig(context.config.config_file_name, disable_existing_loggers=False)
+
+
+def run_migrations() -> None:
+    url = context.config.attributes.get("database_url") or get_settings().database_url
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    with make_engine(url).connect() as connection:
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations()

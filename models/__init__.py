@@ -1,0 +1,1 @@
+"""Plain PyTorch shared by the API and the worker: networks, data, checkpoints."""

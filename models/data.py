@@ -1,0 +1,406 @@
+"""Readers for uploaded data (image zip, IDX, CSV/TSV/JSONL) and image preprocessing.
+
+Every reader returns decoded, validated data or raises DatasetError with a
+message that names the offending file, entry, line or column.
+"""
+
+import csv
+import gzip
+import io
+import json
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import BinaryIO, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_TASK = "image_classification"
+TEXT_TASK = "text_sentiment"
+TASKS = (IMAGE_TASK, TEXT_TASK)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+SPLITS = ("train", "test")
+MAX_LABEL_LENGTH = 200
+
+
+class DatasetError(ValueError):
+    """The upload cannot be used; the message says why."""
+
+
+class UnsupportedFormat(DatasetError):
+    """The upload is none of the accepted formats."""
+
+
+@dataclass
+class ReadOptions:
+    resize: tuple[int, int] | None = None  # (height, width)
+    text_column: str = "text"
+    label_column: str = "label"
+    max_examples: int = 2_000_000
+
+
+@dataclass
+class NamedFile:
+    filename: str
+    stream: BinaryIO
+
+
+@dataclass
+class LabelledData:
+    classes: list[str]
+    labels: torch.Tensor  # int64, index into classes
+    is_test: torch.Tensor  # bool, True for the upload's own test split
+    source_format: str  # image_zip, idx, csv, tsv or jsonl
+    task: ClassVar[str]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for split, mask in (("train", ~self.is_test), ("test", self.is_test)):
+            per_class = torch.bincount(self.labels[mask], minlength=len(self.classes)).tolist()
+            if sum(per_class):
+                counts[split] = dict(zip(self.classes, per_class, strict=True))
+        return counts
+
+    def to_state(self) -> dict:
+        return {"task": self.task, **asdict(self)}
+
+
+@dataclass
+class ImageData(LabelledData):
+    images: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # uint8 N,C,H,W
+    task: ClassVar[str] = IMAGE_TASK
+
+    def details(self) -> dict:
+        _, channels, height, width = self.images.shape
+        return {"channels": channels, "height": height, "width": width}
+
+
+@dataclass
+class TextData(LabelledData):
+    texts: list[str] = field(default_factory=list)
+    task: ClassVar[str] = TEXT_TASK
+
+    def details(self) -> dict:
+        return {"mean_characters": round(sum(map(len, self.texts)) / max(len(self.texts), 1), 1)}
+
+
+def data_from_state(state: dict) -> ImageData | TextData:
+    state = dict(state)
+    kind = ImageData if state.pop("task") == IMAGE_TASK else TextData
+    return kind(**state)
+
+
+def read_upload(files: list[NamedFile], options: ReadOptions) -> ImageData | TextData:
+    """Detect the format of the uploaded file(s) and read them."""
+    if not files:
+        raise DatasetError("no file uploaded: send the data in the multipart field 'file'")
+    heads = [_peek(f.stream, 4) for f in files]
+    if all(_is_idx(f, head) for f, head in zip(files, heads, strict=True)):
+        return read_idx(files, options)
+    if len(files) > 1:
+        raise DatasetError("several files are accepted only for IDX data (images and labels)")
+    file, head = files[0], heads[0]
+    if head.startswith(b"PK\x03\x04"):
+        return read_image_zip(file.stream, options)
+    text_format = _text_format(file.filename, head)
+    if text_format is None:
+        raise UnsupportedFormat(
+            f"{file.filename!r} is not a zip of images, IDX, CSV, TSV or JSONL file"
+        )
+    return read_text_table(file.stream, text_format, options)
+
+
+def _peek(stream: BinaryIO, size: int) -> bytes:
+    head = stream.read(size)
+    stream.seek(0)
+    return head
+
+
+def _open_maybe_gzip(stream: BinaryIO) -> BinaryIO:
+    if _peek(stream, 2) == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream
+
+
+def _is_idx(file: NamedFile, head: bytes) -> bool:
+    if head[:2] == b"\x1f\x8b":
+        head = _peek(_open_maybe_gzip(file.stream), 4)
+        file.stream.seek(0)
+    return len(head) == 4 and head[:2] == b"\0\0" and head[2] == 0x08 and head[3] in (1, 3)
+
+
+def _text_format(filename: str, head: bytes) -> str | None:
+    suffix = PurePosixPath(filename or "").suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return TEXT_SUFFIXES[suffix]
+    if head[:2] in (b"\x1f\x8b", b"PK") or b"\0" in head:
+        return None
+    return "jsonl" if head.lstrip()[:1] == b"{" else "csv"
+
+
+# ---- image zip -------------------------------------------------------------------------
+
+
+def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
+    try:
+        archive = zipfile.ZipFile(stream)
+        entries = [info for info in archive.infolist() if _is_data_entry(info)]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"not a readable zip archive: {exc}") from exc
+    if len(entries) > options.max_examples:
+        raise DatasetError(f"{len(entries)} files in the zip; the limit is {options.max_examples}")
+    placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])
+    arrays = [_decode_entry(archive, info, options.resize) for info in entries]
+    images = _stack_images(arrays, [info.filename for info in entries])
+    splits = [split for split, _ in placed]
+    labels = [label for _, label in placed]
+    classes, label_ids = _index_labels(labels, splits)
+    return ImageData(classes, label_ids, _test_mask(splits), "image_zip", images=images)
+
+
+def _is_data_entry(info: zipfile.ZipInfo) -> bool:
+    parts = PurePosixPath(info.filename).parts
+    hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
+    return not info.is_dir() and not hidden and parts[-1] not in JUNK_NAMES
+
+
+def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:
+    """Map each entry path to (split, class): <class>/<f> or <train|test>/<class>/<f>."""
+    if not paths:
+        raise DatasetError("the zip holds no image files")
+    first_folders = {parts[0] for parts in paths if len(parts) > 1}
+    wrapped = len(first_folders) == 1 and first_folders.pop().lower() not in SPLITS
+    if wrapped and all(len(parts) > 2 for parts in paths):  # one outer folder, e.g. cifar10/…
+        paths = [parts[1:] for parts in paths]
+    return [_place_entry(parts) for parts in paths]
+
+
+def _place_entry(parts: tuple[str, ...]) -> tuple[str, str]:
+    suffix = PurePosixPath(parts[-1]).suffix.lower()
+    path = "/".join(parts)
+    if suffix not in IMAGE_SUFFIXES:
+        accepted = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise DatasetError(f"zip entry {path!r} is not an image ({accepted})")
+    if len(parts) == 3 and parts[0].lower() in SPLITS:
+        return parts[0].lower(), parts[1]
+    if len(parts) == 2:
+        return "train", parts[0]
+    raise DatasetError(
+        f"zip entry {path!r} is not laid out as <class>/<file> or train|test/<class>/<file>"
+    )
+
+
+def _decode_entry(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, resize: tuple[int, int] | None
+) -> np.ndarray:
+    try:
+        return decode_image(archive.read(info), resize)
+    except DatasetError as exc:
+        raise DatasetError(f"zip entry {info.filename!r}: {exc}") from exc
+
+
+def decode_image(data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None):
+    """Decode image bytes to a uint8 array, HxW (grey) or HxWx3 (colour)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            target = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            image = image.convert(target)
+            if resize and image.size != (resize[1], resize[0]):
+                image = image.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except UnidentifiedImageError as exc:
+        raise DatasetError("not a decodable image (unknown or corrupt format)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"not a decodable image ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"image too large ({exc})") from exc
+
+
+def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
+    height, width = arrays[0].shape[:2]
+    for array, name in zip(arrays, names, strict=True):
+        if array.shape[:2] != (height, width):
+            raise DatasetError(
+                f"{name!r} is {array.shape[1]}x{array.shape[0]} but the first image is "
+                f"{width}x{height}: send a 'resize' such as {height}x{width}"
+            )
+    if any(array.ndim == 3 for array in arrays):
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+
+
+# ---- IDX -------------------------------------------------------------------------------
+
+
+def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
+    by_split: dict[str, dict[str, np.ndarray]] = {}
+    for file in files:
+        array = _read_idx_array(file)
+        split = "test" if re.search(r"t10k|test", file.filename or "", re.I) else "train"
+        kind = "images" if array.ndim == 3 else "labels"
+        if kind in by_split.setdefault(split, {}):
+            raise DatasetError(f"two IDX {kind} files for the {split} split ({file.filename!r})")
+        by_split[split][kind] = array
+    if "train" not in by_split:
+        raise DatasetError("no IDX training files: test files are named t10k-* or *test*")
+    images, labels, splits = [], [], []
+    for split, pair in by_split.items():
+        if set(pair) != {"images", "labels"}:
+            raise DatasetError(f"the {split} split needs both an IDX image file and a label file")
+        if len(pair["images"]) != len(pair["labels"]):
+            raise DatasetError(
+                f"the {split} split has {len(pair['images'])} images "
+                f"but {len(pair['labels'])} labels"
+            )
+        images.append(pair["images"])
+        labels += [str(int(label)) for label in pair["labels"]]
+        splits += [split] * len(pair["labels"])
+    if len({array.shape[1:] for array in images}) > 1:
+        raise DatasetError("the train and test IDX images differ in size")
+    if len(labels) > options.max_examples:
+        raise DatasetError(f"{len(labels)} examples; the limit is {options.max_examples}")
+    tensor = torch.from_numpy(np.concatenate(images)).unsqueeze(1)
+    if options.resize:
+        tensor = _resize_uint8(tensor, options.resize)
+    classes, label_ids = _index_labels(labels, splits, numeric=True)
+    return ImageData(classes, label_ids, _test_mask(splits), "idx", images=tensor)
+
+
+def _read_idx_array(file: NamedFile) -> np.ndarray:
+    raw = _open_maybe_gzip(file.stream).read()
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header != int(np.prod(shape)):
+        raise DatasetError(f"{file.filename!r}: IDX header says {shape} but the data is truncated")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    resized = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear")
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+# ---- text tables -----------------------------------------------------------------------
+
+
+def read_text_table(stream: BinaryIO, text_format: str, options: ReadOptions) -> TextData:
+    raw = _open_maybe_gzip(stream).read()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"the text is not UTF-8 (byte {exc.start}): re-encode it") from exc
+    rows = _json_lines(content) if text_format == "jsonl" else _table_rows(content, text_format)
+    texts, labels, splits = [], [], []
+    for number, row in rows:
+        text, label, split = _row_fields(row, number, options)
+        texts.append(text)
+        labels.append(label)
+        splits.append(split)
+        if len(texts) > options.max_examples:
+            raise DatasetError(f"more than {options.max_examples} rows")
+    if not texts:
+        raise DatasetError("the table has no rows")
+    classes, label_ids = _index_labels(labels, splits)
+    return TextData(classes, label_ids, _test_mask(splits), text_format, texts=texts)
+
+
+def _table_rows(content: str, text_format: str):
+    delimiter = "\t" if text_format == "tsv" else ","
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DatasetError(f"line {reader.line_num}: {exc}") from exc
+
+
+def _json_lines(content: str):
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"line {number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise DatasetError(f"line {number}: expected a JSON object")
+        yield number, row
+
+
+def _row_fields(row: dict, number: int, options: ReadOptions) -> tuple[str, str, str]:
+    for column in (options.text_column, options.label_column):
+        if row.get(column) is None:
+            present = ", ".join(str(key) for key in row if key is not None)
+            raise DatasetError(f"line {number}: no column {column!r} (columns: {present})")
+    text = str(row[options.text_column]).strip()
+    label = str(row[options.label_column]).strip()
+    split = str(row.get("split") or "train").strip().lower()
+    if not text:
+        raise DatasetError(f"line {number}: the text is empty")
+    if not label or len(label) > MAX_LABEL_LENGTH:
+        raise DatasetError(f"line {number}: the label must be 1 to {MAX_LABEL_LENGTH} characters")
+    if split not in SPLITS:
+        raise DatasetError(f"line {number}: split must be 'train' or 'test', not {split!r}")
+    return text, label, split
+
+
+# ---- shared ----------------------------------------------------------------------------
+
+
+def _index_labels(
+    labels: list[str], splits: list[str], numeric: bool = False
+) -> tuple[list[str], torch.Tensor]:
+    train_classes = {label for label, split in zip(labels, splits, strict=True) if split == "train"}
+    test_only = sorted(set(labels) - train_classes)
+    if test_only:
+        raise DatasetError(f"class {test_only[0]!r} has test examples but no training examples")
+    if len(train_classes) < 2:
+        raise DatasetError(f"at least two classes are needed; found {sorted(train_classes)}")
+    classes = sorted(train_classes, key=int if numeric else str)
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, torch.tensor([index[label] for label in labels], dtype=torch.int64)
+
+
+def _test_mask(splits: list[str]) -> torch.Tensor:
+    return torch.tensor([split == "test" for split in splits], dtype=torch.bool)
+
+
+# ---- image preprocessing, shared by training and serving --------------------------------
+
+
+@dataclass
+class ImagePreprocessing:
+    channels: int
+    height: int
+    width: int
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, images: torch.Tensor) -> "ImagePreprocessing":
+        """Per-channel mean and std of uint8 training images, in [0, 1] units."""
+        _, channels, height, width = images.shape
+        pixels = images.transpose(0, 1).reshape(channels, -1).double() / 255
+        std = pixels.std(dim=1).clamp_min(1e-3)
+        return cls(channels, height, width, pixels.mean(dim=1).tolist(), std.tolist())
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 N,C,H,W (on any device) to normalised float."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
+        return (batch.float() / 255 - mean) / std
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Image bytes to uint8 C,H,W in this network's channels and size."""
+        array = decode_image(data, (self.height, self.width), "L" if self.channels == 1 else "RGB")
+        tensor = torch.from_numpy(array.copy())
+        return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)

@@ -1,0 +1,38 @@
+"""Atomic writes and hashing of the files training and serving exchange."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_atomically(obj: dict, path: Path) -> str:
+    """torch.save to a temporary file, fsync, rename; return the file's sha256.
+
+    A reader never sees a half-written file, even if the process dies mid-write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return file_sha256(path)
+
+
+def load_plain(path: Path) -> dict:
+    """Load a file written by save_atomically without unpickling arbitrary objects."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

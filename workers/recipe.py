@@ -1,0 +1,137 @@
+"""Turn a job spec and its dataset into a network, optimizer and batches."""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from app.schemas import Hyperparameters, JobCreate
+from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
+from models.registry import ARCHITECTURES, build_network
+from models.text import Vocabulary, pad_batch
+from workers.training import Batches
+
+STATS_SAMPLE = 10_000  # images used to compute the normalisation
+
+
+@dataclass
+class TrainingRun:
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    train: Batches
+    validation: Batches
+    device: torch.device
+    # What a checkpoint needs besides weights: task, arch, model_args, classes, preprocessing.
+    description: dict = field(default_factory=dict)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise DatasetError(f"device {requested!r} was asked for but this worker has no CUDA GPU")
+    return torch.device(requested)
+
+
+def split_indices(
+    data: LabelledData, spec: JobCreate, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and validation example indices, as the spec's validation source says."""
+    test = data.is_test.nonzero().flatten()
+    train = (~data.is_test).nonzero().flatten()
+    source = spec.validation.source
+    if source == "test_split" and not len(test):
+        raise DatasetError("validation.source is 'test_split' but the dataset has no test split")
+    if source == "test_split" or (source == "auto" and len(test)):
+        return train, test
+    shuffled = train[torch.randperm(len(train), generator=generator)]
+    held_out = max(1, round(len(train) * spec.validation.fraction))
+    if held_out >= len(train):
+        raise DatasetError("validation.fraction leaves no training examples")
+    return shuffled[held_out:], shuffled[:held_out]
+
+
+def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    device = resolve_device(spec.device)
+    train_index, val_index = split_indices(data, spec, generator)
+    if isinstance(data, ImageData):
+        make_inputs, model_args, preprocessing = _image_inputs(data, train_index, generator, device)
+    else:
+        vocabulary, encoded = _encode_texts(data, train_index, spec)
+        model_args = {"vocab_size": len(vocabulary)}
+        if spec.model.embedding_dim:
+            model_args["embedding_dim"] = spec.model.embedding_dim
+        preprocessing = {"vocabulary": vocabulary.to_state()}
+    hyper = spec.hyperparameters
+    if hyper.dropout is not None:
+        model_args["dropout"] = hyper.dropout
+    model_args["num_classes"] = len(data.classes)
+    network = build_network(spec.model.arch, model_args).to(device)
+    if isinstance(data, TextData):
+
+        def make_inputs(index: torch.Tensor) -> torch.Tensor:
+            return pad_batch([encoded[i] for i in index.tolist()], network.min_length)
+
+    labels = data.labels.to(device)
+    return TrainingRun(
+        network=network,
+        optimizer=make_optimizer(network, hyper),
+        train=Batches(
+            lambda i: make_inputs(train_index[i]),
+            labels[train_index.to(device)],
+            hyper.batch_size,
+            shuffle=True,
+            generator=generator,
+        ),
+        validation=Batches(
+            lambda i: make_inputs(val_index[i]),
+            labels[val_index.to(device)],
+            max(hyper.batch_size, 256),
+            shuffle=False,
+        ),
+        device=device,
+        description={
+            "task": data.task,
+            "arch": spec.model.arch,
+            "model_args": model_args,
+            "classes": data.classes,
+            "preprocessing": preprocessing,
+        },
+    )
+
+
+def _image_inputs(data: ImageData, train_index, generator, device):
+    sample = train_index[torch.randperm(len(train_index), generator=generator)[:STATS_SAMPLE]]
+    image = ImagePreprocessing.fit(data.images[sample])
+    images = data.images.to(device)  # uint8 on the device; normalised a batch at a time
+    model_args = {"channels": image.channels, "height": image.height, "width": image.width}
+    return (
+        (lambda index: image.normalize(images[index.to(device)])),
+        model_args,
+        {"image": vars(image)},
+    )
+
+
+def _encode_texts(
+    data: TextData, train_index: torch.Tensor, spec: JobCreate
+) -> tuple[Vocabulary, list[list[int]]]:
+    """A vocabulary from the training texts only, and every text's token ids."""
+    ngrams = spec.text.ngrams or ARCHITECTURES[spec.model.arch].text_ngrams
+    vocabulary = Vocabulary.build(
+        [data.texts[i] for i in train_index.tolist()],
+        ngrams=ngrams,
+        min_freq=spec.text.min_freq,
+        max_length=spec.text.max_tokens,
+    )
+    return vocabulary, [vocabulary.encode(text) for text in data.texts]
+
+
+def make_optimizer(network: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:
+    params, lr, decay = network.parameters(), hyper.lr, hyper.weight_decay
+    if hyper.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=hyper.momentum, weight_decay=decay)
+    if hyper.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=decay)

@@ -1,0 +1,10 @@
+"""Thin Celery tasks: take a job id, hand it to the runner."""
+
+from app.queue import TRAIN_TASK
+from workers.celery_app import celery_app
+from workers.runner import run_job
+
+
+@celery_app.task(name=TRAIN_TASK)
+def train(job_id: str) -> None:
+    run_job(job_id)

@@ -1,0 +1,121 @@
+"""A task-agnostic training loop that reports through a callback. No Celery, no SQL."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+class Batches:
+    """Mini-batches sliced from tensors already in memory (no per-item Dataset overhead)."""
+
+    def __init__(
+        self,
+        make_inputs: Callable[[torch.Tensor], torch.Tensor],
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+    ):
+        self.make_inputs = make_inputs
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.labels)
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else None
+        for start in range(0, count, self.batch_size):
+            index = (
+                order[start : start + self.batch_size]
+                if order is not None
+                else torch.arange(start, min(start + self.batch_size, count))
+            )
+            yield self.make_inputs(index), self.labels[index]
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    samples_per_second: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_one_epoch(
+    network: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device
+) -> tuple[float, float, int]:
+    """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count."""
+    network.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for inputs, labels in batches:
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        logits = network(inputs)
+        loss = nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Kept on the device: a .item() per step would synchronise a GPU every batch.
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += len(labels)
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+def evaluate(network: nn.Module, batches: Batches, device: torch.device) -> tuple[float, float]:
+    network.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    with torch.inference_mode():
+        for inputs, labels in batches:
+            inputs, labels = inputs.to(device), labels.to(device)
+            logits = network(inputs)
+            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            seen += len(labels)
+    return loss_sum / seen, correct / seen
+
+
+def fit(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Batches,
+    validation: Batches,
+    *,
+    epochs: int,
+    device: torch.device,
+    on_epoch_end: Callable[[EpochResult], None],
+    first_epoch: int = 1,
+) -> None:
+    """Train from first_epoch to epochs (inclusive), reporting each epoch's metrics."""
+    network.to(device)
+    for epoch in range(first_epoch, epochs + 1):
+        started = time.perf_counter()
+        train_loss, train_accuracy, seen = train_one_epoch(network, optimizer, train, device)
+        train_seconds = time.perf_counter() - started
+        val_loss, val_accuracy = evaluate(network, validation, device)
+        on_epoch_end(
+            EpochResult(
+                epoch,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                seconds=time.perf_counter() - started,
+                samples_per_second=seen / train_seconds,
+            )
+        )
