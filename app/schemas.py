@@ -41,10 +41,23 @@ class Hyperparameters(Strict):
 
 
 class ValidationSpec(Strict):
-    source: Literal["auto", "test_split", "holdout"] = Field(
-        "auto", description="auto: the dataset's test split when it has one, else a holdout."
+    source: Literal["auto", "test_split", "holdout", "dataset"] = Field(
+        "auto",
+        description="auto: dataset_id when given, else the dataset's own test split when it "
+        "has one, else a holdout of `fraction`.",
     )
     fraction: float = Field(0.1, gt=0, lt=1, description="Share of training data held out.")
+    dataset_id: str | None = Field(
+        None, max_length=64, description="Another uploaded dataset, same classes, to validate on."
+    )
+
+    @model_validator(mode="after")
+    def _dataset_id_fits_source(self) -> "ValidationSpec":
+        if self.source == "dataset" and not self.dataset_id:
+            raise ValueError("validation.source 'dataset' needs validation.dataset_id")
+        if self.dataset_id and self.source not in ("auto", "dataset"):
+            raise ValueError(f"validation.dataset_id cannot be combined with {self.source!r}")
+        return self
 
 
 class JobCreate(Strict):
@@ -87,9 +100,7 @@ class JobCreate(Strict):
     def _arch_fits_task(self) -> "JobCreate":
         arch_task = ARCHITECTURES[self.model.arch].task
         if arch_task != self.task:
-            raise ValueError(
-                f"model.arch {self.model.arch!r} is a {arch_task} network, not a {self.task} one"
-            )
+            raise ValueError(f"model.arch {self.model.arch!r} is for {arch_task}, not {self.task}")
         return self
 
 

@@ -90,6 +90,35 @@ class TextData(LabelledData):
         return {"mean_characters": round(sum(map(len, self.texts)) / max(len(self.texts), 1), 1)}
 
 
+def with_test_split(train: LabelledData, test: LabelledData) -> LabelledData:
+    """train's training examples, and every example of test as the test split."""
+    if type(train) is not type(test) or train.classes != test.classes:
+        raise DatasetError(
+            f"the validation dataset's classes {test.classes} differ from {train.classes}"
+        )
+    keep = ~train.is_test
+    merged = {
+        "classes": train.classes,
+        "labels": torch.cat([train.labels[keep], test.labels]),
+        "is_test": torch.cat(
+            [
+                torch.zeros(int(keep.sum()), dtype=torch.bool),
+                torch.ones(len(test.labels), dtype=torch.bool),
+            ]
+        ),
+        "source_format": train.source_format,
+    }
+    if isinstance(train, TextData):
+        texts = [text for text, kept in zip(train.texts, keep.tolist(), strict=True) if kept]
+        return TextData(**merged, texts=texts + test.texts)
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DatasetError(
+            f"validation images are {tuple(test.images.shape[1:])} (CxHxW), training images "
+            f"{tuple(train.images.shape[1:])}: upload one of them with a 'resize'"
+        )
+    return ImageData(**merged, images=torch.cat([train.images[keep], test.images]))
+
+
 def data_from_state(state: dict) -> ImageData | TextData:
     state = dict(state)
     kind = ImageData if state.pop("task") == IMAGE_TASK else TextData

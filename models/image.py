@@ -20,6 +20,8 @@ class TutorialCNN(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        if min(height, width) < 16:
+            raise ValueError(f"tutorial_cnn needs images of at least 16x16, not {height}x{width}")
         self.features = nn.Sequential(
             nn.Conv2d(channels, 6, 5),
             nn.ReLU(),

@@ -60,10 +60,7 @@ class Vocabulary:
 def pad_batch(sequences: list[list[int]], min_length: int = 1) -> torch.Tensor:
     """Right-pad token id lists with 0 into one LongTensor."""
     width = max(min_length, max(map(len, sequences)))
-    batch = torch.zeros(len(sequences), width, dtype=torch.int64)
-    for row, sequence in enumerate(sequences):
-        batch[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.int64)
-    return batch
+    return torch.tensor([sequence + [0] * (width - len(sequence)) for sequence in sequences])
 
 
 class BagOfEmbeddings(nn.Module):

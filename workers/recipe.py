@@ -40,6 +40,8 @@ def split_indices(
     test = data.is_test.nonzero().flatten()
     train = (~data.is_test).nonzero().flatten()
     source = spec.validation.source
+    if source == "dataset" or spec.validation.dataset_id:
+        source = "test_split"  # the validation dataset was merged in as the test split
     if source == "test_split" and not len(test):
         raise DatasetError("validation.source is 'test_split' but the dataset has no test split")
     if source == "test_split" or (source == "auto" and len(test)):
@@ -68,11 +70,12 @@ def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
     if hyper.dropout is not None:
         model_args["dropout"] = hyper.dropout
     model_args["num_classes"] = len(data.classes)
-    network = build_network(spec.model.arch, model_args).to(device)
+    try:
+        network = build_network(spec.model.arch, model_args).to(device)
+    except ValueError as exc:  # the data does not fit the network, e.g. images too small
+        raise DatasetError(str(exc)) from exc
     if isinstance(data, TextData):
-
-        def make_inputs(index: torch.Tensor) -> torch.Tensor:
-            return pad_batch([encoded[i] for i in index.tolist()], network.min_length)
+        make_inputs = _token_batches(encoded, network.min_length)
 
     labels = data.labels.to(device)
     return TrainingRun(
@@ -126,6 +129,13 @@ def _encode_texts(
         max_length=spec.text.max_tokens,
     )
     return vocabulary, [vocabulary.encode(text) for text in data.texts]
+
+
+def _token_batches(encoded: list[list[int]], min_length: int):
+    """Pad every text once; a batch is rows of that tensor cut to its longest text."""
+    tokens = pad_batch(encoded, min_length)
+    lengths = torch.tensor([max(len(ids), min_length) for ids in encoded])
+    return lambda index: tokens[index, : int(lengths[index].max())]
 
 
 def make_optimizer(network: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:

@@ -11,7 +11,7 @@ from app.db import get_session_factory
 from app.schemas import JobCreate
 from app.tables import ModelVersion
 from models.checkpoint import make_checkpoint
-from models.data import DatasetError, data_from_state
+from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import load_plain, save_atomically
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.training import EpochResult, fit
@@ -79,9 +79,18 @@ def run_job(job_id: str) -> None:
             repository.fail_job(session, job_id, f"training crashed: {type(exc).__name__}: {exc}")
 
 
+def _load_data(session: Session, dataset_id: str) -> LabelledData:
+    dataset = repository.get_dataset(session, dataset_id)
+    if dataset is None:
+        raise DatasetError(f"dataset {dataset_id} no longer exists")
+    return data_from_state(load_plain(Path(dataset.path)))
+
+
 def _train(session: Session, job_id: str, spec: JobCreate) -> None:
-    dataset = repository.get_dataset(session, spec.dataset_id)
-    run = prepare_run(spec, data_from_state(load_plain(Path(dataset.path))))
+    data = _load_data(session, spec.dataset_id)
+    if spec.validation.dataset_id:
+        data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
+    run = prepare_run(spec, data)
     folder = get_settings().artifacts_dir / "jobs" / job_id
     recorder = EpochRecorder(session, job_id, run, folder)
     fit(

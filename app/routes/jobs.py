@@ -3,12 +3,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from kombu.exceptions import OperationalError
+from sqlalchemy.orm import Session
 
 from app import repository
 from app.deps import CeleryDep, SessionDep
 from app.queue import enqueue_training
 from app.schemas import JobCreate, JobPublic, JobsPublic
-from app.tables import Job
+from app.tables import Dataset, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
@@ -48,6 +49,17 @@ def create_job(*, session: SessionDep, celery: CeleryDep, spec: JobCreate) -> Jo
         raise HTTPException(503, "the job queue (broker) cannot be reached; try again") from exc
     log.info("job %s: queued %s %s", job.id, spec.task, spec.model.arch)
     return JobPublic.from_job(job)
+
+
+def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Dataset:
+    dataset = repository.get_dataset(session, dataset_id)
+    if dataset is None:
+        raise HTTPException(422, f"{field} {dataset_id!r} is not a known dataset")
+    if dataset.task != task:
+        raise HTTPException(
+            422, f"{field} {dataset_id!r} holds {dataset.task} data, but the job's task is {task}"
+        )
+    return dataset
 
 
 @router.get("")

@@ -1,0 +1,193 @@
+"""The HTTP API in-process on the embedded defaults: SQLite and the file-system broker."""
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import class_pattern, png_bytes
+from workers.runner import run_job
+
+IMAGE_JOB = {
+    "task": "image_classification",
+    "model": {"arch": "tutorial_cnn"},
+    "hyperparameters": {"epochs": 2, "batch_size": 8, "lr": 0.05},
+}
+
+
+@pytest.fixture
+def client(embedded_settings):
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def upload(client, data: bytes, filename: str, **form):
+    return client.post("/datasets", files={"file": (filename, data)}, data=form)
+
+
+def queued_messages(settings) -> list:
+    return [p for p in settings.broker_dir.iterdir() if p.is_file()]
+
+
+def test_upload_is_stored_once_by_content(client, two_class_zip):
+    first = upload(client, two_class_zip, "shapes.zip", name="shapes")
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["task"] == "image_classification" and body["classes"] == ["bottom", "top"]
+    assert body["counts"]["test"] == {"bottom": 5, "top": 5} and len(body["sha256"]) == 64
+    again = upload(client, two_class_zip, "copy.zip")
+    assert again.status_code == 200 and again.json()["id"] == body["id"]
+    assert client.get(f"/datasets/{body['id']}").json()["name"] == "shapes"
+    assert [d["id"] for d in client.get("/datasets").json()["items"]] == [body["id"]]
+
+
+def test_listing_pages_newest_first(client, sentiment_csv):
+    ids = [
+        upload(client, sentiment_csv + f"extra {i},positive\n".encode(), "t.csv").json()["id"]
+        for i in range(3)
+    ]
+    page = client.get("/datasets", params={"limit": 2}).json()
+    rest = client.get("/datasets", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert [d["id"] for d in page["items"] + rest["items"]] == ids[::-1]
+    assert rest["next_cursor"] is None
+    assert client.get("/datasets", params={"cursor": "nonsense"}).status_code == 422
+
+
+def test_rejected_uploads_store_nothing(client, embedded_settings):
+    corrupt = upload(client, b"PK\x03\x04" + b"\0" * 64, "bad.zip")
+    assert corrupt.status_code == 422 and "zip" in corrupt.json()["detail"]
+    unsupported = upload(client, b"\x00\x01binary\x02", "blob.bin")
+    assert unsupported.status_code == 415
+    not_multipart = client.post("/datasets", json={"file": "x"})
+    assert not_multipart.status_code == 415 and "multipart" in not_multipart.json()["detail"]
+    bad_resize = upload(client, b"text,label\n", "t.csv", resize="big")
+    assert bad_resize.status_code == 422 and bad_resize.json()["detail"][0]["loc"][-1] == "resize"
+    assert client.get("/datasets").json()["items"] == []
+    assert not list((embedded_settings.artifacts_dir / "datasets").glob("*"))
+
+
+def test_uploads_over_the_limit_are_refused(monkeypatch, embedded_settings, two_class_zip):
+    monkeypatch.setattr(embedded_settings, "max_upload_bytes", 1000)
+    with TestClient(create_app()) as client:
+        response = upload(client, two_class_zip, "big.zip")
+    assert response.status_code == 413 and "1000 bytes" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": {"arch": "alexnet"}}, "arch"),
+        ({"hyperparameters": {"epochs": 0}}, "epochs"),
+        ({"hyperparameters": {"optimizer": "rmsprop"}}, "optimizer"),
+        ({"task": "text_sentiment"}, "model.arch 'tutorial_cnn' is for image_classification"),
+        ({"device": "tpu"}, "device"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_specs_are_422_naming_the_field(client, two_class_zip, change, field):
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    response = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id, **change})
+    assert response.status_code == 422
+    assert field in str(response.json()["detail"])
+
+
+def test_job_must_name_a_dataset_of_its_task(client, sentiment_csv):
+    unknown = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": "nope"})
+    assert unknown.status_code == 422 and "dataset_id 'nope'" in unknown.json()["detail"]
+    text_id = upload(client, sentiment_csv, "t.csv").json()["id"]
+    mismatch = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": text_id})
+    assert mismatch.status_code == 422 and "text_sentiment data" in mismatch.json()["detail"]
+
+
+def test_created_job_is_stored_and_queued(client, embedded_settings, two_class_zip):
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    created = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
+    assert created.status_code == 201
+    job = created.json()
+    assert job["status"] == "queued" and job["epochs"] == 2 and job["history"] == []
+    assert len(queued_messages(embedded_settings)) == 1
+    assert client.get(f"/jobs/{job['id']}").json()["spec"]["model"]["arch"] == "tutorial_cnn"
+    assert client.get("/jobs").json()["items"][0]["id"] == job["id"]
+    assert client.get("/jobs/unknown").status_code == 404
+
+
+def test_predict_answers_from_the_latest_model(client, two_class_zip, sentiment_csv):
+    image = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+    missing = client.post("/predict", files={"file": ("x.png", image)})
+    assert missing.status_code == 404 and "no trained image_classification" in missing.text
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    job_id = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id}).json()["id"]
+    run_job(job_id)  # what the worker does with the queued id
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and len(job["history"]) == 2 and job["model_id"]
+    answer = client.post("/predict", files={"file": ("x.png", image)}, data={"top_k": "2"})
+    assert answer.status_code == 200, answer.text
+    prediction = answer.json()
+    assert prediction["label"] == "top" and prediction["job_id"] == job_id
+    assert [p["label"] for p in prediction["top_k"]] in (["top", "bottom"], ["bottom", "top"])
+    by_job = client.post("/predict", files={"file": ("x.png", image)}, data={"model": job_id})
+    assert by_job.json()["model_id"] == job["model_id"]
+
+    text_id = upload(client, sentiment_csv, "t.csv").json()["id"]
+    text_job = client.post(
+        "/jobs",
+        json={
+            "task": "text_sentiment",
+            "dataset_id": text_id,
+            "model": {"arch": "bag_of_embeddings"},
+            "text": {"min_freq": 1},
+            "hyperparameters": {"epochs": 3, "optimizer": "adam", "lr": 0.05, "batch_size": 8},
+        },
+    )
+    run_job(text_job.json()["id"])
+    texts = client.post("/predict", json={"texts": ["truly great delight", "awful mess"]})
+    assert [p["label"] for p in texts.json()] == ["positive", "negative"]
+    one = client.post("/predict", json={"text": "wonderful"})
+    assert one.json()["label"] == "positive" and len(one.json()["top_k"]) == 2
+
+
+def test_predict_rejects_bad_requests_clearly(client):
+    assert (
+        client.post("/predict", content=b"hi", headers={"content-type": "text/plain"}).status_code
+        == 415
+    )
+    both = client.post("/predict", json={"text": "a", "texts": ["b"]})
+    assert both.status_code == 422 and "exactly one" in both.text
+    no_file = client.post("/predict", files={"other": ("x", b"1")})
+    assert no_file.status_code == 422 and "'file'" in no_file.text
+    unknown = client.post("/predict", json={"text": "a", "model": "nope"})
+    assert unknown.status_code == 404 and "'nope'" in unknown.text
+
+
+def test_predict_refuses_non_images_and_models_of_the_other_task(client, two_class_zip):
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    job_id = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id}).json()["id"]
+    run_job(job_id)
+    not_image = client.post("/predict", files={"file": ("x.png", io.BytesIO(b"plain text"))})
+    assert not_image.status_code == 422 and "not a decodable image" in not_image.text
+    wrong_task = client.post("/predict", json={"text": "hello", "model": job_id})
+    assert wrong_task.status_code == 422 and "image_classification model" in wrong_task.text
+
+
+def test_docs_and_openapi_show_an_example_for_every_request_body(client):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    bodies = [
+        op["requestBody"]
+        for path in schema["paths"].values()
+        for op in path.values()
+        if "requestBody" in op
+    ]
+    assert len(bodies) == 3
+    for body in bodies:
+        for media in body["content"].values():
+            schema_part = media.get("schema", {})
+            ref = schema_part.get("$ref", "").rsplit("/", 1)[-1]
+            component = schema["components"]["schemas"].get(ref, schema_part)
+            assert (
+                media.get("examples") or component.get("examples") or component.get("properties")
+            ), body
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}

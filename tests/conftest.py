@@ -1,0 +1,105 @@
+"""Fixtures shared by every test folder: the real data sets and small data built in memory."""
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the real data sets are expected at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def class_pattern(label: int, size: int, rng: np.random.Generator, channels: int = 3):
+    """An easy-to-learn image: class 0 bright on top, class 1 bright at the bottom."""
+    array = rng.integers(0, 60, (size, size, channels), dtype=np.uint8)
+    half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+    array[half] += 150
+    return array.squeeze()
+
+
+def image_zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def two_class_zip() -> bytes:
+    """40 train and 10 test 16x16 colour PNGs, classes 'bottom' and 'top'."""
+    rng = np.random.default_rng(0)
+    entries = {}
+    for split, count in (("train", 20), ("test", 5)):
+        for label, name in ((0, "top"), (1, "bottom")):
+            for i in range(count):
+                entries[f"{split}/{name}/{i}.png"] = png_bytes(class_pattern(label, 16, rng))
+    return image_zip(entries)
+
+
+def idx_bytes(array: np.ndarray, compress: bool = True) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    raw = header + array.astype(np.uint8).tobytes()
+    return gzip.compress(raw) if compress else raw
+
+
+@pytest.fixture
+def sentiment_csv() -> bytes:
+    rows = ["text,label"]
+    for i in range(30):
+        rows.append(f'"a wonderful delight, truly great {i}",positive')
+        rows.append(f'"a dull and awful mess, truly bad {i}",negative')
+    return ("\n".join(rows) + "\n").encode()
+
+
+def clear_cached_settings() -> None:
+    from app.config import get_settings
+    from app.db import get_engine, get_session_factory
+
+    for cached in (get_settings, get_engine, get_session_factory):
+        cached.cache_clear()
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(PROJECT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT / "migrations"))
+    config.attributes["database_url"] = database_url
+    command.upgrade(config, "head")
+
+
+@pytest.fixture
+def embedded_settings(tmp_path, monkeypatch):
+    """The embedded defaults (SQLite, file-system broker) in a fresh folder, migrated."""
+    url = f"sqlite:///{tmp_path}/trainserve.db"
+    monkeypatch.setenv("TRAINSERVE_DATABASE_URL", url)
+    monkeypatch.setenv("TRAINSERVE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("TRAINSERVE_BROKER_DIR", str(tmp_path / "broker"))
+    monkeypatch.setenv("TRAINSERVE_BROKER_URL", "filesystem://")
+    clear_cached_settings()
+    migrate(url)
+    from app.config import get_settings
+
+    yield get_settings()
+    clear_cached_settings()

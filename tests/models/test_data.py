@@ -1,0 +1,180 @@
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import (
+    DatasetError,
+    ImageData,
+    ImagePreprocessing,
+    NamedFile,
+    ReadOptions,
+    TextData,
+    UnsupportedFormat,
+    data_from_state,
+    read_upload,
+    with_test_split,
+)
+from tests.conftest import class_pattern, idx_bytes, image_zip, png_bytes
+
+
+def read(*files: tuple[str, bytes], **options) -> ImageData | TextData:
+    named = [NamedFile(name, io.BytesIO(data)) for name, data in files]
+    return read_upload(named, ReadOptions(**options))
+
+
+def test_image_zip_with_train_and_test_folders(two_class_zip):
+    data = read(("data.zip", two_class_zip))
+    assert isinstance(data, ImageData)
+    assert data.classes == ["bottom", "top"]
+    assert data.images.shape == (50, 3, 16, 16) and data.images.dtype == torch.uint8
+    assert data.counts() == {"train": {"bottom": 20, "top": 20}, "test": {"bottom": 5, "top": 5}}
+    assert data.source_format == "image_zip"
+
+
+def test_image_zip_under_one_outer_folder_and_grey_images():
+    rng = np.random.default_rng(1)
+    entries = {
+        f"digits/{c}/{i}.png": png_bytes(class_pattern(c, 8, rng, 1))
+        for c in (0, 1)
+        for i in range(3)
+    }
+    entries["digits/.DS_Store"] = b"junk"
+    data = read(("d.zip", image_zip(entries)))
+    assert data.classes == ["0", "1"]
+    assert data.images.shape == (6, 1, 8, 8)
+    assert "test" not in data.counts()
+
+
+def test_mixed_sizes_need_a_resize():
+    rng = np.random.default_rng(2)
+    entries = {
+        "a/1.png": png_bytes(class_pattern(0, 8, rng)),
+        "b/2.png": png_bytes(class_pattern(1, 12, rng)),
+    }
+    with pytest.raises(DatasetError, match=r"b/2\.png.*resize"):
+        read(("x.zip", image_zip(entries)))
+    assert read(("x.zip", image_zip(entries)), resize=(10, 10)).images.shape == (2, 3, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"a/1.png": b"not a png", "b/2.png": b"x"}, "a/1.png.*not a decodable image"),
+        ({"a/1.txt": b"hello", "b/1.png": b""}, "a/1.txt.*not an image"),
+        ({"only/1.png": "VALID"}, "at least two classes"),
+        (
+            {"train/a/1.png": "VALID", "train/b/1.png": "VALID", "test/c/1.png": "VALID"},
+            "'c' has test examples but no training",
+        ),
+        ({"a/b/c/d.png": "VALID", "x.png": "VALID"}, "not laid out"),
+    ],
+)
+def test_bad_image_zips_name_the_problem(entries, message):
+    valid = png_bytes(np.zeros((4, 4, 3), np.uint8))
+    entries = {k: valid if v == "VALID" else v for k, v in entries.items()}
+    with pytest.raises(DatasetError, match=message):
+        read(("x.zip", image_zip(entries)))
+
+
+def test_corrupt_zip_is_rejected():
+    with pytest.raises(DatasetError, match="not a readable zip"):
+        read(("x.zip", b"PK\x03\x04" + b"\0" * 40))
+
+
+def test_idx_pairs_make_train_and_test_splits():
+    rng = np.random.default_rng(3)
+    train_images = rng.integers(0, 255, (12, 6, 6))
+    test_images = rng.integers(0, 255, (4, 6, 6))
+    data = read(
+        ("train-images-idx3-ubyte.gz", idx_bytes(train_images)),
+        ("train-labels-idx1-ubyte.gz", idx_bytes(np.arange(12) % 3)),
+        ("t10k-images-idx3-ubyte", idx_bytes(test_images, compress=False)),
+        ("t10k-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 2]), compress=False)),
+    )
+    assert data.classes == ["0", "1", "2"]
+    assert data.images.shape == (16, 1, 6, 6)
+    assert torch.equal(data.images[0, 0], torch.from_numpy(train_images[0].astype(np.uint8)))
+    assert data.counts()["test"] == {"0": 1, "1": 1, "2": 2}
+
+
+def test_idx_with_mismatched_counts_is_rejected():
+    with pytest.raises(DatasetError, match="5 images but 4 labels"):
+        read(
+            ("train-images", idx_bytes(np.zeros((5, 2, 2)))),
+            ("train-labels", idx_bytes(np.array([0, 1, 0, 1]))),
+        )
+
+
+def test_truncated_idx_is_rejected():
+    truncated = idx_bytes(np.zeros((5, 2, 2)), compress=False)[:-3]
+    with pytest.raises(DatasetError, match="truncated"):
+        read(("train-images", truncated), ("train-labels", idx_bytes(np.arange(5) % 2)))
+
+
+def test_csv_tsv_and_jsonl_read_the_same(sentiment_csv):
+    csv_data = read(("mr.csv", sentiment_csv))
+    tsv = sentiment_csv.decode().replace('",', '"\t').replace("text,label", "text\tlabel")
+    tsv_data = read(("mr.tsv", tsv.replace('"', "").encode()))
+    labels = [csv_data.classes[i] for i in csv_data.labels]
+    jsonl = "\n".join(
+        json.dumps({"text": text, "label": label})
+        for text, label in zip(csv_data.texts, labels, strict=True)
+    )
+    jsonl_data = read(("mr.jsonl", jsonl.encode()))
+    for data in (csv_data, tsv_data, jsonl_data):
+        assert isinstance(data, TextData)
+        assert data.classes == ["negative", "positive"]
+        assert data.counts() == {"train": {"negative": 30, "positive": 30}}
+    assert csv_data.texts == jsonl_data.texts == tsv_data.texts
+
+
+def test_custom_columns_and_split_column():
+    content = b"review,stars,split\ngood,5,train\nbad,1,train\nfine,5,test\n"
+    data = read(("r.csv", content), text_column="review", label_column="stars")
+    assert data.classes == ["1", "5"] and data.counts()["test"] == {"1": 0, "5": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"text,label\n\xff\xfe bad bytes,pos\n", "not UTF-8"),
+        (b"words,label\nhello,pos\n", "no column 'text'"),
+        (b"text,label\nhello,\n", "label must be"),
+        (b"text,label\n,pos\nhi,neg\n", "text is empty"),
+        (b"text,label\nhello,pos\n", "at least two classes"),
+        (b"text,label\n", "no rows"),
+    ],
+)
+def test_bad_text_tables_name_the_problem(content, message):
+    with pytest.raises(DatasetError, match=message):
+        read(("t.csv", content))
+
+
+def test_binary_without_a_known_format_is_unsupported():
+    with pytest.raises(UnsupportedFormat):
+        read(("blob.bin", b"\x00\x01\x02\x03binary"))
+
+
+def test_state_round_trip_and_merged_validation_split(two_class_zip, sentiment_csv):
+    images = read(("d.zip", two_class_zip))
+    restored = data_from_state(images.to_state())
+    assert torch.equal(restored.images, images.images) and restored.classes == images.classes
+    merged = with_test_split(images, images)
+    assert merged.counts()["train"] == {"bottom": 20, "top": 20}
+    assert merged.counts()["test"] == {"bottom": 25, "top": 25}
+    with pytest.raises(DatasetError, match="classes"):
+        with_test_split(images, read(("t.csv", sentiment_csv)))
+
+
+def test_preprocessing_normalises_and_decodes_to_the_network_input(two_class_zip):
+    images = read(("d.zip", two_class_zip)).images
+    preprocessing = ImagePreprocessing.fit(images)
+    normalised = preprocessing.normalize(images)
+    assert normalised.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+    assert (normalised.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+    big_grey = png_bytes(np.full((40, 30), 200, np.uint8))
+    decoded = preprocessing.decode(big_grey)
+    assert decoded.shape == (3, 16, 16) and int(decoded[0, 0, 0]) == 200

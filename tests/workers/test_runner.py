@@ -1,0 +1,92 @@
+"""The worker's job life cycle against a real (SQLite) database, without Celery."""
+
+import io
+
+import pytest
+import torch
+
+from app import repository
+from app.db import get_session_factory
+from app.ingest import ingest_upload
+from app.schemas import JobCreate
+from app.tables import Job
+from models.data import NamedFile, ReadOptions
+from models.files import file_sha256, load_plain
+from workers.runner import run_job
+
+
+@pytest.fixture
+def session(embedded_settings):
+    with get_session_factory()() as session:
+        yield session
+
+
+def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str:
+    files = [NamedFile(name, io.BytesIO(upload))]
+    dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
+    spec = JobCreate.model_validate({"dataset_id": dataset.id, **spec_fields})
+    job = repository.add_job(
+        session,
+        Job(task=spec.task, dataset_id=dataset.id, spec=spec.model_dump(mode="json"), epochs=3),
+    )
+    return job.id
+
+
+def test_run_job_records_history_checkpoints_and_model(session, embedded_settings, two_class_zip):
+    job_id = queue_job(
+        session,
+        embedded_settings,
+        two_class_zip,
+        "d.zip",
+        task="image_classification",
+        model={"arch": "tutorial_cnn"},
+        hyperparameters={"epochs": 3, "batch_size": 8, "lr": 0.05},
+    )
+    run_job(job_id)
+    session.expire_all()
+    job = repository.get_job(session, job_id)
+    assert job.status == "succeeded", job.error
+    assert [h.epoch for h in job.history] == [1, 2, 3] and job.epoch == 3
+    assert job.best_val_accuracy == max(h.val_accuracy for h in job.history)
+    model = job.model
+    assert model.classes == ["bottom", "top"] and model.sha256 == file_sha256(model.checkpoint_path)
+    checkpoint = load_plain(model.checkpoint_path)
+    assert checkpoint["epoch"] == job.best_epoch
+    last = load_plain(embedded_settings.artifacts_dir / "jobs" / job_id / "last.pt")
+    assert last["epoch"] == 3 and "optimizer" in last
+    assert repository.latest_model(session, "image_classification").id == model.id
+
+
+def test_run_job_fails_with_an_actionable_error(session, embedded_settings, sentiment_csv):
+    job_id = queue_job(
+        session,
+        embedded_settings,
+        sentiment_csv,
+        "t.csv",
+        task="text_sentiment",
+        model={"arch": "bag_of_embeddings"},
+        validation={"source": "test_split"},
+    )
+    run_job(job_id)
+    session.expire_all()
+    job = repository.get_job(session, job_id)
+    assert job.status == "failed" and "has no test split" in job.error
+    assert job.finished_at is not None and job.model is None
+
+
+def test_a_job_that_is_not_queued_is_not_run_again(session, embedded_settings, sentiment_csv):
+    job_id = queue_job(
+        session,
+        embedded_settings,
+        sentiment_csv,
+        "t.csv",
+        task="text_sentiment",
+        model={"arch": "bag_of_embeddings"},
+        hyperparameters={"epochs": 1},
+    )
+    run_job(job_id)
+    run_job(job_id)  # a redelivered message
+    session.expire_all()
+    job = repository.get_job(session, job_id)
+    assert job.status == "succeeded" and len(job.history) == 1
+    assert torch.is_tensor(load_plain(job.model.checkpoint_path)["state_dict"]["fc.weight"])
