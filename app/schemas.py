@@ -26,7 +26,7 @@ class ModelSpec(Strict):
 
 class TextSpec(Strict):
     max_tokens: int = Field(256, ge=8, le=4096, description="Tokens kept per text.")
-    min_freq: int = Field(1, ge=1, le=1000, description="Rarer tokens become <unk>.")
+    min_freq: int = Field(2, ge=1, le=1000, description="Rarer tokens and n-grams become <unk>.")
     ngrams: int | None = Field(None, ge=1, le=3, description="Default: the network's own.")
 
 

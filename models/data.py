@@ -272,7 +272,7 @@ def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
 def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
     by_split: dict[str, dict[str, np.ndarray]] = {}
     for file in files:
-        array = _read_idx_array(file)
+        array = read_idx_array(file)
         split = "test" if re.search(r"t10k|test", file.filename or "", re.I) else "train"
         kind = "images" if array.ndim == 3 else "labels"
         if kind in by_split.setdefault(split, {}):
@@ -303,7 +303,7 @@ def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
     return ImageData(classes, label_ids, _test_mask(splits), "idx", images=tensor)
 
 
-def _read_idx_array(file: NamedFile) -> np.ndarray:
+def read_idx_array(file: NamedFile) -> np.ndarray:
     raw = _open_maybe_gzip(file.stream).read()
     ndim = raw[3]
     header = 4 + 4 * ndim

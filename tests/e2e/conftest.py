@@ -1,0 +1,157 @@
+"""A real stack for end-to-end tests: PostgreSQL, Redis, uvicorn and a Celery worker process.
+
+Each test session gets its own PostgreSQL database and Redis database number, so a
+developer's running service is left alone. Override the servers with
+TRAINSERVE_E2E_POSTGRES (an admin URL) and TRAINSERVE_E2E_REDIS.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import PROJECT, migrate
+
+POSTGRES_ADMIN = os.environ.get(
+    "TRAINSERVE_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
+JOB_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    name = f"trainserve_e2e_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"end-to-end tests need PostgreSQL at {POSTGRES_ADMIN}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"end-to-end tests need Redis at {REDIS_URL}: {exc}")
+    yield REDIS_URL
+    client.flushdb()
+
+
+class Stack:
+    """The API and a worker as separate processes, configured like production."""
+
+    def __init__(self, folder: Path, database_url: str, broker_url: str):
+        self.folder = folder
+        self.port = free_port()
+        self.env = os.environ | {
+            "TRAINSERVE_DATABASE_URL": database_url,
+            "TRAINSERVE_BROKER_URL": broker_url,
+            "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *command: str) -> None:
+        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.processes[name] = subprocess.Popen(
+            command, cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_worker(self) -> None:
+        self.start(
+            "worker",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+
+    def start_api(self) -> None:
+        self.start(
+            "api",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise RuntimeError(f"the API did not become ready:\n{self.log('api')}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, postgres_url, redis_url):
+    migrate(postgres_url)
+    stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url)
+    stack.start_worker()
+    stack.start_api()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack):
+    with httpx.Client(base_url=stack.url, timeout=120) as client:
+        yield client
+
+
+def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job['status']}; worker log:\n{stack.log('worker')}")
