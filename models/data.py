@@ -182,6 +182,7 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
         entries = [info for info in archive.infolist() if _is_data_entry(info)]
     except (zipfile.BadZipFile, OSError) as exc:
         raise DatasetError(f"not a readable zip archive: {exc}") from exc
+    _refuse_empty_folders(archive, entries)
     if len(entries) > options.max_examples:
         raise DatasetError(f"{len(entries)} files in the zip; the limit is {options.max_examples}")
     placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])
@@ -193,10 +194,24 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     return ImageData(classes, label_ids, _test_mask(splits), "image_zip", images=images)
 
 
+def _refuse_empty_folders(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]) -> None:
+    """An empty class folder is a class with no examples: say so rather than drop it."""
+    holding = {str(parent) for info in entries for parent in PurePosixPath(info.filename).parents}
+    for info in archive.infolist():
+        folder = info.filename.rstrip("/")
+        if info.is_dir() and folder not in holding and not _is_hidden(folder):
+            raise DatasetError(
+                f"folder {info.filename!r} holds no images: every class needs at least one example"
+            )
+
+
+def _is_hidden(path: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(path).parts)
+
+
 def _is_data_entry(info: zipfile.ZipInfo) -> bool:
-    parts = PurePosixPath(info.filename).parts
-    hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
-    return not info.is_dir() and not hidden and parts[-1] not in JUNK_NAMES
+    name = PurePosixPath(info.filename).name
+    return not info.is_dir() and not _is_hidden(info.filename) and name not in JUNK_NAMES
 
 
 def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:

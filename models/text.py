@@ -83,21 +83,22 @@ class BagOfEmbeddings(nn.Module):
 class TextCNN(nn.Module):
     """Kim (2014): parallel convolutions over word embeddings, max-pooled over time."""
 
+    widths = (3, 4, 5)
+    min_length = max(widths)  # shorter inputs are padded up to the widest filter
+
     def __init__(
         self,
         num_classes: int,
         vocab_size: int,
         embedding_dim: int = 128,
         filters: int = 100,
-        widths: tuple[int, ...] = (3, 4, 5),
         dropout: float = 0.5,
     ):
         super().__init__()
-        self.min_length = max(widths)  # shorter inputs are padded up to the widest filter
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
-        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, w) for w in widths)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, w) for w in self.widths)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(filters * len(widths), num_classes)
+        self.fc = nn.Linear(filters * len(self.widths), num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         embedded = self.embedding(tokens).transpose(1, 2)

@@ -1,5 +1,6 @@
 """Turn a job spec and its dataset into a network, optimizer and batches."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -53,43 +54,45 @@ def split_indices(
     return shuffled[held_out:], shuffled[:held_out]
 
 
+@dataclass
+class Inputs:
+    """How a batch of example indices becomes network input, and what serving must redo."""
+
+    make: Callable[[torch.Tensor], torch.Tensor]
+    model_args: dict
+    preprocessing: dict
+
+
 def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     device = resolve_device(spec.device)
     train_index, val_index = split_indices(data, spec, generator)
     if isinstance(data, ImageData):
-        make_inputs, model_args, preprocessing = _image_inputs(data, train_index, generator, device)
+        inputs = _image_inputs(data, train_index, generator, device)
     else:
-        vocabulary, encoded = _encode_texts(data, train_index, spec)
-        model_args = {"vocab_size": len(vocabulary)}
-        if spec.model.embedding_dim:
-            model_args["embedding_dim"] = spec.model.embedding_dim
-        preprocessing = {"vocabulary": vocabulary.to_state()}
+        inputs = _text_inputs(data, train_index, spec)
+    model_args = inputs.model_args | {"num_classes": len(data.classes)}
     hyper = spec.hyperparameters
     if hyper.dropout is not None:
         model_args["dropout"] = hyper.dropout
-    model_args["num_classes"] = len(data.classes)
     try:
         network = build_network(spec.model.arch, model_args).to(device)
     except ValueError as exc:  # the data does not fit the network, e.g. images too small
         raise DatasetError(str(exc)) from exc
-    if isinstance(data, TextData):
-        make_inputs = _token_batches(encoded, network.min_length)
-
     labels = data.labels.to(device)
     return TrainingRun(
         network=network,
         optimizer=make_optimizer(network, hyper),
         train=Batches(
-            lambda i: make_inputs(train_index[i]),
+            lambda i: inputs.make(train_index[i]),
             labels[train_index.to(device)],
             hyper.batch_size,
             shuffle=True,
             generator=generator,
         ),
         validation=Batches(
-            lambda i: make_inputs(val_index[i]),
+            lambda i: inputs.make(val_index[i]),
             labels[val_index.to(device)],
             max(hyper.batch_size, 256),
             shuffle=False,
@@ -100,42 +103,44 @@ def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
             "arch": spec.model.arch,
             "model_args": model_args,
             "classes": data.classes,
-            "preprocessing": preprocessing,
+            "preprocessing": inputs.preprocessing,
         },
     )
 
 
-def _image_inputs(data: ImageData, train_index, generator, device):
+def _image_inputs(data: ImageData, train_index, generator, device) -> Inputs:
+    """Normalisation fitted on (a sample of) the training images; uint8 kept on the device."""
     sample = train_index[torch.randperm(len(train_index), generator=generator)[:STATS_SAMPLE]]
     image = ImagePreprocessing.fit(data.images[sample])
-    images = data.images.to(device)  # uint8 on the device; normalised a batch at a time
-    model_args = {"channels": image.channels, "height": image.height, "width": image.width}
-    return (
-        (lambda index: image.normalize(images[index.to(device)])),
-        model_args,
-        {"image": vars(image)},
+    images = data.images.to(device)
+    return Inputs(
+        make=lambda index: image.normalize(images[index.to(device)]),
+        model_args={"channels": image.channels, "height": image.height, "width": image.width},
+        preprocessing={"image": vars(image)},
     )
 
 
-def _encode_texts(
-    data: TextData, train_index: torch.Tensor, spec: JobCreate
-) -> tuple[Vocabulary, list[list[int]]]:
-    """A vocabulary from the training texts only, and every text's token ids."""
-    ngrams = spec.text.ngrams or ARCHITECTURES[spec.model.arch].text_ngrams
+def _text_inputs(data: TextData, train_index: torch.Tensor, spec: JobCreate) -> Inputs:
+    """A vocabulary from the training texts only; every text padded once into one tensor."""
+    arch = ARCHITECTURES[spec.model.arch]
     vocabulary = Vocabulary.build(
         [data.texts[i] for i in train_index.tolist()],
-        ngrams=ngrams,
+        ngrams=spec.text.ngrams or arch.text_ngrams,
         min_freq=spec.text.min_freq,
         max_length=spec.text.max_tokens,
     )
-    return vocabulary, [vocabulary.encode(text) for text in data.texts]
-
-
-def _token_batches(encoded: list[list[int]], min_length: int):
-    """Pad every text once; a batch is rows of that tensor cut to its longest text."""
+    encoded = [vocabulary.encode(text) for text in data.texts]
+    min_length = arch.network.min_length
     tokens = pad_batch(encoded, min_length)
     lengths = torch.tensor([max(len(ids), min_length) for ids in encoded])
-    return lambda index: tokens[index, : int(lengths[index].max())]
+    model_args = {"vocab_size": len(vocabulary)}
+    if spec.model.embedding_dim:
+        model_args["embedding_dim"] = spec.model.embedding_dim
+    return Inputs(
+        make=lambda index: tokens[index, : int(lengths[index].max())],  # cut to longest text
+        model_args=model_args,
+        preprocessing={"vocabulary": vocabulary.to_state()},
+    )
 
 
 def make_optimizer(network: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:

@@ -42,7 +42,7 @@ def upload_dataset(
     settings: SettingsDep,
     response: Response,
     file: Annotated[list[UploadFile], File(description=FILE_HELP)],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[str | None, Form(max_length=200, examples=["cifar10-train"])] = None,
     resize: Annotated[
         str | None,
         Form(
@@ -50,8 +50,8 @@ def upload_dataset(
             description="HEIGHTxWIDTH (or one number) to resize every image to.",
         ),
     ] = None,
-    text_column: Annotated[str, Form(min_length=1, max_length=200)] = "text",
-    label_column: Annotated[str, Form(min_length=1, max_length=200)] = "label",
+    text_column: Annotated[str, Form(min_length=1, max_length=200, examples=["review"])] = "text",
+    label_column: Annotated[str, Form(min_length=1, max_length=200, examples=["stars"])] = "label",
 ) -> DatasetPublic:
     """Upload labelled data; it is checked, decoded once and stored by content hash."""
     options = ReadOptions(

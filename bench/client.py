@@ -1,0 +1,33 @@
+"""A small HTTP client for the bench scripts: upload, train, wait. Talks to a running service."""
+
+import time
+from pathlib import Path
+
+import httpx
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+class Service:
+    def __init__(self, url: str):
+        self.http = httpx.Client(base_url=url, timeout=600)
+
+    def upload(self, *paths: Path, **form) -> dict:
+        files = [("file", (path.name, path.read_bytes())) for path in paths]
+        response = self.http.post("/datasets", files=files, data=form)
+        response.raise_for_status()
+        return response.json()
+
+    def train(self, spec: dict, poll_s: float = 1.0) -> dict:
+        response = self.http.post("/jobs", json=spec)
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        while (job := self.http.get(f"/jobs/{job_id}").json())["status"] not in (
+            "succeeded",
+            "failed",
+        ):
+            time.sleep(poll_s)
+        if job["status"] == "failed":
+            raise RuntimeError(f"job {job_id} failed: {job['error']}")
+        return job
