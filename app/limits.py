@@ -3,6 +3,7 @@
 (FastAPI's own max_body_size answers a plain-text "Content Too Large" instead.)
 """
 
+import contextlib
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,26 +29,30 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                # Answer here: a form parser may turn the exception into its own 400.
+                if not started and not refused:
+                    refused = True
+                    await self._refuse(send)
                 raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is already sent; drop what the app answers after it
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        # Refused above, or the response had started and the client sees it cut short.
+        with contextlib.suppress(BodyTooLarge):
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         detail = f"request body is over the limit of {self.max_bytes} bytes"

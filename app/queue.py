@@ -28,11 +28,13 @@ def _transport_options(settings: Settings) -> dict:
         return {"visibility_timeout": 24 * 3600}
     # Embedded broker: messages are files in one folder shared by the API and the worker.
     folder = settings.broker_dir.resolve()
-    (folder / "processed").mkdir(parents=True, exist_ok=True)
+    for subfolder in ("processed", "control"):
+        (folder / subfolder).mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
         "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),  # else kombu writes control/ in the cwd
         "store_processed": False,
     }
 

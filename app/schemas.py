@@ -38,6 +38,9 @@ class Hyperparameters(Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     dropout: float | None = Field(None, ge=0, lt=1, description="Default: the network's own.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: decay lr to zero over the run, step by step."
+    )
 
 
 class ValidationSpec(Strict):

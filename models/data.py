@@ -137,10 +137,11 @@ def read_upload(files: list[NamedFile], options: ReadOptions) -> ImageData | Tex
     file, head = files[0], heads[0]
     if head.startswith(b"PK\x03\x04"):
         return read_image_zip(file.stream, options)
-    text_format = _text_format(file.filename, head)
+    text_format = _text_format(file.filename, _peek(file.stream, 4096))
     if text_format is None:
         raise UnsupportedFormat(
-            f"{file.filename!r} is not a zip of images, IDX, CSV, TSV or JSONL file"
+            f"{file.filename!r} is none of the accepted formats: a zip of images, IDX files, "
+            f"or a .csv, .tsv or .jsonl table"
         )
     return read_text_table(file.stream, text_format, options)
 
@@ -151,26 +152,42 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
     return head
 
 
-def _open_maybe_gzip(stream: BinaryIO) -> BinaryIO:
-    if _peek(stream, 2) == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=stream, mode="rb")
-    return stream
+def _read_maybe_gzip(stream: BinaryIO, size: int = -1) -> bytes:
+    """The file's bytes, gunzipped if it is gzip; at most size bytes when size >= 0."""
+    try:
+        if _peek(stream, 2) != b"\x1f\x8b":
+            return stream.read(size)
+        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+            return unzipped.read(size)
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"not a valid gzip file ({exc})") from exc
+    finally:
+        stream.seek(0)
 
 
 def _is_idx(file: NamedFile, head: bytes) -> bool:
     if head[:2] == b"\x1f\x8b":
-        head = _peek(_open_maybe_gzip(file.stream), 4)
-        file.stream.seek(0)
+        head = _read_maybe_gzip(file.stream, 4)
     return len(head) == 4 and head[:2] == b"\0\0" and head[2] == 0x08 and head[3] in (1, 3)
 
 
 def _text_format(filename: str, head: bytes) -> str | None:
+    """By suffix; a file without one is sniffed. Other suffixes (.png, .bin) are not tables."""
     suffix = PurePosixPath(filename or "").suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return TEXT_SUFFIXES[suffix]
-    if head[:2] in (b"\x1f\x8b", b"PK") or b"\0" in head:
+    if suffix or not _looks_like_text(head):
         return None
     return "jsonl" if head.lstrip()[:1] == b"{" else "csv"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the sample
+            return False
+    return b"\0" not in head
 
 
 # ---- image zip -------------------------------------------------------------------------
@@ -319,7 +336,7 @@ def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
 
 
 def read_idx_array(file: NamedFile) -> np.ndarray:
-    raw = _open_maybe_gzip(file.stream).read()
+    raw = _read_maybe_gzip(file.stream)
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -337,7 +354,7 @@ def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def read_text_table(stream: BinaryIO, text_format: str, options: ReadOptions) -> TextData:
-    raw = _open_maybe_gzip(stream).read()
+    raw = _read_maybe_gzip(stream)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

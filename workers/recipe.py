@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from app.schemas import Hyperparameters, JobCreate
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
@@ -19,6 +20,7 @@ STATS_SAMPLE = 10_000  # images used to compute the normalisation
 class TrainingRun:
     network: nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler | None
     train: Batches
     validation: Batches
     device: torch.device
@@ -81,16 +83,19 @@ def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
     except ValueError as exc:  # the data does not fit the network, e.g. images too small
         raise DatasetError(str(exc)) from exc
     labels = data.labels.to(device)
+    train = Batches(
+        lambda i: inputs.make(train_index[i]),
+        labels[train_index.to(device)],
+        hyper.batch_size,
+        shuffle=True,
+        generator=generator,
+    )
+    optimizer = make_optimizer(network, hyper)
     return TrainingRun(
         network=network,
-        optimizer=make_optimizer(network, hyper),
-        train=Batches(
-            lambda i: inputs.make(train_index[i]),
-            labels[train_index.to(device)],
-            hyper.batch_size,
-            shuffle=True,
-            generator=generator,
-        ),
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, hyper, total_steps=len(train) * hyper.epochs),
+        train=train,
         validation=Batches(
             lambda i: inputs.make(val_index[i]),
             labels[val_index.to(device)],
@@ -141,6 +146,15 @@ def _text_inputs(data: TextData, train_index: torch.Tensor, spec: JobCreate) -> 
         model_args=model_args,
         preprocessing={"vocabulary": vocabulary.to_state()},
     )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, hyper: Hyperparameters, total_steps: int
+) -> LRScheduler | None:
+    """Stepped after every batch, so the schedule does not depend on the epoch count."""
+    if hyper.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
 
 
 def make_optimizer(network: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:

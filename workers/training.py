@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 
 class Batches:
@@ -56,7 +57,8 @@ class EpochResult:
 
 
 def train_one_epoch(
-    network: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device
+    network: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device,
+    scheduler: LRScheduler | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count."""
     network.train()
@@ -70,6 +72,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         # Kept on the device: a .item() per step would synchronise a GPU every batch.
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -99,13 +103,16 @@ def fit(
     epochs: int,
     device: torch.device,
     on_epoch_end: Callable[[EpochResult], None],
+    scheduler: LRScheduler | None = None,
     first_epoch: int = 1,
 ) -> None:
     """Train from first_epoch to epochs (inclusive), reporting each epoch's metrics."""
     network.to(device)
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
-        train_loss, train_accuracy, seen = train_one_epoch(network, optimizer, train, device)
+        train_loss, train_accuracy, seen = train_one_epoch(
+            network, optimizer, train, device, scheduler
+        )
         train_seconds = time.perf_counter() - started
         val_loss, val_accuracy = evaluate(network, validation, device)
         on_epoch_end(

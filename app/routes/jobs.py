@@ -25,14 +25,17 @@ log = logging.getLogger("trainserve.api")
 )
 def create_job(*, session: SessionDep, celery: CeleryDep, spec: JobCreate) -> JobPublic:
     """Store a training job and queue it for a worker."""
-    dataset = repository.get_dataset(session, spec.dataset_id)
-    if dataset is None:
-        raise HTTPException(422, f"dataset_id {spec.dataset_id!r} is not a known dataset")
-    if dataset.task != spec.task:
-        raise HTTPException(
-            422,
-            f"dataset {dataset.id} holds {dataset.task} data, but the job's task is {spec.task}",
+    dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
+    if spec.validation.dataset_id:
+        held_out = _dataset_for(
+            session, spec.validation.dataset_id, spec.task, "validation.dataset_id"
         )
+        if held_out.classes != dataset.classes:
+            raise HTTPException(
+                422,
+                f"validation.dataset_id has classes {held_out.classes}, "
+                f"the training dataset {dataset.classes}",
+            )
     job = repository.add_job(
         session,
         Job(

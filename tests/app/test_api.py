@@ -75,6 +75,28 @@ def test_uploads_over_the_limit_are_refused(monkeypatch, embedded_settings, two_
     assert response.status_code == 413 and "1000 bytes" in response.json()["detail"]
 
 
+def test_chunked_uploads_over_the_limit_are_refused(monkeypatch, embedded_settings):
+    monkeypatch.setattr(embedded_settings, "max_upload_bytes", 1000)
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.csv"'
+        f"\r\n\r\ntext,label\n" + "word,pos\n" * 500 + f"\r\n--{boundary}--\r\n"
+    ).encode()
+
+    def chunks():
+        for start in range(0, len(body), 256):
+            yield body[start : start + 256]
+
+    with TestClient(create_app()) as client:
+        response = client.post(
+            "/datasets",
+            content=chunks(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert response.status_code == 413 and "1000 bytes" in response.json()["detail"]
+    assert "content-length" not in response.request.headers
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -154,9 +154,30 @@ def test_bad_text_tables_name_the_problem(content, message):
         read(("t.csv", content))
 
 
-def test_binary_without_a_known_format_is_unsupported():
-    with pytest.raises(UnsupportedFormat):
-        read(("blob.bin", b"\x00\x01\x02\x03binary"))
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("blob", b"\x00\x01\x02\x03binary"),
+        ("notes.bin", b"hello"),
+        ("digit.png", png_bytes(np.zeros((4, 4), np.uint8))),
+    ],
+)
+def test_files_of_no_accepted_format_are_unsupported(name, content):
+    with pytest.raises(UnsupportedFormat, match="none of the accepted formats"):
+        read((name, content))
+
+
+def test_a_broken_gzip_is_named():
+    with pytest.raises(DatasetError, match="not a valid gzip file"):
+        read(("train-images.gz", b"\x1f\x8b\x08\x00"))
+
+
+def test_a_table_without_suffix_is_sniffed(sentiment_csv):
+    assert read(("upload", sentiment_csv)).source_format == "csv"
+    assert (
+        read(("upload", b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}')).source_format
+        == "jsonl"
+    )
 
 
 def test_state_round_trip_and_merged_validation_split(two_class_zip, sentiment_csv):

@@ -86,3 +86,22 @@ def test_text_run_builds_vocabulary_from_training_texts_only():
     assert "good" in vocabulary and "validation" not in vocabulary
     inputs, _ = next(iter(run.train))
     assert inputs.dtype == torch.int64 and inputs.shape[1] >= 5  # padded to the widest filter
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step():
+    cosine = spec(
+        hyperparameters={"epochs": 2, "batch_size": 16, "lr": 0.05, "lr_schedule": "cosine"}
+    )
+    run = prepare_run(cosine, separable_images(64))
+    fit(
+        run.network,
+        run.optimizer,
+        run.train,
+        run.validation,
+        epochs=2,
+        device=run.device,
+        on_epoch_end=lambda _: None,
+        scheduler=run.scheduler,
+    )
+    assert run.optimizer.param_groups[0]["lr"] < 1e-6
+    assert prepare_run(spec(), separable_images(64)).scheduler is None
