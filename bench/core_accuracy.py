@@ -12,7 +12,7 @@ import argparse
 
 from client import SHARED_DATA, Service
 
-SGD = {"optimizer": "sgd", "momentum": 0.9}
+ADAM_COSINE = {"optimizer": "adam", "lr": 0.002, "lr_schedule": "cosine"}
 
 
 def mnist(service: Service) -> tuple[dict, dict]:
@@ -22,7 +22,7 @@ def mnist(service: Service) -> tuple[dict, dict]:
         "task": "image_classification",
         "dataset_id": dataset["id"],
         "model": {"arch": "tutorial_cnn"},
-        "hyperparameters": {"epochs": 10, "batch_size": 64, "lr": 0.05, **SGD},
+        "hyperparameters": {"epochs": 10, "batch_size": 64, **ADAM_COSINE},
     }
     return spec, {"goal": 0.985, "measured_on": "t10k test set"}
 
@@ -36,13 +36,7 @@ def cifar10(service: Service) -> tuple[dict, dict]:
         "dataset_id": train["id"],
         "model": {"arch": "tutorial_cnn"},
         "validation": {"dataset_id": test["id"]},
-        "hyperparameters": {
-            "epochs": 10,
-            "batch_size": 32,
-            "lr": 0.01,
-            "weight_decay": 0.0005,
-            **SGD,
-        },
+        "hyperparameters": {"epochs": 10, "batch_size": 32, **ADAM_COSINE},
     }
     return spec, {"goal": 0.60, "measured_on": "test zip (10k)"}
 
