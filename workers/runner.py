@@ -38,9 +38,10 @@ class EpochRecorder:
         if is_best:
             self.best_sha256 = save_atomically(checkpoint, self.folder / "best.pt")
             self.best = result
-        save_atomically(
-            checkpoint | {"optimizer": self.run.optimizer.state_dict()}, self.folder / "last.pt"
-        )
+        resume_state = {"optimizer": self.run.optimizer.state_dict()}
+        if self.run.scheduler is not None:
+            resume_state["scheduler"] = self.run.scheduler.state_dict()
+        save_atomically(checkpoint | resume_state, self.folder / "last.pt")
         repository.record_epoch(self.session, self.job_id, result.as_dict(), is_best)
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
@@ -101,6 +102,7 @@ def _train(session: Session, job_id: str, spec: JobCreate) -> None:
         epochs=spec.hyperparameters.epochs,
         device=run.device,
         on_epoch_end=recorder,
+        scheduler=run.scheduler,
     )
     model = ModelVersion(
         job_id=job_id,

@@ -57,7 +57,10 @@ class EpochResult:
 
 
 def train_one_epoch(
-    network: nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, device: torch.device,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    device: torch.device,
     scheduler: LRScheduler | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count."""

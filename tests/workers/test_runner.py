@@ -40,7 +40,7 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
         "d.zip",
         task="image_classification",
         model={"arch": "tutorial_cnn"},
-        hyperparameters={"epochs": 3, "batch_size": 8, "lr": 0.05},
+        hyperparameters={"epochs": 3, "batch_size": 8, "lr": 0.05, "lr_schedule": "cosine"},
     )
     run_job(job_id)
     session.expire_all()
@@ -54,6 +54,8 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
     assert checkpoint["epoch"] == job.best_epoch
     last = load_plain(embedded_settings.artifacts_dir / "jobs" / job_id / "last.pt")
     assert last["epoch"] == 3 and "optimizer" in last
+    assert last["optimizer"]["param_groups"][0]["lr"] < 1e-6  # the schedule ran to its end
+    assert last["scheduler"]["last_epoch"] == 3 * 5  # 40 images in batches of 8, 3 epochs
     assert repository.latest_model(session, "image_classification").id == model.id
 
 
