@@ -140,7 +140,3 @@ def find_model(session: Session, model_or_job_id: str) -> ModelVersion | None:
             (ModelVersion.id == model_or_job_id) | (ModelVersion.job_id == model_or_job_id)
         )
     )
-
-
-def model_for_job(session: Session, job_id: str) -> ModelVersion | None:
-    return session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))

@@ -107,11 +107,10 @@ def fit(
     device: torch.device,
     on_epoch_end: Callable[[EpochResult], None],
     scheduler: LRScheduler | None = None,
-    first_epoch: int = 1,
 ) -> None:
-    """Train from first_epoch to epochs (inclusive), reporting each epoch's metrics."""
+    """Train for the given number of epochs, reporting each epoch's metrics."""
     network.to(device)
-    for epoch in range(first_epoch, epochs + 1):
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         train_loss, train_accuracy, seen = train_one_epoch(
             network, optimizer, train, device, scheduler
