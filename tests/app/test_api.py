@@ -213,3 +213,17 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
             ), body
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_broker_down_is_503_and_the_job_is_not_left_queued(
+    monkeypatch, embedded_settings, two_class_zip
+):
+    monkeypatch.setattr(embedded_settings, "broker_url", "redis://127.0.0.1:1/0")  # nothing there
+    with TestClient(create_app()) as client:
+        dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+        response = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
+        assert response.status_code == 503 and "broker" in response.json()["detail"]
+        [job] = client.get("/jobs").json()["items"]
+        assert job["status"] == "failed" and "could not reach the broker" in job["error"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "broker" in ready.json()["detail"]

@@ -68,6 +68,7 @@ class Stack:
             "TRAINSERVE_DATABASE_URL": database_url,
             "TRAINSERVE_BROKER_URL": broker_url,
             "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
+            "TRAINSERVE_BROKER_DIR": str(folder / "broker"),  # for filesystem:// only
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
