@@ -65,6 +65,9 @@ def ingest_upload(
     except IntegrityError:  # the same upload, stored by a concurrent request: same file
         session.rollback()
         return repository.find_dataset_by_fingerprint(session, fingerprint), False
+    except Exception:
+        path.unlink(missing_ok=True)  # no file without its row
+        raise
     log.info(
         "dataset %s: stored %s %s, classes=%d",
         dataset.id,

@@ -20,9 +20,18 @@ def save_atomically(obj: dict, path: Path) -> str:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
     finally:
         temporary.unlink(missing_ok=True)
     return file_sha256(path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_plain(path: Path) -> dict:

@@ -35,6 +35,36 @@ def parse_resize(resize: str | None) -> tuple[int, int] | None:
         415: {"description": "Not multipart, or not a supported format."},
         422: {"description": "The data fails a check; the detail says which."},
     },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "examples": {
+                        "image zip": {
+                            "value": {"file": ["(cifar10-train.zip)"], "name": "cifar10-train"}
+                        },
+                        "IDX files": {
+                            "value": {
+                                "file": [
+                                    "(train-images-idx3-ubyte.gz)",
+                                    "(train-labels-idx1-ubyte.gz)",
+                                ],
+                                "name": "mnist",
+                            }
+                        },
+                        "table": {
+                            "value": {
+                                "file": ["(reviews.csv)"],
+                                "text_column": "review",
+                                "label_column": "stars",
+                            }
+                        },
+                        "resized images": {"value": {"file": ["(photos.zip)"], "resize": "32x32"}},
+                    }
+                }
+            }
+        }
+    },
 )
 def upload_dataset(
     *,
