@@ -57,8 +57,8 @@ class EpochRecorder:
 def run_job(job_id: str) -> None:
     with get_session_factory()() as session:
         job = repository.get_job(session, job_id)
-        if job is None:
-            log.warning("job %s: not in the database, message dropped", job_id)
+        if job is None or job.status != "queued":  # unknown, ended or taken: a stale message
+            log.info("job %s: not queued, message skipped", job_id)
             return
         spec = JobCreate.model_validate(job.spec)
         try:
@@ -67,7 +67,7 @@ def run_job(job_id: str) -> None:
             repository.fail_job(session, job_id, str(exc))
             return
         if not repository.claim_job(session, job_id, str(device)):
-            log.info("job %s: not queued any more, skipped", job_id)
+            log.info("job %s: taken by another worker, message skipped", job_id)
             return
         log.info("job %s: started on %s", job_id, device)
         try:

@@ -92,3 +92,25 @@ def test_a_job_that_is_not_queued_is_not_run_again(session, embedded_settings, s
     job = repository.get_job(session, job_id)
     assert job.status == "succeeded" and len(job.history) == 1
     assert torch.is_tensor(load_plain(job.model.checkpoint_path)["state_dict"]["fc.weight"])
+
+
+def test_a_cuda_job_runs_on_a_gpu_or_fails_saying_there_is_none(
+    session, embedded_settings, sentiment_csv
+):
+    job_id = queue_job(
+        session,
+        embedded_settings,
+        sentiment_csv,
+        "t.csv",
+        task="text_sentiment",
+        model={"arch": "bag_of_embeddings"},
+        hyperparameters={"epochs": 1},
+        device="cuda",
+    )
+    run_job(job_id)
+    session.expire_all()
+    job = repository.get_job(session, job_id)
+    if torch.cuda.is_available():
+        assert job.status == "succeeded" and job.device.startswith("cuda")
+    else:
+        assert job.status == "failed" and "no CUDA GPU" in job.error
