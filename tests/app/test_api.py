@@ -130,7 +130,9 @@ def test_created_job_is_stored_and_queued(client, embedded_settings, two_class_z
     job = created.json()
     assert job["status"] == "queued" and job["epochs"] == 2 and job["history"] == []
     assert len(queued_messages(embedded_settings)) == 1
-    assert client.get(f"/jobs/{job['id']}").json()["spec"]["model"]["arch"] == "tutorial_cnn"
+    stored = client.get(f"/jobs/{job['id']}").json()
+    assert stored["spec"]["model"]["arch"] == "tutorial_cnn"
+    assert stored["created_at"].endswith(("Z", "+00:00"))  # UTC, even read back from SQLite
     assert client.get("/jobs").json()["items"][0]["id"] == job["id"]
     assert client.get("/jobs/unknown").status_code == 404
 
