@@ -11,7 +11,7 @@ from app.schemas import Hyperparameters, JobCreate
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
 from models.registry import ARCHITECTURES, build_network
 from models.text import Vocabulary, pad_batch
-from workers.training import Batches
+from workers.training import Batches, EpochResult, fit
 
 STATS_SAMPLE = 10_000  # images used to compute the normalisation
 
@@ -26,6 +26,18 @@ class TrainingRun:
     device: torch.device
     # What a checkpoint needs besides weights: task, arch, model_args, classes, preprocessing.
     description: dict = field(default_factory=dict)
+
+    def fit(self, epochs: int, on_epoch_end: Callable[[EpochResult], None]) -> None:
+        fit(
+            self.network,
+            self.optimizer,
+            self.train,
+            self.validation,
+            epochs=epochs,
+            device=self.device,
+            on_epoch_end=on_epoch_end,
+            scheduler=self.scheduler,
+        )
 
 
 def resolve_device(requested: str) -> torch.device:

@@ -14,7 +14,7 @@ from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import load_plain, save_atomically
 from workers.recipe import TrainingRun, prepare_run, resolve_device
-from workers.training import EpochResult, fit
+from workers.training import EpochResult
 
 log = logging.getLogger("trainserve.worker")
 
@@ -94,16 +94,7 @@ def _train(session: Session, job_id: str, spec: JobCreate) -> None:
     run = prepare_run(spec, data)
     folder = get_settings().artifacts_dir / "jobs" / job_id
     recorder = EpochRecorder(session, job_id, run, folder)
-    fit(
-        run.network,
-        run.optimizer,
-        run.train,
-        run.validation,
-        epochs=spec.hyperparameters.epochs,
-        device=run.device,
-        on_epoch_end=recorder,
-        scheduler=run.scheduler,
-    )
+    run.fit(spec.hyperparameters.epochs, on_epoch_end=recorder)
     model = ModelVersion(
         job_id=job_id,
         name=spec.name or spec.task,

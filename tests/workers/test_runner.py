@@ -32,6 +32,23 @@ def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str
     return job.id
 
 
+def queue_text_job(session, settings, csv_bytes: bytes, **spec_fields) -> str:
+    return queue_job(
+        session,
+        settings,
+        csv_bytes,
+        "t.csv",
+        task="text_sentiment",
+        model={"arch": "bag_of_embeddings"},
+        **spec_fields,
+    )
+
+
+def reloaded(session, job_id: str) -> Job:
+    session.expire_all()
+    return repository.get_job(session, job_id)
+
+
 def test_run_job_records_history_checkpoints_and_model(session, embedded_settings, two_class_zip):
     job_id = queue_job(
         session,
@@ -43,8 +60,7 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
         hyperparameters={"epochs": 3, "batch_size": 8, "lr": 0.05, "lr_schedule": "cosine"},
     )
     run_job(job_id)
-    session.expire_all()
-    job = repository.get_job(session, job_id)
+    job = reloaded(session, job_id)
     assert job.status == "succeeded", job.error
     assert [h.epoch for h in job.history] == [1, 2, 3] and job.epoch == 3
     assert job.best_val_accuracy == max(h.val_accuracy for h in job.history)
@@ -60,36 +76,22 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
 
 
 def test_run_job_fails_with_an_actionable_error(session, embedded_settings, sentiment_csv):
-    job_id = queue_job(
-        session,
-        embedded_settings,
-        sentiment_csv,
-        "t.csv",
-        task="text_sentiment",
-        model={"arch": "bag_of_embeddings"},
-        validation={"source": "test_split"},
+    job_id = queue_text_job(
+        session, embedded_settings, sentiment_csv, validation={"source": "test_split"}
     )
     run_job(job_id)
-    session.expire_all()
-    job = repository.get_job(session, job_id)
+    job = reloaded(session, job_id)
     assert job.status == "failed" and "has no test split" in job.error
     assert job.finished_at is not None and job.model is None
 
 
 def test_a_job_that_is_not_queued_is_not_run_again(session, embedded_settings, sentiment_csv):
-    job_id = queue_job(
-        session,
-        embedded_settings,
-        sentiment_csv,
-        "t.csv",
-        task="text_sentiment",
-        model={"arch": "bag_of_embeddings"},
-        hyperparameters={"epochs": 1},
+    job_id = queue_text_job(
+        session, embedded_settings, sentiment_csv, hyperparameters={"epochs": 1}
     )
     run_job(job_id)
     run_job(job_id)  # a redelivered message
-    session.expire_all()
-    job = repository.get_job(session, job_id)
+    job = reloaded(session, job_id)
     assert job.status == "succeeded" and len(job.history) == 1
     assert torch.is_tensor(load_plain(job.model.checkpoint_path)["state_dict"]["fc.weight"])
 
@@ -97,19 +99,11 @@ def test_a_job_that_is_not_queued_is_not_run_again(session, embedded_settings, s
 def test_a_cuda_job_runs_on_a_gpu_or_fails_saying_there_is_none(
     session, embedded_settings, sentiment_csv
 ):
-    job_id = queue_job(
-        session,
-        embedded_settings,
-        sentiment_csv,
-        "t.csv",
-        task="text_sentiment",
-        model={"arch": "bag_of_embeddings"},
-        hyperparameters={"epochs": 1},
-        device="cuda",
+    job_id = queue_text_job(
+        session, embedded_settings, sentiment_csv, hyperparameters={"epochs": 1}, device="cuda"
     )
     run_job(job_id)
-    session.expire_all()
-    job = repository.get_job(session, job_id)
+    job = reloaded(session, job_id)
     if torch.cuda.is_available():
         assert job.status == "succeeded" and job.device.startswith("cuda")
     else:

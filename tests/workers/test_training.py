@@ -4,7 +4,7 @@ import torch
 from app.schemas import JobCreate
 from models.data import DatasetError, ImageData, TextData
 from workers.recipe import prepare_run, split_indices
-from workers.training import Batches, EpochResult, fit
+from workers.training import Batches, EpochResult
 
 
 def separable_images(count: int) -> ImageData:
@@ -52,15 +52,7 @@ def test_validation_sources():
 def test_fit_learns_separable_images_and_reports_each_epoch():
     run = prepare_run(spec(), separable_images(200))
     results: list[EpochResult] = []
-    fit(
-        run.network,
-        run.optimizer,
-        run.train,
-        run.validation,
-        epochs=3,
-        device=run.device,
-        on_epoch_end=results.append,
-    )
+    run.fit(3, on_epoch_end=results.append)
     assert [r.epoch for r in results] == [1, 2, 3]
     assert results[-1].val_accuracy >= 0.95
     assert results[-1].train_loss < results[0].train_loss
@@ -93,15 +85,6 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step():
         hyperparameters={"epochs": 2, "batch_size": 16, "lr": 0.05, "lr_schedule": "cosine"}
     )
     run = prepare_run(cosine, separable_images(64))
-    fit(
-        run.network,
-        run.optimizer,
-        run.train,
-        run.validation,
-        epochs=2,
-        device=run.device,
-        on_epoch_end=lambda _: None,
-        scheduler=run.scheduler,
-    )
+    run.fit(2, on_epoch_end=lambda _: None)
     assert run.optimizer.param_groups[0]["lr"] < 1e-6
     assert prepare_run(spec(), separable_images(64)).scheduler is None
