@@ -84,7 +84,9 @@ async def _text_request(request: Request) -> TextPredictRequest:
         raise HTTPException(422, errors) from exc
 
 
-def _predict_image(session, predictors, image: bytes, model_ref, top_k: int) -> Prediction:
+def _predict_image(
+    session: Session, predictors: PredictorCache, image: bytes, model_ref: str | None, top_k: int
+) -> Prediction:
     model = _resolve_model(session, model_ref, IMAGE_TASK)
     try:
         [ranked] = predictors.get(model).predict_images([image], top_k)
