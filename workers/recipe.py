@@ -27,7 +27,14 @@ class TrainingRun:
     # What a checkpoint needs besides weights: task, arch, model_args, classes, preprocessing.
     description: dict = field(default_factory=dict)
 
-    def fit(self, epochs: int, on_epoch_end: Callable[[EpochResult], None]) -> None:
+    def fit(
+        self,
+        epochs: int,
+        on_epoch_end: Callable[[EpochResult], bool | None],
+        *,
+        first_epoch: int = 1,
+        on_step: Callable[[torch.Tensor], None] | None = None,
+    ) -> None:
         fit(
             self.network,
             self.optimizer,
@@ -37,6 +44,8 @@ class TrainingRun:
             device=self.device,
             on_epoch_end=on_epoch_end,
             scheduler=self.scheduler,
+            first_epoch=first_epoch,
+            on_step=on_step,
         )
 
 

@@ -62,8 +62,13 @@ def train_one_epoch(
     batches: Batches,
     device: torch.device,
     scheduler: LRScheduler | None = None,
+    on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[float, float, int]:
-    """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count."""
+    """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count.
+
+    `on_step` gets each step's loss as a device tensor (reading it is the caller's choice: a
+    GPU synchronises on .item()); it may raise to stop training between two steps.
+    """
     network.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -77,6 +82,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None:
+            on_step(loss.detach())
         # Kept on the device: a .item() per step would synchronise a GPU every batch.
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -105,19 +112,21 @@ def fit(
     *,
     epochs: int,
     device: torch.device,
-    on_epoch_end: Callable[[EpochResult], None],
+    on_epoch_end: Callable[[EpochResult], bool | None],
     scheduler: LRScheduler | None = None,
+    first_epoch: int = 1,
+    on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> None:
-    """Train for the given number of epochs, reporting each epoch's metrics."""
+    """Train epochs first_epoch..epochs, reporting each one; on_epoch_end returns True to stop."""
     network.to(device)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         train_loss, train_accuracy, seen = train_one_epoch(
-            network, optimizer, train, device, scheduler
+            network, optimizer, train, device, scheduler, on_step
         )
         train_seconds = time.perf_counter() - started
         val_loss, val_accuracy = evaluate(network, validation, device)
-        on_epoch_end(
+        stop = on_epoch_end(
             EpochResult(
                 epoch,
                 train_loss,
@@ -128,3 +137,5 @@ def fit(
                 samples_per_second=seen / train_seconds,
             )
         )
+        if stop:
+            return
