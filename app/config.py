@@ -30,6 +30,27 @@ class Settings(BaseSettings):
     max_dataset_examples: int = Field(2_000_000, description="Most examples in one dataset.")
     model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
     torch_threads: int = Field(0, description="Threads for torch; 0 means one per core.")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A job whose worker sends no heartbeat this long is re-queued."
+    )
+    heartbeat_seconds: float = Field(
+        1.0, gt=0, description="How often a worker renews its lease and looks for a cancel."
+    )
+    cancel_grace_seconds: float = Field(
+        30.0, gt=0, description="A cancel not honoured within this is a hard stop."
+    )
+    sweep_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often the API re-queues jobs of lost workers and re-sends queued "
+        "jobs the broker lost; 0 turns it off.",
+    )
+    step_flush_seconds: float = Field(
+        1.0, gt=0, description="Per-step losses are written at most this often."
+    )
+    events_poll_seconds: float = Field(
+        0.5, gt=0, description="How often an event stream looks for new events."
+    )
 
 
 @lru_cache

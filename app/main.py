@@ -14,6 +14,7 @@ from app.queue import make_celery
 from app.repository import InvalidCursor
 from app.routes import datasets, health, jobs, predict
 from app.serving import ModelFileCorrupt, PredictorCache
+from app.sweeper import Sweeper
 from models.data import DatasetError, UnsupportedFormat
 
 log = logging.getLogger("trainserve.api")
@@ -25,7 +26,10 @@ async def lifespan(app: FastAPI):
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     app.state.celery = make_celery(settings)
     app.state.predictors = PredictorCache(settings.model_cache_size)
+    sweeper = Sweeper(settings, app.state.celery)
+    sweeper.start()
     yield
+    sweeper.stop()
 
 
 def _error(status: int):

@@ -41,3 +41,9 @@ def _transport_options(settings: Settings) -> dict:
 
 def enqueue_training(celery: Celery, job_id: str) -> None:
     celery.send_task(TRAIN_TASK, args=[job_id], queue=QUEUE, retry=True)
+
+
+def queue_length(celery: Celery) -> int:
+    """Messages waiting in the broker (not those a worker holds)."""
+    with celery.connection_for_write() as connection:
+        return connection.default_channel.queue_declare(queue=QUEUE).message_count

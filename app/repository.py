@@ -1,12 +1,22 @@
 """Every query the service runs, named for what it does."""
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.tables import Dataset, EpochMetrics, Job, ModelVersion, utcnow
+from app.tables import (
+    LEASED,
+    Dataset,
+    EpochMetrics,
+    Job,
+    JobEvent,
+    MetricPoint,
+    ModelVersion,
+    new_id,
+    utcnow,
+)
 
 
 class InvalidCursor(ValueError):
@@ -63,11 +73,15 @@ def list_datasets(session: Session, limit: int, cursor: str | None):
     return _page(session, Dataset, limit, cursor)
 
 
-# ---- jobs --------------------------------------------------------------------------------
+# ---- jobs: submit, read, list -------------------------------------------------------------
 
 
 def add_job(session: Session, job: Job) -> Job:
+    """Store a queued job with its first event."""
+    job.id = job.id or new_id()
+    job.event_seq = 1
     session.add(job)
+    session.add(JobEvent(job_id=job.id, seq=1, kind="status", data={"status": "queued"}))
     session.commit()
     return job
 
@@ -76,49 +90,343 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_jobs(session: Session, limit: int, cursor: str | None):
-    return _page(session, Job, limit, cursor)
+def find_job_by_idempotency_key(session: Session, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.idempotency_key == key))
 
 
-def claim_job(session: Session, job_id: str, device: str) -> bool:
-    """Move a queued job to running; False if it is not queued (already taken or ended)."""
-    result = session.execute(
+def list_jobs(
+    session: Session,
+    limit: int,
+    cursor: str | None,
+    statuses: list[str] | None = None,
+    task: str | None = None,
+):
+    filters = []
+    if statuses:
+        filters.append(Job.status.in_(statuses))
+    if task:
+        filters.append(Job.task == task)
+    return _page(session, Job, limit, cursor, *filters)
+
+
+# ---- jobs: state changes, each a conditional UPDATE plus its status event ------------------
+
+
+def _transition(session: Session, job_id: str, where: tuple, **values) -> bool:
+    """Change one job if `where` still holds, and log the change as an event, in one commit.
+
+    Bumping event_seq locks the job's row, so concurrent writers (API, worker, sweeper)
+    get consecutive sequence numbers in commit order: a stream never skips an event.
+    """
+    row = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="running", started_at=utcnow(), device=device)
+        .where(Job.id == job_id, *where)
+        .values(**values, event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq, Job.status, Job.attempt)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if row is None:
+        session.rollback()
+        return False
+    data = {"status": row.status, "attempt": row.attempt} | {
+        name: values[name] for name in STATUS_EVENT_FIELDS if name in values
+    }
+    session.add(JobEvent(job_id=job_id, seq=row.event_seq, kind="status", data=data))
+    session.commit()
+    session.expire_all()
+    return True
+
+
+STATUS_EVENT_FIELDS = ("end_reason", "error", "resumed_from_epoch", "device")
+
+
+def _held_by(owner: str) -> tuple:
+    return (Job.lease_owner == owner, Job.status.in_(LEASED))
+
+
+def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """Take a queued job for one attempt; False if it is not queued (taken or ended)."""
+    now = utcnow()
+    return _transition(
+        session,
+        job_id,
+        (Job.status == "queued",),
+        status="running",
+        attempt=Job.attempt + 1,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        heartbeat_at=now,
+        started_at=func.coalesce(Job.started_at, now),
+    )
+
+
+def queued_job_ids(session: Session, limit: int) -> list[str]:
+    """Oldest queued first: a re-queued job goes before newer ones."""
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status == "queued")
+            .order_by(Job.queued_at, Job.id)
+            .limit(limit)
+        )
+    )
+
+
+def renew_lease(session: Session, job_id: str, owner: str, lease_seconds: float) -> str | None:
+    """Extend the owner's lease; returns the job's status, or None if the lease was lost."""
+    now = utcnow()
+    status = session.execute(
+        update(Job)
+        .where(Job.id == job_id, *_held_by(owner))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+        .returning(Job.status)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    session.commit()
+    return status
+
+
+def set_device(session: Session, job_id: str, owner: str, device: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, *_held_by(owner))
+        .values(device=device)
+        .execution_options(synchronize_session=False)
     )
     session.commit()
-    return result.rowcount == 1
 
 
-def record_epoch(session: Session, job_id: str, metrics: dict, is_best: bool) -> None:
-    session.add(EpochMetrics(job_id=job_id, **metrics))
+def request_cancel(session: Session, job_id: str) -> bool:
+    """A queued job is cancelled at once; a running one is asked to stop. False: neither."""
+    now = utcnow()
+    if _transition(
+        session,
+        job_id,
+        (Job.status == "queued",),
+        status="cancelled",
+        end_reason="cancelled",
+        finished_at=now,
+    ):
+        return True
+    return _transition(
+        session, job_id, (Job.status == "running",), status="cancelling", cancel_requested_at=now
+    )
+
+
+def confirm_cancelled(session: Session, job_id: str, owner: str) -> bool:
+    return _end(session, job_id, _held_by(owner), "cancelled", "cancelled")
+
+
+def _end(session: Session, job_id: str, where: tuple, status: str, reason: str, **values) -> bool:
+    return _transition(
+        session,
+        job_id,
+        where,
+        status=status,
+        end_reason=reason,
+        finished_at=utcnow(),
+        lease_owner=None,
+        lease_expires_at=None,
+        **values,
+    )
+
+
+def finish_job(session: Session, job_id: str, owner: str, model: ModelVersion, reason: str) -> bool:
+    """Mark the job succeeded and register its model, in one transaction."""
+    session.add(model)
+    session.flush()
+    return _end(
+        session,
+        job_id,
+        (Job.lease_owner == owner, Job.status == "running"),
+        "succeeded",
+        reason,
+        checkpoint_path=model.checkpoint_path,
+    )
+
+
+def fail_job(session: Session, job_id: str, owner: str, error: str, reason: str) -> bool:
+    """End a job as failed, if this worker still holds it."""
+    session.rollback()
+    return _end(session, job_id, _held_by(owner), "failed", reason, error=error)
+
+
+def requeue_job(session: Session, job_id: str, where: tuple, error: str) -> bool:
+    """Back to the queue for another attempt, after an infrastructure failure."""
+    return _transition(
+        session,
+        job_id,
+        where,
+        status="queued",
+        error=error,
+        queued_at=utcnow(),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+def retry_or_fail(session: Session, job: Job, owner: str, error: str) -> bool:
+    """After an infrastructure failure: another attempt if any is left. True if re-queued."""
+    session.rollback()
+    if job.attempt < job.max_attempts:
+        return requeue_job(session, job.id, _held_by(owner), error)
+    fail_job(
+        session,
+        job.id,
+        owner,
+        f"{error} (attempt {job.attempt} of {job.max_attempts})",
+        "attempts_exhausted",
+    )
+    return False
+
+
+def expired_leases(session: Session) -> list[Job]:
+    return list(
+        session.scalars(select(Job).where(Job.status.in_(LEASED), Job.lease_expires_at < utcnow()))
+    )
+
+
+def recover_expired(session: Session, job: Job) -> str | None:
+    """A job whose worker stopped renewing its lease: cancel, re-queue or fail it.
+
+    Guarded by the lease as read, so a heartbeat that lands first wins. Returns what
+    happened, or None when nothing changed.
+    """
+    where = (
+        Job.lease_owner == job.lease_owner,
+        Job.lease_expires_at < utcnow(),
+        Job.status == job.status,
+    )
+    if job.status == "cancelling":  # nobody is left to confirm: the job has stopped
+        return "cancelled" if _end(session, job.id, where, "cancelled", "cancelled") else None
+    error = f"worker {job.lease_owner} stopped sending heartbeats"
+    if job.attempt < job.max_attempts:
+        return "queued" if requeue_job(session, job.id, where, error) else None
+    error += f" (attempt {job.attempt} of {job.max_attempts})"
+    return (
+        "failed"
+        if _end(session, job.id, where, "failed", "attempts_exhausted", error=error)
+        else None
+    )
+
+
+def count_queued(session: Session, queued_before: datetime) -> int:
+    return session.scalar(
+        select(func.count()).where(Job.status == "queued", Job.queued_at < queued_before)
+    )
+
+
+# ---- jobs: what training reports ----------------------------------------------------------
+
+
+def resume_job(session: Session, job_id: str, owner: str, epoch: int, step: int) -> None:
+    """Record that this attempt continues after `epoch`; forget what came after it."""
+    session.execute(
+        delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
+    )
+    session.execute(
+        delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
+    )
+    if not _transition(session, job_id, _held_by(owner), resumed_from_epoch=epoch, epoch=epoch):
+        raise LeaseLost(job_id)
+
+
+class LeaseLost(RuntimeError):
+    """Another worker (or the sweeper) took the job over: stop without writing."""
+
+
+def record_steps(session: Session, job_id: str, epoch: int, steps: list[tuple[int, float, float]]):
+    """Per-step loss and learning rate: metric points and one event per step."""
+    if not steps:
+        return
+    last_seq = _reserve_events(session, job_id, len(steps))
+    first_seq = last_seq - len(steps) + 1
+    for seq, (step, loss, lr) in enumerate(steps, start=first_seq):
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                seq=seq,
+                kind="step",
+                data={"step": step, "epoch": epoch, "loss": loss, "lr": lr},
+            )
+        )
+        session.add(MetricPoint(job_id=job_id, name="loss", step=step, value=loss))
+        session.add(MetricPoint(job_id=job_id, name="lr", step=step, value=lr))
+    session.commit()
+
+
+def _reserve_events(session: Session, job_id: str, count: int) -> int:
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(event_seq=Job.event_seq + count)
+        .returning(Job.event_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def record_epoch(
+    session: Session, job_id: str, owner: str, metrics: dict, step: int, is_best: bool
+) -> None:
+    """An epoch's metrics: history row, metric points at its last step, and an event."""
     values = {"epoch": metrics["epoch"]}
     if is_best:
         values |= {"best_epoch": metrics["epoch"], "best_val_accuracy": metrics["val_accuracy"]}
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
-    session.commit()
-
-
-def finish_job(session: Session, job_id: str, model: ModelVersion) -> None:
-    """Mark the job succeeded and register its model, in one transaction."""
-    session.add(model)
-    session.execute(
+    seq = session.execute(
         update(Job)
-        .where(Job.id == job_id)
-        .values(status="succeeded", finished_at=utcnow(), checkpoint_path=model.checkpoint_path)
+        .where(Job.id == job_id, *_held_by(owner))
+        .values(**values, event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if seq is None:
+        session.rollback()
+        raise LeaseLost(job_id)
+    session.add(EpochMetrics(job_id=job_id, **metrics))
+    session.add_all(
+        MetricPoint(job_id=job_id, name=name, step=step, value=metrics[name])
+        for name in EPOCH_METRICS
     )
+    session.add(JobEvent(job_id=job_id, seq=seq, kind="epoch", data=metrics))
     session.commit()
 
 
-def fail_job(session: Session, job_id: str, error: str) -> None:
-    session.rollback()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(status="failed", finished_at=utcnow(), error=error)
+def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
     )
-    session.commit()
+
+
+def metric_series(session: Session, job_id: str, name: str, max_points: int) -> list:
+    """A metric's points, averaged by the database into at most max_points step buckets."""
+    where = (MetricPoint.job_id == job_id, MetricPoint.name == name)
+    first, last = session.execute(
+        select(func.min(MetricPoint.step), func.max(MetricPoint.step)).where(*where)
+    ).one()
+    if first is None:
+        return []
+    width = -(-(last - first + 1) // max_points)  # steps per bucket, rounded up
+    bucket = (MetricPoint.step - first) // width
+    return session.execute(
+        select(
+            func.max(MetricPoint.step).label("step"),
+            func.avg(MetricPoint.value).label("value"),
+            func.min(MetricPoint.value).label("min"),
+            func.max(MetricPoint.value).label("max"),
+            func.count().label("count"),
+        )
+        .where(*where)
+        .group_by(bucket)
+        .order_by(func.max(MetricPoint.step))
+    ).all()
 
 
 # ---- models ------------------------------------------------------------------------------

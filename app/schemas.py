@@ -63,6 +63,29 @@ class ValidationSpec(Strict):
         return self
 
 
+class EarlyStopping(Strict):
+    monitor: Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy"] = "val_loss"
+    patience: int = Field(3, ge=1, le=1000, description="Epochs without improvement to stop.")
+    min_delta: float = Field(0.0, ge=0, description="Smaller changes are not improvements.")
+
+
+class Limits(Strict):
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Attempts allowed after infrastructure failures (a lost worker, a crash); "
+        "a bad spec or bad data is never retried.",
+    )
+    max_run_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Training time over all attempts. When reached, the job ends with its best "
+        "epoch so far (end_reason 'time_limit').",
+    )
+
+
 class JobCreate(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -96,6 +119,10 @@ class JobCreate(Strict):
     hyperparameters: Hyperparameters = Hyperparameters()
     text: TextSpec = TextSpec()
     validation: ValidationSpec = ValidationSpec()
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop when the monitored metric stops improving."
+    )
+    limits: Limits = Limits()
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -139,13 +166,25 @@ class EpochPublic(BaseModel):
     samples_per_second: float
 
 
+JobStatus = Literal["queued", "running", "cancelling", "cancelled", "succeeded", "failed"]
+EndReason = Literal[
+    "completed", "early_stopped", "time_limit", "cancelled", "invalid", "attempts_exhausted"
+]
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     task: Task
     dataset_id: str
-    status: str
+    status: JobStatus
+    end_reason: EndReason | None = Field(description="Why the job ended.")
+    attempt: int = Field(description="Attempts started; more than 1 after a lost worker.")
+    max_attempts: int
+    resumed_from_epoch: int | None = Field(
+        description="The checkpoint epoch the latest attempt continued from."
+    )
     epoch: int
     epochs: int
     metrics: EpochPublic | None = Field(description="The latest epoch's.")
@@ -157,7 +196,10 @@ class JobPublic(BaseModel):
     error: str | None
     spec: dict
     created_at: datetime
+    queued_at: datetime
     started_at: datetime | None
+    heartbeat_at: datetime | None
+    cancel_requested_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
 
@@ -174,6 +216,23 @@ class JobPublic(BaseModel):
                 "duration_seconds": duration,
             }
         )
+
+
+MetricName = Literal["loss", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+
+
+class MetricPointPublic(BaseModel):
+    step: int = Field(description="The last training step in the bucket.")
+    value: float = Field(description="Mean over the bucket.")
+    min: float
+    max: float
+    count: int
+
+
+class MetricSeries(BaseModel):
+    job_id: str
+    name: MetricName
+    points: list[MetricPointPublic]
 
 
 class JobsPublic(BaseModel):

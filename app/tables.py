@@ -18,6 +18,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# A job's life: queued → running → succeeded | failed, or → cancelling → cancelled.
+# An infrastructure failure sends a running job back to queued (a new attempt).
+LEASED = ("running", "cancelling")  # a worker holds the job, renewing its lease
+ENDED = ("succeeded", "failed", "cancelled")
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -74,6 +79,21 @@ class Job(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    # Why the job ended: completed, early_stopped, time_limit, cancelled, invalid,
+    # attempts_exhausted.
+    end_reason: Mapped[str | None] = mapped_column(String(40))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    # The lease: who runs the job and until when, unless its heartbeat renews it.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    heartbeat_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Sequence number of the job's newest event; bumped under the row lock, so gap-free.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer)
     best_epoch: Mapped[int | None] = mapped_column(Integer)
@@ -82,6 +102,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -105,6 +126,29 @@ class EpochMetrics(Base):
     seconds: Mapped[float] = mapped_column(Float)
     samples_per_second: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEvent(Base):
+    """What a job's event stream replays: status changes, steps and epochs, in order."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(20))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MetricPoint(Base):
+    """One value of a named metric at a global training step (per step or per epoch)."""
+
+    __tablename__ = "metric_points"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[float] = mapped_column(Float)
 
 
 class ModelVersion(Base):

@@ -48,6 +48,26 @@ class TrainingRun:
             on_step=on_step,
         )
 
+    def resume_state(self) -> dict:
+        """What last.pt holds besides the weights, so that a resumed run continues exactly."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "shuffle_rng": self.train.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def restore(self, checkpoint: dict) -> None:
+        """Back to the end of the checkpoint's epoch: weights, optimizer, schedule, RNGs."""
+        self.network.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.train.generator.set_state(checkpoint["shuffle_rng"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":

@@ -1,48 +1,107 @@
-"""One job's life in the worker: claim, train, checkpoint each epoch, register the model."""
+"""One attempt at a job in the worker: claim, (resume,) train, checkpoint, register the model."""
 
 import logging
+import time
+from dataclasses import fields
 from pathlib import Path
 
+import torch
 from sqlalchemy.orm import Session
 
 from app import repository
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import get_session_factory
-from app.schemas import JobCreate
-from app.tables import ModelVersion
+from app.repository import LeaseLost
+from app.schemas import EarlyStopping, JobCreate
+from app.tables import Job, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
-from models.files import load_plain, save_atomically
+from models.files import file_sha256, load_plain, save_atomically
+from workers.lease import JobCancelled, Lease, worker_name
 from workers.recipe import TrainingRun, prepare_run, resolve_device
-from workers.training import EpochResult
+from workers.training import EpochResult, epochs_without_improvement
 
 log = logging.getLogger("trainserve.worker")
 
 
+class TimeLimitReached(Exception):
+    """The spec's limits.max_run_seconds is used up."""
+
+
+class StepReporter:
+    """Called after every training step: buffers the loss, writes the buffer now and then,
+    and stops training at once when the job is cancelled, its lease lost or its time up."""
+
+    def __init__(self, session: Session, job_id: str, lease: Lease, run: TrainingRun, **kw):
+        self.session, self.job_id, self.lease, self.run = session, job_id, lease, run
+        self.steps_per_epoch = len(run.train)
+        self.step: int = kw["first_step"]
+        self.deadline: float = kw["deadline"]
+        self.flush_seconds: float = kw["flush_seconds"]
+        self.pending: list[tuple[int, torch.Tensor, float]] = []
+        self.flushed_at = time.monotonic()
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.step += 1
+        self.pending.append((self.step, loss, self.run.optimizer.param_groups[0]["lr"]))
+        self.lease.check()
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise TimeLimitReached
+        if now - self.flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            # One device-to-host copy for the whole buffer, not one per step.
+            losses = torch.stack([loss for _, loss, _ in self.pending]).tolist()
+            steps = [(s, value, lr) for (s, _, lr), value in zip(self.pending, losses, strict=True)]
+            epoch = (self.pending[0][0] - 1) // self.steps_per_epoch + 1
+            repository.record_steps(self.session, self.job_id, epoch, steps)
+            self.pending = []
+        self.flushed_at = time.monotonic()
+
+
 class EpochRecorder:
-    """After each epoch: write last.pt (to resume) and best.pt (to serve), then the metrics."""
+    """After each epoch: write last.pt (to resume), best.pt (to serve) when it improved, then
+    the metrics. Each step is safe to repeat, so a resumed attempt can redo an unfinished one.
+    Returns True when early stopping says to stop."""
 
-    def __init__(self, session: Session, job_id: str, run: TrainingRun, folder: Path):
-        self.session, self.job_id, self.run, self.folder = session, job_id, run, folder
-        self.best: EpochResult | None = None
-        self.best_sha256: str | None = None
+    def __init__(self, session: Session, job: Job, owner: str, run: TrainingRun, folder: Path):
+        self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
+        self.folder = folder
+        self.early_stopping = JobCreate.model_validate(job.spec).early_stopping
+        self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
+        self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
+        self.best_sha256 = file_sha256(self.best_path) if self.best else None
+        self.steps: StepReporter | None = None
+        self.stopped_early = False
 
-    def __call__(self, result: EpochResult) -> None:
+    @property
+    def best_path(self) -> Path:
+        return self.folder / "best.pt"
+
+    def __call__(self, result: EpochResult) -> bool:
+        self.steps.flush()
         checkpoint = make_checkpoint(
             **self.run.description,
             network=self.run.network,
             epoch=result.epoch,
             metrics=result.as_dict(),
         )
+        save_atomically(checkpoint | self.run.resume_state(), self.folder / "last.pt")
+        return self.record(result, checkpoint)
+
+    def record(self, result: EpochResult, checkpoint: dict) -> bool:
         is_best = self.best is None or result.val_accuracy > self.best.val_accuracy
         if is_best:
-            self.best_sha256 = save_atomically(checkpoint, self.folder / "best.pt")
+            self.best_sha256 = save_atomically(checkpoint, self.best_path)
             self.best = result
-        resume_state = {"optimizer": self.run.optimizer.state_dict()}
-        if self.run.scheduler is not None:
-            resume_state["scheduler"] = self.run.scheduler.state_dict()
-        save_atomically(checkpoint | resume_state, self.folder / "last.pt")
-        repository.record_epoch(self.session, self.job_id, result.as_dict(), is_best)
+        step = result.epoch * len(self.run.train)
+        repository.record_epoch(
+            self.session, self.job_id, self.owner, result.as_dict(), step, is_best
+        )
+        self.history.append(result)
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
             self.job_id,
@@ -52,32 +111,60 @@ class EpochRecorder:
             result.val_accuracy,
             result.samples_per_second,
         )
+        self.stopped_early = _should_stop(self.early_stopping, self.history)
+        return self.stopped_early
+
+
+def _epoch_result(row) -> EpochResult:
+    return EpochResult(**{field.name: getattr(row, field.name) for field in fields(EpochResult)})
+
+
+def _should_stop(rule: EarlyStopping | None, history: list[EpochResult]) -> bool:
+    if rule is None:
+        return False
+    values = [getattr(result, rule.monitor) for result in history]
+    higher_is_better = rule.monitor.endswith("accuracy")
+    return epochs_without_improvement(values, higher_is_better, rule.min_delta) >= rule.patience
 
 
 def run_job(job_id: str) -> None:
+    """Run the job the message names, or else the oldest queued one: a message only says
+    that there is work, so a lost or stale message never strands a job."""
+    settings = get_settings()
+    owner = worker_name()
     with get_session_factory()() as session:
-        job = repository.get_job(session, job_id)
-        if job is None or job.status != "queued":  # unknown, ended or taken: a stale message
-            log.info("job %s: not queued, message skipped", job_id)
+        job = _claim(session, job_id, owner, settings)
+        if job is None:
+            log.info("no queued job to run (message for %s)", job_id)
             return
-        spec = JobCreate.model_validate(job.spec)
-        try:
-            device = resolve_device(spec.device)
-        except DatasetError as exc:
-            repository.fail_job(session, job_id, str(exc))
-            return
-        if not repository.claim_job(session, job_id, str(device)):
-            log.info("job %s: taken by another worker, message skipped", job_id)
-            return
-        log.info("job %s: started on %s", job_id, device)
-        try:
-            _train(session, job_id, spec)
-        except DatasetError as exc:
-            log.info("job %s: failed: %s", job_id, exc)
-            repository.fail_job(session, job_id, str(exc))
-        except Exception as exc:
-            log.exception("job %s: crashed", job_id)
-            repository.fail_job(session, job_id, f"training crashed: {type(exc).__name__}: {exc}")
+        log.info("job %s: attempt %d of %d by %s", job.id, job.attempt, job.max_attempts, owner)
+        with Lease(job.id, owner, settings) as lease:
+            _attempt(session, job, owner, lease, settings)
+
+
+def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
+    for candidate in [job_id, *repository.queued_job_ids(session, limit=20)]:
+        if repository.claim_job(session, candidate, owner, settings.lease_seconds):
+            return repository.get_job(session, candidate)
+    return None
+
+
+def _attempt(session: Session, job: Job, owner: str, lease: Lease, settings: Settings) -> None:
+    try:
+        _train(session, job, owner, lease, settings)
+    except JobCancelled:
+        repository.confirm_cancelled(session, job.id, owner)
+        log.info("job %s: cancelled", job.id)
+    except LeaseLost:
+        log.warning("job %s: lease lost; this attempt stops without writing", job.id)
+    except DatasetError as exc:
+        log.info("job %s: failed: %s", job.id, exc)
+        repository.fail_job(session, job.id, owner, str(exc), "invalid")
+    except Exception as exc:
+        log.exception("job %s: crashed", job.id)
+        error = f"training crashed: {type(exc).__name__}: {exc}"
+        if repository.retry_or_fail(session, job, owner, error):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
 
 def _load_data(session: Session, dataset_id: str) -> LabelledData:
@@ -87,28 +174,89 @@ def _load_data(session: Session, dataset_id: str) -> LabelledData:
     return data_from_state(load_plain(Path(dataset.path)))
 
 
-def _train(session: Session, job_id: str, spec: JobCreate) -> None:
+def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Settings) -> None:
+    spec = JobCreate.model_validate(job.spec)
+    device = resolve_device(spec.device)
+    repository.set_device(session, job.id, owner, str(device))
     data = _load_data(session, spec.dataset_id)
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
     run = prepare_run(spec, data)
-    folder = get_settings().artifacts_dir / "jobs" / job_id
-    recorder = EpochRecorder(session, job_id, run, folder)
-    run.fit(spec.hyperparameters.epochs, on_epoch_end=recorder)
+    folder = settings.artifacts_dir / "jobs" / job.id
+    done_epochs, recorder = _resume(session, job, owner, run, folder)
+    recorder.steps = StepReporter(
+        session,
+        job.id,
+        lease,
+        run,
+        first_step=done_epochs * len(run.train),
+        deadline=_deadline(spec, recorder.history),
+        flush_seconds=settings.step_flush_seconds,
+    )
+    reason = "completed"
+    try:
+        run.fit(
+            spec.hyperparameters.epochs,
+            recorder,
+            first_epoch=done_epochs + 1,
+            on_step=recorder.steps,
+        )
+    except TimeLimitReached:
+        reason = "time_limit"
+    if recorder.best is None:
+        error = "limits.max_run_seconds ran out before the first epoch ended"
+        repository.fail_job(session, job.id, owner, error, "time_limit")
+        return
+    _register_model(session, job, owner, spec, run, recorder, reason)
+
+
+def _resume(
+    session: Session, job: Job, owner: str, run: TrainingRun, folder: Path
+) -> tuple[int, EpochRecorder]:
+    """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
+    last = folder / "last.pt"
+    if job.attempt == 1 or not last.exists():
+        return 0, EpochRecorder(session, job, owner, run, folder)
+    checkpoint = load_plain(last)
+    epoch = checkpoint["epoch"]
+    run.restore(checkpoint)
+    repository.resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
+    recorder = EpochRecorder(session, job, owner, run, folder)  # reads the history resumed
+    if not any(result.epoch == epoch for result in recorder.history):
+        # The attempt died after writing last.pt but before recording the epoch.
+        recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)
+    log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
+    return epoch, recorder
+
+
+def _deadline(spec: JobCreate, history: list[EpochResult]) -> float:
+    limit = spec.limits.max_run_seconds
+    if limit is None:
+        return float("inf")
+    return time.monotonic() + limit - sum(result.seconds for result in history)
+
+
+def _register_model(session, job, owner, spec, run, recorder: EpochRecorder, reason) -> None:
+    if reason == "completed" and recorder.stopped_early:
+        reason = "early_stopped"
     model = ModelVersion(
-        job_id=job_id,
+        job_id=job.id,
         name=spec.name or spec.task,
         task=spec.task,
         arch=spec.model.arch,
         classes=run.description["classes"],
         metrics=recorder.best.as_dict(),
-        checkpoint_path=str(folder / "best.pt"),
+        checkpoint_path=str(recorder.best_path),
         sha256=recorder.best_sha256,
     )
-    repository.finish_job(session, job_id, model)
+    if not repository.finish_job(session, job.id, owner, model, reason):
+        if repository.get_job(session, job.id).status == "cancelling":
+            raise JobCancelled(job.id)  # asked to stop after its last step: it stops unserved
+        raise LeaseLost(job.id)
     log.info(
-        "job %s: succeeded, model %s (best epoch %d, val_accuracy %.4f)",
-        job_id,
+        "job %s: succeeded (%s), model %s (best epoch %d, val_accuracy %.4f)",
+        job.id,
+        reason,
         model.id,
         recorder.best.epoch,
         recorder.best.val_accuracy,

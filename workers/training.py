@@ -139,3 +139,17 @@ def fit(
         )
         if stop:
             return
+
+
+def epochs_without_improvement(
+    values: list[float], higher_is_better: bool, min_delta: float
+) -> int:
+    """How many epochs since the value last beat its best by more than min_delta."""
+    best, since = None, 0
+    for value in values:
+        score = value if higher_is_better else -value
+        if best is None or score > best + min_delta:
+            best, since = score, 0
+        else:
+            since += 1
+    return since

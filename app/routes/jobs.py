@@ -1,30 +1,112 @@
+import asyncio
+import hashlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from kombu.exceptions import OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import repository
+from app.config import get_settings
+from app.db import get_session_factory
 from app.deps import CeleryDep, SessionDep
 from app.queue import enqueue_training
-from app.schemas import JobCreate, JobPublic, JobsPublic
-from app.tables import Dataset, Job
+from app.schemas import (
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    JobStatus,
+    MetricName,
+    MetricSeries,
+    Task,
+)
+from app.tables import ENDED, Dataset, Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
+
+NOT_FOUND = {404: {"description": "No such job."}}
 
 
 @router.post(
     "",
     status_code=201,
     responses={
+        200: {"model": JobPublic, "description": "This Idempotency-Key's job, already stored."},
+        409: {"description": "The Idempotency-Key was used with another body."},
         422: {"description": "A field of the spec is invalid; the detail names it."},
-        503: {"description": "The broker cannot be reached."},
     },
 )
-def create_job(*, session: SessionDep, celery: CeleryDep, spec: JobCreate) -> JobPublic:
+def create_job(
+    *,
+    session: SessionDep,
+    celery: CeleryDep,
+    spec: JobCreate,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="Retrying with the same key and body returns the same job.",
+        ),
+    ] = None,
+) -> JobPublic:
     """Store a training job and queue it for a worker."""
+    request_sha256 = hashlib.sha256(
+        json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()
+    if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
+        response.status_code = 200
+        return JobPublic.from_job(job)
+    _check_datasets(session, spec)
+    try:
+        job = repository.add_job(
+            session,
+            Job(
+                task=spec.task,
+                dataset_id=spec.dataset_id,
+                spec=spec.model_dump(mode="json"),
+                epochs=spec.hyperparameters.epochs,
+                max_attempts=spec.limits.max_attempts,
+                idempotency_key=idempotency_key,
+                request_sha256=request_sha256,
+            ),
+        )
+    except IntegrityError:  # the same key, sent twice at once: the other request stored it
+        session.rollback()
+        response.status_code = 200
+        return JobPublic.from_job(_job_for_key(session, idempotency_key, request_sha256))
+    _send(celery, job)
+    return JobPublic.from_job(job)
+
+
+def _job_for_key(session: Session, key: str, request_sha256: str) -> Job | None:
+    job = repository.find_job_by_idempotency_key(session, key)
+    if job is not None and job.request_sha256 != request_sha256:
+        raise HTTPException(
+            409, f"Idempotency-Key {key!r} was used for job {job.id} with another body"
+        )
+    return job
+
+
+def _send(celery, job: Job) -> None:
+    try:
+        enqueue_training(celery, job.id)
+    except OperationalError as exc:
+        # Stored is accepted: the sweeper sends it once the broker is back.
+        log.warning("job %s: stored, but the broker is unreachable (%s)", job.id, exc)
+        return
+    log.info("job %s: queued %s %s", job.id, job.task, job.spec["model"]["arch"])
+
+
+def _check_datasets(session: Session, spec: JobCreate) -> None:
     dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
     if spec.validation.dataset_id:
         held_out = _dataset_for(
@@ -36,22 +118,6 @@ def create_job(*, session: SessionDep, celery: CeleryDep, spec: JobCreate) -> Jo
                 f"validation.dataset_id has classes {held_out.classes}, "
                 f"the training dataset {dataset.classes}",
             )
-    job = repository.add_job(
-        session,
-        Job(
-            task=spec.task,
-            dataset_id=dataset.id,
-            spec=spec.model_dump(mode="json"),
-            epochs=spec.hyperparameters.epochs,
-        ),
-    )
-    try:
-        enqueue_training(celery, job.id)
-    except OperationalError as exc:
-        repository.fail_job(session, job.id, f"could not reach the broker: {exc}")
-        raise HTTPException(503, "the job queue (broker) cannot be reached; try again") from exc
-    log.info("job %s: queued %s %s", job.id, spec.task, spec.model.arch)
-    return JobPublic.from_job(job)
 
 
 def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Dataset:
@@ -69,18 +135,105 @@ def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Da
 def list_jobs(
     *,
     session: SessionDep,
+    status: Annotated[list[JobStatus] | None, Query(description="Any of these.")] = None,
+    task: Task | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobsPublic:
-    """Jobs, newest first."""
-    items, next_cursor = repository.list_jobs(session, limit, cursor)
+    """Jobs, newest first, filtered before they are paged."""
+    items, next_cursor = repository.list_jobs(session, limit, cursor, status, task)
     return JobsPublic(items=[JobPublic.from_job(job) for job in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", responses={404: {"description": "No such job."}})
-def get_job(*, session: SessionDep, job_id: str) -> JobPublic:
-    """Status, per-epoch history, best epoch, timings and any error."""
+def _existing_job(session: Session, job_id: str) -> Job:
     job = repository.get_job(session, job_id)
     if job is None:
         raise HTTPException(404, f"no job with id {job_id!r}")
+    return job
+
+
+def existing_job(session: SessionDep, job_id: str) -> Job:
+    return _existing_job(session, job_id)
+
+
+ExistingJobDep = Annotated[Job, Depends(existing_job)]
+
+
+@router.get("/{job_id}", responses=NOT_FOUND)
+def get_job(*, job: ExistingJobDep) -> JobPublic:
+    """Status, attempts, per-epoch history, best epoch, timings and any error."""
     return JobPublic.from_job(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses={
+        **NOT_FOUND,
+        202: {"model": JobPublic, "description": "Running: asked to stop (status cancelling)."},
+        409: {"description": "The job already succeeded or failed."},
+    },
+)
+def cancel_job(*, session: SessionDep, job: ExistingJobDep, response: Response) -> JobPublic:
+    """Cancel a job. A queued job never starts; a running one stops at its next training
+    step and turns `cancelled` once its worker confirms. Repeating a cancel is harmless."""
+    _refuse_if_finished(job)
+    if job.status in ("queued", "running"):
+        repository.request_cancel(session, job.id)
+        job = _existing_job(session, job.id)
+        _refuse_if_finished(job)  # it may have ended meanwhile
+        log.info("job %s: cancel requested, now %s", job.id, job.status)
+    if job.status == "cancelling":
+        response.status_code = 202
+    return JobPublic.from_job(job)
+
+
+def _refuse_if_finished(job: Job) -> None:
+    if job.status in ("succeeded", "failed"):
+        raise HTTPException(409, f"job {job.id} has already ended: {job.status}")
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=NOT_FOUND)
+async def job_events(
+    *,
+    job: ExistingJobDep,
+    last_event_id: Annotated[
+        int | None,
+        Header(ge=0, description="Resume after this event id (sent by EventSource itself)."),
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: `status` changes, each training `step` (loss, lr) and each
+    `epoch`'s metrics, in order, from the start or after Last-Event-ID. The stream ends
+    after the job's final status."""
+    poll_seconds = get_settings().events_poll_seconds
+    seq = last_event_id or 0
+    while True:
+        events, ended = await run_in_threadpool(_events_after, job.id, seq)
+        for event in events:
+            seq = event.seq
+            yield ServerSentEvent(id=str(event.seq), event=event.kind, data=event.data)
+        if ended and not events:
+            return
+        if not events:
+            await asyncio.sleep(poll_seconds)
+
+
+def _events_after(job_id: str, seq: int) -> tuple[list[JobEvent], bool]:
+    with get_session_factory()() as session:
+        # Status first: if it has ended, the events read next include the final one.
+        ended = repository.get_job(session, job_id).status in ENDED
+        return repository.events_after(session, job_id, seq), ended
+
+
+@router.get("/{job_id}/metrics", responses=NOT_FOUND)
+def job_metrics(
+    *,
+    session: SessionDep,
+    job: ExistingJobDep,
+    name: MetricName = "loss",
+    max_points: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> MetricSeries:
+    """A metric over training steps: per step (`loss`, `lr`) or per epoch (`train_loss`,
+    `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
+    the database; each point has the bucket's last step, mean, min, max and count."""
+    points = repository.metric_series(session, job.id, name, max_points)
+    return MetricSeries(job_id=job.id, name=name, points=[p._asdict() for p in points])

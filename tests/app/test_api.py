@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db import get_session_factory
 from app.main import create_app
+from app.queue import make_celery
+from app.sweeper import resend_lost_messages
 from tests.conftest import class_pattern, png_bytes
 from workers.runner import run_job
 
@@ -214,15 +217,19 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
     assert client.get("/readyz").json() == {"status": "ready"}
 
 
-def test_broker_down_is_503_and_the_job_is_not_left_queued(
+def test_a_job_accepted_while_the_broker_is_down_is_sent_once_it_is_back(
     monkeypatch, embedded_settings, two_class_zip
 ):
     monkeypatch.setattr(embedded_settings, "broker_url", "redis://127.0.0.1:1/0")  # nothing there
     with TestClient(create_app()) as client:
         dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
         response = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
-        assert response.status_code == 503 and "broker" in response.json()["detail"]
-        [job] = client.get("/jobs").json()["items"]
-        assert job["status"] == "failed" and "could not reach the broker" in job["error"]
+        assert response.status_code == 201 and response.json()["status"] == "queued"
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "broker" in ready.json()["detail"]
+    monkeypatch.setattr(embedded_settings, "broker_url", "filesystem://")  # the broker is back
+    celery = make_celery(embedded_settings)
+    with get_session_factory()() as session:
+        assert resend_lost_messages(session, celery, grace_seconds=0) == 1
+        assert resend_lost_messages(session, celery, grace_seconds=0) == 0  # now accounted for
+    assert len(queued_messages(embedded_settings)) == 1

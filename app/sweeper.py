@@ -1,0 +1,83 @@
+"""The API's background sweep: the database is the source of truth, the broker a signal.
+
+Every few seconds it re-queues jobs whose worker stopped renewing its lease, and
+re-sends queued jobs that the broker lost (a Redis that restarted empty), so no
+accepted job is ever stranded.
+"""
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from app import repository
+from app.config import Settings
+from app.db import get_session_factory
+from app.queue import enqueue_training, queue_length
+from app.tables import utcnow
+
+log = logging.getLogger("trainserve.sweeper")
+
+
+def recover_lost_workers(session: Session, celery: Celery) -> dict[str, str]:
+    """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
+    outcomes = {}
+    for job in repository.expired_leases(session):
+        outcome = repository.recover_expired(session, job)
+        if outcome is None:
+            continue  # a heartbeat arrived in between
+        outcomes[job.id] = outcome
+        log.warning("job %s: worker %s lost; job %s", job.id, job.lease_owner, outcome)
+        if outcome == "queued":
+            enqueue_training(celery, job.id)
+    return outcomes
+
+
+def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float) -> int:
+    """Send one message per queued job the broker does not account for. Returns how many.
+
+    Any message makes a worker run the oldest queued job, so counting is enough. Jobs
+    queued in the last `grace_seconds` are left out: their message may still be on its way.
+    """
+    queued = repository.count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
+    missing = queued - queue_length(celery)
+    if missing <= 0:
+        return 0
+    job_ids = repository.queued_job_ids(session, limit=missing)
+    for job_id in job_ids:
+        enqueue_training(celery, job_id)
+    log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)
+    return len(job_ids)
+
+
+def sweep(session: Session, celery: Celery, settings: Settings) -> None:
+    recover_lost_workers(session, celery)
+    resend_lost_messages(session, celery, grace_seconds=max(settings.sweep_seconds, 1.0))
+
+
+class Sweeper:
+    """Runs `sweep` every settings.sweep_seconds in a daemon thread of the API process."""
+
+    def __init__(self, settings: Settings, celery: Celery):
+        self.settings, self.celery = settings, celery
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+
+    def start(self) -> None:
+        if self.settings.sweep_seconds > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.settings.sweep_seconds):
+            try:
+                with get_session_factory()() as session:
+                    sweep(session, self.celery, self.settings)
+            except Exception:  # a database or broker outage: log it and try again next time
+                log.exception("sweep failed")

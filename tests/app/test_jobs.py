@@ -1,0 +1,123 @@
+"""Job routes in-process on the embedded defaults: idempotency, cancel, listing, events, metrics."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import repository
+from app.db import get_session_factory
+from app.main import create_app
+from tests.app.test_api import IMAGE_JOB, upload
+from workers.runner import run_job
+
+
+@pytest.fixture
+def client(embedded_settings):
+    with TestClient(create_app()) as client:
+        yield client
+
+
+@pytest.fixture
+def image_spec(client, two_class_zip) -> dict:
+    return {**IMAGE_JOB, "dataset_id": upload(client, two_class_zip, "d.zip").json()["id"]}
+
+
+def test_the_same_idempotency_key_and_body_give_one_job(client, image_spec):
+    headers = {"Idempotency-Key": "nightly-2026-11-28"}
+    first = client.post("/jobs", json=image_spec, headers=headers)
+    again = client.post("/jobs", json=image_spec, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    other = client.post("/jobs", json={**image_spec, "seed": 7}, headers=headers)
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    without_key = client.post("/jobs", json=image_spec)
+    assert without_key.status_code == 201 and without_key.json()["id"] != first.json()["id"]
+    assert len(client.get("/jobs").json()["items"]) == 2
+
+
+def test_a_cancelled_queued_job_never_starts(client, image_spec):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    cancelled = client.post(f"/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["end_reason"] == "cancelled"
+    run_job(job_id)  # its message arrives anyway
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["attempt"] == 0 and job["history"] == []
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 200  # repeating is harmless
+
+
+def test_cancelling_a_finished_job_is_409_and_unknown_is_404(client, image_spec):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    run_job(job_id)
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+    refused = client.post(f"/jobs/{job_id}/cancel")
+    assert refused.status_code == 409 and "succeeded" in refused.json()["detail"]
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+    assert client.post("/jobs/nope/cancel").status_code == 404
+
+
+def test_listing_filters_before_paging(client, image_spec):
+    ids = [client.post("/jobs", json=image_spec).json()["id"] for _ in range(5)]
+    for job_id in ids[:3]:
+        client.post(f"/jobs/{job_id}/cancel")
+    page = client.get("/jobs", params={"status": "cancelled", "limit": 2}).json()
+    rest = client.get(
+        "/jobs", params={"status": "cancelled", "limit": 2, "cursor": page["next_cursor"]}
+    ).json()
+    assert [j["id"] for j in page["items"] + rest["items"]] == ids[:3][::-1]
+    assert rest["next_cursor"] is None
+    both = client.get("/jobs", params=[("status", "queued"), ("status", "cancelled")]).json()
+    assert len(both["items"]) == 5
+    assert client.get("/jobs", params={"task": "text_sentiment"}).json()["items"] == []
+    assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
+
+
+def parse_sse(text: str) -> list[dict]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "id" in fields:
+            events.append({**fields, "id": int(fields["id"])})
+    return events
+
+
+def test_events_replay_a_finished_job_in_order_and_resume_after_an_id(client, image_spec):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    run_job(job_id)
+    events = parse_sse(client.get(f"/jobs/{job_id}/events").text)
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == kinds[-1] == "status" and kinds.count("epoch") == 2
+    statuses = [json.loads(e["data"])["status"] for e in events if e["event"] == "status"]
+    assert statuses == ["queued", "running", "succeeded"]
+    steps = [json.loads(e["data"]) for e in events if e["event"] == "step"]
+    assert [s["step"] for s in steps] == list(range(1, 11))  # 40 images, batch 8, 2 epochs
+    assert {s["epoch"] for s in steps} == {1, 2} and all(s["loss"] > 0 for s in steps)
+    later = parse_sse(client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "5"}).text)
+    assert later == events[5:]
+    assert client.get("/jobs/nope/events").status_code == 404
+
+
+def test_metrics_are_downsampled_by_the_database(client, image_spec, embedded_settings):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    with get_session_factory()() as session:
+        # 1000 steps of loss = step number: buckets of 100 average to their middle.
+        repository.record_steps(session, job_id, 1, [(s, float(s), 0.1) for s in range(1, 1001)])
+    series = client.get(f"/jobs/{job_id}/metrics", params={"name": "loss", "max_points": 10})
+    points = series.json()["points"]
+    assert [p["step"] for p in points] == list(range(100, 1001, 100))
+    assert points[0] == {"step": 100, "value": 50.5, "min": 1.0, "max": 100.0, "count": 100}
+    full = client.get(f"/jobs/{job_id}/metrics", params={"name": "loss", "max_points": 5000})
+    assert len(full.json()["points"]) == 1000
+    assert client.get(f"/jobs/{job_id}/metrics", params={"name": "nope"}).status_code == 422
+
+
+def test_epoch_metrics_are_series_too(client, image_spec):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    run_job(job_id)
+    job = client.get(f"/jobs/{job_id}").json()
+    series = client.get(f"/jobs/{job_id}/metrics", params={"name": "val_accuracy"}).json()
+    assert [p["value"] for p in series["points"]] == [h["val_accuracy"] for h in job["history"]]
+    assert [p["step"] for p in series["points"]] == [5, 10]
