@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.schemas import JobCreate
 from app.tables import (
     LEASED,
     Dataset,
@@ -76,10 +77,18 @@ def list_datasets(session: Session, limit: int, cursor: str | None):
 # ---- jobs: submit, read, list -------------------------------------------------------------
 
 
-def add_job(session: Session, job: Job) -> Job:
+def add_job(session: Session, spec: JobCreate, **fields) -> Job:
     """Store a queued job with its first event."""
-    job.id = job.id or new_id()
-    job.event_seq = 1
+    job = Job(
+        id=new_id(),
+        task=spec.task,
+        dataset_id=spec.dataset_id,
+        spec=spec.model_dump(mode="json"),
+        epochs=spec.hyperparameters.epochs,
+        max_attempts=spec.limits.max_attempts,
+        event_seq=1,
+        **fields,
+    )
     session.add(job)
     session.add(JobEvent(job_id=job.id, seq=1, kind="status", data={"status": "queued"}))
     session.commit()

@@ -25,13 +25,14 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, str]:
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
     for job in repository.expired_leases(session):
+        job_id, owner = job.id, job.lease_owner
         outcome = repository.recover_expired(session, job)
         if outcome is None:
             continue  # a heartbeat arrived in between
-        outcomes[job.id] = outcome
-        log.warning("job %s: worker %s lost; job %s", job.id, job.lease_owner, outcome)
+        outcomes[job_id] = outcome
+        log.warning("job %s: worker %s lost; job %s", job_id, owner, outcome)
         if outcome == "queued":
-            enqueue_training(celery, job.id)
+            enqueue_training(celery, job_id)
     return outcomes
 
 

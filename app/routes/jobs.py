@@ -68,16 +68,7 @@ def create_job(
     _check_datasets(session, spec)
     try:
         job = repository.add_job(
-            session,
-            Job(
-                task=spec.task,
-                dataset_id=spec.dataset_id,
-                spec=spec.model_dump(mode="json"),
-                epochs=spec.hyperparameters.epochs,
-                max_attempts=spec.limits.max_attempts,
-                idempotency_key=idempotency_key,
-                request_sha256=request_sha256,
-            ),
+            session, spec, idempotency_key=idempotency_key, request_sha256=request_sha256
         )
     except IntegrityError:  # the same key, sent twice at once: the other request stored it
         session.rollback()

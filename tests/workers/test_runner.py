@@ -25,11 +25,7 @@ def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str
     files = [NamedFile(name, io.BytesIO(upload))]
     dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
     spec = JobCreate.model_validate({"dataset_id": dataset.id, **spec_fields})
-    job = repository.add_job(
-        session,
-        Job(task=spec.task, dataset_id=dataset.id, spec=spec.model_dump(mode="json"), epochs=3),
-    )
-    return job.id
+    return repository.add_job(session, spec).id
 
 
 def queue_text_job(session, settings, csv_bytes: bytes, **spec_fields) -> str:

@@ -1,0 +1,215 @@
+"""Cancel, crash and resume, retries, early stopping and time limits, against real SQLite."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import update
+
+from app import repository
+from app.db import get_session_factory
+from app.queue import make_celery
+from app.sweeper import recover_lost_workers
+from app.tables import Job, utcnow
+from models.files import load_plain
+from tests.conftest import PROJECT
+from tests.workers.test_runner import queue_job, reloaded
+from workers.lease import Lease
+from workers.runner import run_job
+
+LONG_RUN = {"epochs": 300, "batch_size": 8, "lr": 0.01}
+
+
+@pytest.fixture
+def session(embedded_settings):
+    with get_session_factory()() as session:
+        yield session
+
+
+@pytest.fixture
+def fast_heartbeat(monkeypatch, embedded_settings):
+    for name, value in (("heartbeat_seconds", 0.05), ("step_flush_seconds", 0.05)):
+        monkeypatch.setattr(embedded_settings, name, value)
+    return embedded_settings
+
+
+def image_job(session, settings, upload: bytes, **spec) -> str:
+    return queue_job(
+        session,
+        settings,
+        upload,
+        "d.zip",
+        task="image_classification",
+        model={"arch": "tutorial_cnn"},
+        **spec,
+    )
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def steps_recorded(session, job_id: str) -> int:
+    session.expire_all()
+    return sum(e.kind == "step" for e in repository.events_after(session, job_id, 0, 100_000))
+
+
+def test_a_running_job_stops_at_its_next_step_when_cancelled(
+    session, fast_heartbeat, two_class_zip
+):
+    job_id = image_job(session, fast_heartbeat, two_class_zip, hyperparameters=LONG_RUN)
+    worker = threading.Thread(target=run_job, args=(job_id,))
+    worker.start()
+    wait_until(lambda: steps_recorded(session, job_id) > 0, what="the first steps")
+    assert repository.request_cancel(session, job_id)
+    asked = time.monotonic()
+    worker.join(timeout=30)
+    stopped_within = time.monotonic() - asked
+    job = reloaded(session, job_id)
+    assert not worker.is_alive() and stopped_within < 5
+    assert job.status == "cancelled" and job.end_reason == "cancelled"
+    assert job.epoch < 300 and job.model is None and job.lease_owner is None
+    statuses = [
+        e.data["status"]
+        for e in repository.events_after(session, job_id, 0, 100_000)
+        if e.kind == "status"
+    ]
+    assert statuses == ["queued", "running", "cancelling", "cancelled"]
+
+
+def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
+    session, embedded_settings, monkeypatch, two_class_zip
+):
+    spec = {"hyperparameters": {"epochs": 6, "batch_size": 8, "lr": 0.05}, "seed": 3}
+    killed = image_job(session, embedded_settings, two_class_zip, **spec)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", f"from workers.runner import run_job; run_job({killed!r})"],
+        cwd=PROJECT,
+        env=os.environ | {"TRAINSERVE_LEASE_SECONDS": "1", "TRAINSERVE_TORCH_THREADS": "1"},
+    )
+    try:
+        wait_until(lambda: reloaded(session, killed).epoch >= 2, what="epoch 2 of the worker")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    done_at_kill = reloaded(session, killed).epoch
+    assert reloaded(session, killed).status == "running"  # nobody is left to say otherwise
+    time.sleep(1.2)  # the lease runs out
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {killed: "queued"}
+    monkeypatch.setattr(embedded_settings, "torch_threads", 1)
+    torch.set_num_threads(1)
+    run_job(killed)
+    job = reloaded(session, killed)
+    assert job.status == "succeeded" and job.attempt == 2
+    assert job.resumed_from_epoch == done_at_kill
+    assert [h.epoch for h in job.history] == [1, 2, 3, 4, 5, 6]
+    # The same spec without a crash ends with the same weights: resuming restored the
+    # optimizer, the schedule and the random state, not only the weights.
+    uninterrupted = image_job(session, embedded_settings, two_class_zip, **spec)
+    run_job(uninterrupted)
+    weights = [
+        load_plain(Path(reloaded(session, job_id).model.checkpoint_path))["state_dict"]
+        for job_id in (killed, uninterrupted)
+    ]
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(tensor, weights[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
+    session, embedded_settings, two_class_zip, sentiment_csv
+):
+    job_id = image_job(session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1})
+    dataset_file = Path(repository.get_dataset(session, reloaded(session, job_id).dataset_id).path)
+    hidden = dataset_file.rename(dataset_file.with_suffix(".away"))  # the store is unavailable
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "queued" and job.attempt == 1 and "FileNotFoundError" in job.error
+    hidden.rename(dataset_file)
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded" and job.attempt == 2 and job.end_reason == "completed"
+
+
+def test_a_job_out_of_attempts_fails_saying_why(session, embedded_settings, two_class_zip):
+    job_id = image_job(session, embedded_settings, two_class_zip, limits={"max_attempts": 1})
+    assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "failed"}
+    job = reloaded(session, job_id)
+    assert job.status == "failed" and job.end_reason == "attempts_exhausted"
+    assert "ghost-worker stopped sending heartbeats (attempt 1 of 1)" in job.error
+
+
+def test_a_cancel_whose_worker_died_ends_cancelled(session, embedded_settings, two_class_zip):
+    job_id = image_job(session, embedded_settings, two_class_zip)
+    assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
+    assert repository.request_cancel(session, job_id)
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "cancelled"}
+    assert reloaded(session, job_id).status == "cancelled"
+
+
+def test_a_live_lease_is_not_taken_away(session, embedded_settings, two_class_zip):
+    job_id = image_job(session, embedded_settings, two_class_zip)
+    assert repository.claim_job(session, job_id, "busy-worker", lease_seconds=60)
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {}
+    assert repository.renew_lease(session, job_id, "busy-worker", 60) == "running"
+    assert repository.renew_lease(session, job_id, "another-worker", 60) is None
+
+
+def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class_zip):
+    job_id = image_job(session, fast_heartbeat, two_class_zip)
+    assert repository.claim_job(session, job_id, "slow-worker", lease_seconds=60)
+    with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
+        session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+        recover_lost_workers(session, make_celery(fast_heartbeat))  # it was presumed dead
+        wait_until(lease.lost.is_set, what="the lease to be lost")
+        with pytest.raises(repository.LeaseLost):
+            lease.check()
+
+
+def test_a_cancel_not_honoured_in_time_stops_the_process(
+    session, fast_heartbeat, monkeypatch, two_class_zip
+):
+    monkeypatch.setattr(fast_heartbeat, "cancel_grace_seconds", 0.2)
+    job_id = image_job(session, fast_heartbeat, two_class_zip)
+    assert repository.claim_job(session, job_id, "stuck-worker", lease_seconds=60)
+    stopped = threading.Event()
+    with Lease(job_id, "stuck-worker", fast_heartbeat, hard_stop=stopped.set):
+        repository.request_cancel(session, job_id)  # and no training step ever checks
+        assert stopped.wait(timeout=10)
+    assert reloaded(session, job_id).status == "cancelled"
+
+
+def test_early_stopping_ends_the_job_with_its_best_epoch(session, embedded_settings, two_class_zip):
+    job_id = image_job(
+        session,
+        embedded_settings,
+        two_class_zip,
+        hyperparameters={"epochs": 20, "batch_size": 8},
+        early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 100.0},
+    )
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded" and job.end_reason == "early_stopped"
+    assert [h.epoch for h in job.history] == [1, 2, 3]  # no improvement of 100 after epoch 1
+
+
+def test_a_time_limit_before_the_first_epoch_fails_the_job(
+    session, embedded_settings, two_class_zip
+):
+    job_id = image_job(session, embedded_settings, two_class_zip, limits={"max_run_seconds": 0.001})
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "failed" and job.end_reason == "time_limit"
+    assert "max_run_seconds" in job.error and job.attempt == 1
