@@ -5,12 +5,15 @@ developer's running service is left alone. Override the servers with
 TRAINSERVE_E2E_POSTGRES (an admin URL) and TRAINSERVE_E2E_REDIS.
 """
 
+import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,6 +21,7 @@ import psycopg
 import pytest
 import redis
 
+from models.data import NamedFile, read_idx_array
 from tests.conftest import PROJECT, migrate
 
 POSTGRES_ADMIN = os.environ.get(
@@ -33,8 +37,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
+@contextmanager
+def fresh_postgres_database():
+    """A new, migrated PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
     name = f"trainserve_e2e_{uuid.uuid4().hex[:8]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
@@ -42,9 +47,19 @@ def postgres_url():
         pytest.fail(f"end-to-end tests need PostgreSQL at {POSTGRES_ADMIN}: {exc}")
     admin.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    url = f"{base}/{name}"
+    try:
+        migrate(url)
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +84,31 @@ class Stack:
             "TRAINSERVE_BROKER_URL": broker_url,
             "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
             "TRAINSERVE_BROKER_DIR": str(folder / "broker"),  # for filesystem:// only
+            # Failures are detected in seconds here, so tests of them run in seconds.
+            "TRAINSERVE_LEASE_SECONDS": "3",
+            "TRAINSERVE_HEARTBEAT_SECONDS": "0.3",
+            "TRAINSERVE_SWEEP_SECONDS": "0.5",
+            "TRAINSERVE_STEP_FLUSH_SECONDS": "0.2",
+            "TRAINSERVE_EVENTS_POLL_SECONDS": "0.1",
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, *command: str) -> None:
-        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.processes[name] = subprocess.Popen(
-            command, cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=PROJECT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill reaches its children
         )
+
+    def kill(self, name: str) -> None:
+        """kill -9 the process and its children, as a lost machine would."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def start_worker(self) -> None:
         self.start(
@@ -122,6 +154,9 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-5000:]
 
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{self.log(name)}" for name in ("api", "worker"))
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -134,7 +169,6 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, postgres_url, redis_url):
-    migrate(postgres_url)
     stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url)
     stack.start_worker()
     stack.start_api()
@@ -152,7 +186,23 @@ def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         job = api.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed"):
+        if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still {job['status']}; worker log:\n{stack.log('worker')}")
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_data):
+    folder = shared_data / "mnist"
+    return {
+        name: read_idx_array(
+            NamedFile(name, io.BytesIO((folder / f"{name}-ubyte.gz").read_bytes()))
+        )
+        for name in (
+            "train-images-idx3",
+            "train-labels-idx1",
+            "t10k-images-idx3",
+            "t10k-labels-idx1",
+        )
+    }

@@ -7,27 +7,10 @@ from collections import defaultdict
 
 import pytest
 
-from models.data import NamedFile, read_idx_array
 from tests.conftest import idx_bytes, png_bytes
 from tests.e2e.conftest import wait_for_job
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="session")
-def mnist(shared_data):
-    folder = shared_data / "mnist"
-    return {
-        name: read_idx_array(
-            NamedFile(name, io.BytesIO((folder / f"{name}-ubyte.gz").read_bytes()))
-        )
-        for name in (
-            "train-images-idx3",
-            "train-labels-idx1",
-            "t10k-images-idx3",
-            "t10k-labels-idx1",
-        )
-    }
 
 
 def cifar_slice(shared_data, per_class: int, test_per_class: int) -> bytes:

@@ -1,0 +1,201 @@
+"""Jobs survive what breaks in production: a killed worker, a Redis that restarts empty,
+a client that reconnects; cancel stops a running job and frees the worker."""
+
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import idx_bytes
+from tests.e2e.conftest import Stack, free_port, fresh_postgres_database, wait_for_job
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def mnist_dataset(api, mnist) -> str:
+    parts = [
+        ("file", (f"{name}-ubyte.gz", idx_bytes(mnist[name][:count])))
+        for name, count in (
+            ("train-images-idx3", 6000),
+            ("train-labels-idx1", 6000),
+            ("t10k-images-idx3", 500),
+            ("t10k-labels-idx1", 500),
+        )
+    ]
+    response = api.post("/datasets", files=parts)
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
+def mnist_job(dataset_id: str, epochs: int, **spec) -> dict:
+    return {
+        "task": "image_classification",
+        "dataset_id": dataset_id,
+        "model": {"arch": "tutorial_cnn"},
+        "hyperparameters": {"epochs": epochs, "batch_size": 64, "lr": 0.05},
+        **spec,
+    }
+
+
+def submit(api, spec: dict, **headers) -> dict:
+    response = api.post("/jobs", json=spec, headers=headers)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def wait_for(api, job_id: str, condition, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while not condition(job := api.get(f"/jobs/{job_id}").json()):
+        assert time.monotonic() < deadline, f"job {job_id} never got there: {job}"
+        time.sleep(0.05)
+    return job
+
+
+def test_a_worker_killed_mid_epoch_is_replaced_and_the_job_resumes(api, stack, mnist_dataset):
+    job_id = submit(api, mnist_job(mnist_dataset, epochs=4))["id"]
+    wait_for(api, job_id, lambda j: j["epoch"] >= 1)
+    time.sleep(0.3)  # into the next epoch
+    stack.kill("worker")
+    done_at_kill = api.get(f"/jobs/{job_id}").json()["epoch"]
+    stack.start_worker()
+    job = wait_for_job(api, stack, job_id)
+    assert job["status"] == "succeeded", stack.logs()
+    assert job["attempt"] == 2 and job["resumed_from_epoch"] == done_at_kill  # one epoch redone
+    assert [h["epoch"] for h in job["history"]] == [1, 2, 3, 4]
+    assert job["best_val_accuracy"] > 0.85
+
+
+def read_events(response: httpx.Response, limit: int | None = None) -> list[dict]:
+    events, fields = [], {}
+    for line in response.iter_lines():
+        if line:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        elif "id" in fields:
+            events.append(
+                {"id": int(fields["id"]), "event": fields["event"], "data": fields["data"]}
+            )
+            fields = {}
+            if len(events) == limit:
+                break
+    return events
+
+
+def test_a_cancelled_running_job_stops_and_the_worker_takes_the_next(api, stack, mnist_dataset):
+    long_job = submit(api, mnist_job(mnist_dataset, epochs=50))["id"]
+    next_job = submit(api, mnist_job(mnist_dataset, epochs=1, seed=1))["id"]
+    with api.stream("GET", f"/jobs/{long_job}/events") as stream:
+        assert any(e["event"] == "step" for e in read_events(stream, limit=5))
+    cancel = api.post(f"/jobs/{long_job}/cancel")
+    asked = time.monotonic()
+    assert cancel.status_code == 202 and cancel.json()["status"] == "cancelling"
+    cancelled = wait_for(api, long_job, lambda j: j["status"] == "cancelled")
+    latency = time.monotonic() - asked
+    assert latency < 10 and cancelled["end_reason"] == "cancelled" and cancelled["model_id"] is None
+    assert api.post(f"/jobs/{long_job}/cancel").status_code == 200
+    following = wait_for_job(api, stack, next_job)
+    assert following["status"] == "succeeded", stack.logs()
+
+
+def test_an_event_stream_resumed_with_last_event_id_misses_nothing(api, stack, mnist_dataset):
+    job_id = submit(api, mnist_job(mnist_dataset, epochs=2, seed=2))["id"]
+    with api.stream("GET", f"/jobs/{job_id}/events") as stream:
+        first = read_events(stream, limit=10)  # then the client drops
+    time.sleep(0.5)
+    headers = {"Last-Event-ID": str(first[-1]["id"])}
+    with api.stream("GET", f"/jobs/{job_id}/events", headers=headers) as stream:
+        rest = read_events(stream)  # to the end of the job
+    received = first + rest
+    assert [e["id"] for e in received] == list(range(1, len(received) + 1))  # each exactly once
+    assert json.loads(received[-1]["data"])["status"] == "succeeded"
+    assert [e["event"] for e in received].count("epoch") == 2
+    with api.stream("GET", f"/jobs/{job_id}/events") as stream:
+        assert read_events(stream) == received  # a replay from the start is the same
+
+
+def test_the_same_idempotency_key_twice_makes_one_job(api, stack, mnist_dataset):
+    spec = mnist_job(mnist_dataset, epochs=1, seed=4)
+    first = submit(api, spec, **{"Idempotency-Key": "retry-me"})
+    second = api.post("/jobs", json=spec, headers={"Idempotency-Key": "retry-me"})
+    assert second.status_code == 200 and second.json()["id"] == first["id"]
+    keyed = [
+        j
+        for j in api.get("/jobs", params={"limit": 200}).json()["items"]
+        if j["spec"] == first["spec"]
+    ]
+    assert len(keyed) == 1
+    assert wait_for_job(api, stack, first["id"])["status"] == "succeeded"
+
+
+class RedisServer:
+    """A Redis of the test's own, that keeps nothing on disk, to restart at will."""
+
+    def __init__(self, folder):
+        self.port, self.folder = free_port(), folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def messages(self) -> int:
+        return redis.Redis.from_url(self.url).llen("trainserve")
+
+
+def test_a_job_queued_when_redis_restarts_empty_still_runs(tmp_path, mnist):
+    broker = RedisServer(tmp_path)
+    broker.start()
+    with fresh_postgres_database() as database_url:
+        own = Stack(tmp_path, database_url, broker.url)
+        try:
+            own.start_api()  # no worker yet: the job waits in Redis
+            with httpx.Client(base_url=own.url, timeout=60) as client:
+                parts = [
+                    ("file", (f"{n}-ubyte.gz", idx_bytes(mnist[n][:1000])))
+                    for n in ("train-images-idx3", "train-labels-idx1")
+                ]
+                dataset_id = client.post("/datasets", files=parts).json()["id"]
+                job_id = submit(client, mnist_job(dataset_id, epochs=1))["id"]
+                assert broker.messages() == 1
+                broker.stop()
+                broker.start()  # empty: the message is gone
+                assert broker.messages() == 0
+                own.start_worker()
+                job = wait_for_job(client, own, job_id)
+                assert job["status"] == "succeeded", own.logs()
+                assert job["attempt"] == 1
+        finally:
+            own.stop()
+            broker.stop()
