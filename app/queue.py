@@ -36,6 +36,7 @@ def _transport_options(settings: Settings) -> dict:
         "processed_folder": str(folder / "processed"),
         "control_folder": str(folder / "control"),  # else kombu writes control/ in the cwd
         "store_processed": False,
+        "polling_interval": 0.1,  # seconds between looks at the folder; kombu's default is 1
     }
 
 

@@ -26,6 +26,7 @@ class Service:
         while (job := self.http.get(f"/jobs/{job_id}").json())["status"] not in (
             "succeeded",
             "failed",
+            "cancelled",
         ):
             time.sleep(poll_s)
         if job["status"] == "failed":

@@ -27,6 +27,14 @@ class JobCancelled(Exception):
     """The job was asked to stop; raised between two training steps."""
 
 
+class WorkerStopping(Exception):
+    """This worker is shutting down: the job goes back to the queue, to resume elsewhere."""
+
+
+# Set by the worker process's shutdown signal (see workers/celery_app.py).
+worker_stopping = threading.Event()
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -67,6 +75,8 @@ class Lease:
             raise LeaseLost(self.job_id)
         if self.cancel_requested.is_set():
             raise JobCancelled(self.job_id)
+        if worker_stopping.is_set():
+            raise WorkerStopping(self.job_id)
 
     def _beat(self) -> None:
         with get_session_factory()() as session:

@@ -17,7 +17,7 @@ from app.tables import Job, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
-from workers.lease import JobCancelled, Lease, worker_name
+from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.training import EpochResult, epochs_without_improvement
 
@@ -157,6 +157,9 @@ def _attempt(session: Session, job: Job, owner: str, lease: Lease, settings: Set
         log.info("job %s: cancelled", job.id)
     except LeaseLost:
         log.warning("job %s: lease lost; this attempt stops without writing", job.id)
+    except WorkerStopping:
+        repository.hand_back_job(session, job.id, owner)
+        log.info("job %s: handed back to the queue, the worker is stopping", job.id)
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         repository.fail_job(session, job.id, owner, str(exc), "invalid")
@@ -215,7 +218,7 @@ def _resume(
 ) -> tuple[int, EpochRecorder]:
     """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
     last = folder / "last.pt"
-    if job.attempt == 1 or not last.exists():
+    if not last.exists():
         return 0, EpochRecorder(session, job, owner, run, folder)
     checkpoint = load_plain(last)
     epoch = checkpoint["epoch"]

@@ -104,6 +104,14 @@ class Stack:
             start_new_session=True,  # its own process group: a kill reaches its children
         )
 
+    def terminate(self, name: str, timeout: float = 30) -> float:
+        """SIGTERM, as `docker stop` sends it; returns how long the process took to exit."""
+        process = self.processes.pop(name)
+        started = time.monotonic()
+        process.terminate()
+        process.wait(timeout=timeout)
+        return time.monotonic() - started
+
     def kill(self, name: str) -> None:
         """kill -9 the process and its children, as a lost machine would."""
         process = self.processes.pop(name)
