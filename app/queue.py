@@ -13,9 +13,14 @@ def make_celery(settings: Settings) -> Celery:
     celery.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,  # job state lives in the database, not a result backend
-        task_acks_late=True,  # a job whose worker dies before finishing stays in the broker
+        # Acknowledged when the task returns: a worker that dies before claiming its job
+        # leaves the message for another. Once claimed, the job's lease decides.
+        task_acks_late=True,
         worker_prefetch_multiplier=1,  # a worker reserves one long job at a time
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives any broker outage
+        # A running job is the lease's business: a broker outage must not stop it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options=_transport_options(settings),
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         worker_hijack_root_logger=False,
@@ -25,6 +30,8 @@ def make_celery(settings: Settings) -> Celery:
 
 def _transport_options(settings: Settings) -> dict:
     if not settings.broker_url.startswith("filesystem"):
+        # A redelivered message is harmless (it only wakes a worker); a long timeout
+        # just avoids needless redeliveries while a long job runs.
         return {"visibility_timeout": 24 * 3600}
     # Embedded broker: messages are files in one folder shared by the API and the worker.
     folder = settings.broker_dir.resolve()
