@@ -146,7 +146,7 @@ def _transition(session: Session, job_id: str, where: tuple, **values) -> bool:
     return True
 
 
-STATUS_EVENT_FIELDS = ("end_reason", "error", "resumed_from_epoch", "device")
+STATUS_EVENT_FIELDS = ("end_reason", "error", "resumed_from_epoch")
 
 
 def _held_by(owner: str) -> tuple:
@@ -251,6 +251,7 @@ def finish_job(session: Session, job_id: str, owner: str, model: ModelVersion, r
         "succeeded",
         reason,
         checkpoint_path=model.checkpoint_path,
+        error=None,  # an earlier attempt's error is in the job's events
     )
 
 

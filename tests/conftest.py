@@ -79,14 +79,19 @@ def clear_cached_settings() -> None:
         cached.cache_clear()
 
 
-def migrate(database_url: str) -> None:
-    from alembic import command
+def alembic_config(database_url: str):
     from alembic.config import Config
 
     config = Config(str(PROJECT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT / "migrations"))
     config.attributes["database_url"] = database_url
-    command.upgrade(config, "head")
+    return config
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
 
 
 @pytest.fixture

@@ -183,10 +183,16 @@ def _refuse_if_finished(job: Job) -> None:
         raise HTTPException(409, f"job {job.id} has already ended: {job.status}")
 
 
+def _job_id_that_exists(job_id: str) -> str:
+    # Its own short session: the stream must not hold a pooled connection while it lasts.
+    with get_session_factory()() as session:
+        return _existing_job(session, job_id).id
+
+
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=NOT_FOUND)
 async def job_events(
     *,
-    job: ExistingJobDep,
+    job_id: Annotated[str, Depends(_job_id_that_exists)],
     last_event_id: Annotated[
         int | None,
         Header(ge=0, description="Resume after this event id (sent by EventSource itself)."),
@@ -198,7 +204,7 @@ async def job_events(
     poll_seconds = get_settings().events_poll_seconds
     seq = last_event_id or 0
     while True:
-        events, ended = await run_in_threadpool(_events_after, job.id, seq)
+        events, ended = await run_in_threadpool(_events_after, job_id, seq)
         for event in events:
             seq = event.seq
             yield ServerSentEvent(id=str(event.seq), event=event.kind, data=event.data)

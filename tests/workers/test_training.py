@@ -4,7 +4,7 @@ import torch
 from app.schemas import JobCreate
 from models.data import DatasetError, ImageData, TextData
 from workers.recipe import prepare_run, split_indices
-from workers.training import Batches, EpochResult
+from workers.training import Batches, EpochResult, epochs_without_improvement
 
 
 def separable_images(count: int) -> ImageData:
@@ -88,3 +88,30 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step():
     run.fit(2, on_epoch_end=lambda _: None)
     assert run.optimizer.param_groups[0]["lr"] < 1e-6
     assert prepare_run(spec(), separable_images(64)).scheduler is None
+
+
+@pytest.mark.parametrize(
+    ("values", "higher_is_better", "min_delta", "stalled"),
+    [
+        ([1.0, 0.8, 0.6], False, 0.0, 0),  # a falling loss keeps improving
+        ([1.0, 0.8, 0.9, 0.85], False, 0.0, 2),
+        ([1.0, 0.95, 0.92], False, 0.1, 2),  # changes under min_delta do not count
+        ([0.5, 0.7, 0.7], True, 0.0, 1),  # equal is not better
+        ([], True, 0.0, 0),
+    ],
+)
+def test_epochs_without_improvement(values, higher_is_better, min_delta, stalled):
+    assert epochs_without_improvement(values, higher_is_better, min_delta) == stalled
+
+
+def test_fit_starts_at_first_epoch_reports_every_step_and_stops_when_asked():
+    run = prepare_run(spec(), separable_images(100))
+    steps, epochs = [], []
+
+    def on_epoch_end(result: EpochResult) -> bool:
+        epochs.append(result.epoch)
+        return result.epoch == 4
+
+    run.fit(10, on_epoch_end, first_epoch=3, on_step=lambda loss: steps.append(loss.item()))
+    assert epochs == [3, 4]
+    assert len(steps) == 2 * len(run.train) and all(loss > 0 for loss in steps)
