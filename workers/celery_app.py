@@ -2,10 +2,8 @@
 
 import logging
 import os
-import signal
 
 import torch
-from billiard.process import active_children
 from celery.signals import worker_process_init, worker_shutting_down
 
 from app.config import get_settings
@@ -20,13 +18,10 @@ celery_app.conf.include = ["workers.tasks"]
 def _configure_process(**_) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     torch.set_num_threads(get_settings().torch_threads or os.cpu_count() or 1)
-    # The main process asks for this when it shuts down (below).
-    signal.signal(signal.SIGUSR2, lambda *_: worker_stopping.set())
 
 
 @worker_shutting_down.connect
 def _hand_back_jobs(**_) -> None:
-    # A warm shutdown waits for running tasks, and a training job may take hours: each
+    # A warm shutdown waits for running tasks, and a training job may take hours: a
     # child instead hands its job back to the queue at its next step, then the task ends.
-    for child in active_children():
-        os.kill(child.pid, signal.SIGUSR2)
+    worker_stopping.set()

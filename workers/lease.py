@@ -6,6 +6,7 @@ thinks of the message that started it.
 """
 
 import logging
+import multiprocessing
 import os
 import socket
 import threading
@@ -31,8 +32,9 @@ class WorkerStopping(Exception):
     """This worker is shutting down: the job goes back to the queue, to resume elsewhere."""
 
 
-# Set by the worker process's shutdown signal (see workers/celery_app.py).
-worker_stopping = threading.Event()
+# Set by the worker's main process when it shuts down (workers/celery_app.py). The pool's
+# child processes are forked from it, so they share this event.
+worker_stopping = multiprocessing.get_context("fork").Event()
 
 
 def worker_name() -> str:
