@@ -359,8 +359,8 @@ class LeaseLost(RuntimeError):
     """Another worker (or the sweeper) took the job over: stop without writing."""
 
 
-def record_steps(session: Session, job_id: str, epoch: int, steps: list[tuple[int, float, float]]):
-    """Per-step loss and learning rate: metric points and one event per step."""
+def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, float, float]]):
+    """Per-step (step, epoch, loss, learning rate): metric points and one event per step."""
     if not steps:
         return
     first_seq = _reserve_events(session, job_id, len(steps)) - len(steps) + 1
@@ -376,14 +376,14 @@ def record_steps(session: Session, job_id: str, epoch: int, steps: list[tuple[in
                 "data": {"step": step, "epoch": epoch, "loss": loss, "lr": lr},
                 "created_at": now,
             }
-            for seq, (step, loss, lr) in enumerate(steps, start=first_seq)
+            for seq, (step, epoch, loss, lr) in enumerate(steps, start=first_seq)
         ],
     )
     session.execute(
         insert(MetricPoint),
         [
             {"job_id": job_id, "name": name, "step": step, "value": value}
-            for step, loss, lr in steps
+            for step, _, loss, lr in steps
             for name, value in (("loss", loss), ("lr", lr))
         ],
     )

@@ -5,7 +5,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import torch
 from sqlalchemy.orm import Session
 
 from app import repository
@@ -18,48 +17,11 @@ from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
+from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.training import EpochResult, epochs_without_improvement
 
 log = logging.getLogger("trainserve.worker")
-
-
-class TimeLimitReached(Exception):
-    """The spec's limits.max_run_seconds is used up."""
-
-
-class StepReporter:
-    """Called after every training step: buffers the loss, writes the buffer now and then,
-    and stops training at once when the job is cancelled, its lease lost or its time up."""
-
-    def __init__(self, session: Session, job_id: str, lease: Lease, run: TrainingRun, **kw):
-        self.session, self.job_id, self.lease, self.run = session, job_id, lease, run
-        self.steps_per_epoch = len(run.train)
-        self.step: int = kw["first_step"]
-        self.deadline: float = kw["deadline"]
-        self.flush_seconds: float = kw["flush_seconds"]
-        self.pending: list[tuple[int, torch.Tensor, float]] = []
-        self.flushed_at = time.monotonic()
-
-    def __call__(self, loss: torch.Tensor) -> None:
-        self.step += 1
-        self.pending.append((self.step, loss, self.run.optimizer.param_groups[0]["lr"]))
-        self.lease.check()
-        now = time.monotonic()
-        if now >= self.deadline:
-            raise TimeLimitReached
-        if now - self.flushed_at >= self.flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            # One device-to-host copy for the whole buffer, not one per step.
-            losses = torch.stack([loss for _, loss, _ in self.pending]).tolist()
-            steps = [(s, value, lr) for (s, _, lr), value in zip(self.pending, losses, strict=True)]
-            epoch = (self.pending[0][0] - 1) // self.steps_per_epoch + 1
-            repository.record_steps(self.session, self.job_id, epoch, steps)
-            self.pending = []
-        self.flushed_at = time.monotonic()
 
 
 class EpochRecorder:
@@ -188,22 +150,23 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
     folder = settings.artifacts_dir / "jobs" / job.id
     done_epochs, recorder = _resume(session, job, owner, run, folder)
     recorder.steps = StepReporter(
-        session,
         job.id,
         lease,
-        run,
+        run.optimizer,
+        len(run.train),
         first_step=done_epochs * len(run.train),
         deadline=_deadline(spec, recorder.history),
         flush_seconds=settings.step_flush_seconds,
     )
     reason = "completed"
     try:
-        run.fit(
-            spec.hyperparameters.epochs,
-            recorder,
-            first_epoch=done_epochs + 1,
-            on_step=recorder.steps,
-        )
+        with recorder.steps:
+            run.fit(
+                spec.hyperparameters.epochs,
+                recorder,
+                first_epoch=done_epochs + 1,
+                on_step=recorder.steps,
+            )
     except TimeLimitReached:
         reason = "time_limit"
     if recorder.best is None:

@@ -1,0 +1,87 @@
+"""Per-step progress: the training thread only buffers each step's loss; a writer thread
+stores the buffer about once a second, so database writes never hold up a step."""
+
+import logging
+import threading
+import time
+from collections import deque
+
+import torch
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import repository
+from app.db import get_session_factory
+from workers.lease import Lease
+
+log = logging.getLogger("trainserve.worker")
+
+
+class TimeLimitReached(Exception):
+    """The spec's limits.max_run_seconds is used up."""
+
+
+class StepReporter:
+    """Called after every training step. Stops training at once when the job is cancelled,
+    its lease lost or its time up; use it as a context manager to run its writer."""
+
+    def __init__(
+        self,
+        job_id: str,
+        lease: Lease,
+        optimizer: torch.optim.Optimizer,
+        steps_per_epoch: int,
+        *,
+        first_step: int,
+        deadline: float,
+        flush_seconds: float,
+    ):
+        self.job_id, self.lease, self.optimizer = job_id, lease, optimizer
+        self.steps_per_epoch, self.step = steps_per_epoch, first_step
+        self.deadline, self.flush_seconds = deadline, flush_seconds
+        self.pending: deque[tuple[int, torch.Tensor, float]] = deque()  # appends are atomic
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._session = get_session_factory()()
+        self._writer = threading.Thread(target=self._write, name=f"steps-{job_id}", daemon=True)
+
+    def __enter__(self) -> "StepReporter":
+        self._writer.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._done.set()
+        self._writer.join()
+        self._session.close()
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.step += 1
+        self.pending.append((self.step, loss, self.optimizer.param_groups[0]["lr"]))
+        self.lease.check()
+        if time.monotonic() >= self.deadline:
+            raise TimeLimitReached
+
+    def flush(self) -> None:
+        """Store the buffered steps; safe from the writer and the training thread alike."""
+        with self._lock:
+            taken = [self.pending.popleft() for _ in range(len(self.pending))]
+            if not taken:
+                return
+            # One device-to-host copy for the whole buffer, not one per step.
+            losses = torch.stack([loss for _, loss, _ in taken]).tolist()
+            steps = [
+                (step, (step - 1) // self.steps_per_epoch + 1, value, lr)
+                for (step, _, lr), value in zip(taken, losses, strict=True)
+            ]
+            try:
+                repository.record_steps(self._session, self.job_id, steps)
+            except SQLAlchemyError:
+                self._session.rollback()
+                self.pending.extendleft(reversed(taken))  # kept for the next try
+                raise
+
+    def _write(self) -> None:
+        while not self._done.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except SQLAlchemyError as exc:  # the epoch's end will try again, and fail loudly
+                log.warning("job %s: could not store steps: %s", self.job_id, exc)
