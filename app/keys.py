@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from app import repository
 from app.config import Settings
 from app.db import get_session_factory
+from app.schemas import SCOPES
 from app.tables import ApiKey
 
-SCOPES = ("admin", "train", "predict")
 TOKEN_PREFIX = "ts_"
 
 

@@ -5,12 +5,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.keys import SCOPES
 from models.data import TASKS
 from models.registry import ARCHITECTURES
 
 Task = Literal[TASKS]
 Arch = Literal[tuple(ARCHITECTURES)]
+SCOPES = ("admin", "train", "predict")  # admin passes every scope
 Scope = Literal[SCOPES]
 # A name a person reads: no control characters (PostgreSQL cannot store NUL in text).
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"

@@ -119,6 +119,8 @@ def embedded_settings_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TRAINSERVE_BROKER_DIR", str(folder / "broker"))
     monkeypatch.setenv("TRAINSERVE_BROKER_URL", "filesystem://")
     monkeypatch.setenv("TRAINSERVE_ADMIN_KEY", ADMIN_KEY)
+    # Tests queue many jobs with the one admin key; quota tests give their keys a limit.
+    monkeypatch.setenv("TRAINSERVE_MAX_CONCURRENT_JOBS", "0")
     clear_cached_settings()
     migrate(url)
     from app.config import get_settings

@@ -173,3 +173,17 @@ def test_concurrent_jobs_per_key(client, two_class_zip):
     assert len(client.get("/jobs").json()["items"]) == 2  # the refused job was not stored
     run_job(first.json()["id"])
     assert client.post("/jobs", json=spec, headers=one_at_a_time).status_code == 201
+
+
+def test_keys_without_their_own_quota_get_the_setting(monkeypatch, client, embedded_settings):
+    monkeypatch.setattr(embedded_settings, "max_concurrent_jobs", 1)
+    dataset_id = upload(client, _small_zip(), "d.zip").json()["id"]
+    spec = {**IMAGE_JOB, "dataset_id": dataset_id}
+    assert client.post("/jobs", json=spec).status_code == 201
+    assert client.post("/jobs", json=spec).status_code == 429
+
+
+def _small_zip() -> bytes:
+    from tests.hostile import valid_png, with_class_b
+
+    return with_class_b({"a/1.png": valid_png()})
