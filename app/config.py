@@ -7,7 +7,7 @@ broker and a local artefact folder, all under ./var.
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,24 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
     max_dataset_examples: int = Field(2_000_000, description="Most examples in one dataset.")
+    max_decoded_bytes: int = Field(
+        1024**3,
+        description="Most bytes one upload may decode to: unzipped, gunzipped, or as pixels.",
+    )
+    max_zip_ratio: int = Field(
+        100, description="Largest uncompressed/compressed ratio of a zip entry over 1 MiB."
+    )
+    auth_enabled: bool = Field(True, description="False: every request may do everything.")
+    admin_key: SecretStr | None = Field(
+        None, description="An admin API key to accept, stored (hashed) at start if missing."
+    )
+    rate_limit_per_second: float = Field(
+        50.0, ge=0, description="Requests per second per API key; 0 means no limit."
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a key may send at once.")
+    max_concurrent_jobs: int = Field(
+        4, ge=0, description="Queued or running jobs per API key; 0 means no limit."
+    )
     model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
     torch_threads: int = Field(0, description="Threads for torch; 0 means one per core.")
     lease_seconds: float = Field(

@@ -4,14 +4,56 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app import repository
 from app.config import Settings, get_settings
 from app.db import get_db
+from app.keys import hash_token
+from app.quotas import charge_request
 from app.serving import PredictorCache
+from app.tables import ApiKey
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ts_…`")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def authenticate(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiKey | None:
+    """The request's active key, charged one request (None with auth off)."""
+    if not settings.auth_enabled:
+        return None
+    if credentials is None:
+        raise HTTPException(401, "send an API key: 'Authorization: Bearer <key>'", CHALLENGE)
+    key = repository.find_key_by_hash(session, hash_token(credentials.credentials))
+    if key is None or key.revoked_at is not None:
+        raise HTTPException(401, "the API key is unknown or revoked", CHALLENGE)
+    charge_request(request.app.state.rate_limits, key, settings)
+    return key
+
+
+CurrentKeyDep = Annotated[ApiKey | None, Depends(authenticate)]
+
+
+def require_scope(scope: str):
+    """A router dependency: a key with this scope, or admin, which passes every scope."""
+
+    def check_scope(key: CurrentKeyDep) -> None:
+        if key is not None and key.scope not in (scope, "admin"):
+            raise HTTPException(
+                403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
+            )
+
+    return Depends(check_scope)
 
 
 def get_celery(request: Request) -> Celery:
@@ -34,3 +76,21 @@ def require_multipart(request: Request) -> None:
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a typo (?limt=5) is not ignored."""
+    known = _query_names(request.scope["route"].dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            422, f"unknown query parameter {unknown[0]!r}; this route takes: {takes}"
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {parameter.alias for parameter in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names

@@ -3,7 +3,9 @@
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict
+from pathlib import PurePosixPath
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -49,7 +51,7 @@ def ingest_upload(
     path = settings.artifacts_dir.resolve() / "datasets" / f"{fingerprint}.pt"
     save_atomically(data.to_state(), path)
     dataset = Dataset(
-        name=name or files[0].filename or "dataset",
+        name=name or display_name(files[0].filename),
         task=data.task,
         format=data.source_format,
         sha256=sha256,
@@ -76,6 +78,12 @@ def ingest_upload(
         len(data.classes),
     )
     return dataset, True
+
+
+def display_name(filename: str) -> str:
+    """The client's file name, fit to show and store: no folders, no control characters."""
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    return re.sub(r"[\x00-\x1f\x7f]", "", base)[:200] or "dataset"
 
 
 def _size(file: NamedFile) -> int:

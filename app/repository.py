@@ -1,6 +1,7 @@
 """Every query the service runs, named for what it does."""
 
 import base64
+import re
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select, update
@@ -8,7 +9,9 @@ from sqlalchemy.orm import Session
 
 from app.schemas import JobCreate
 from app.tables import (
+    ENDED,
     LEASED,
+    ApiKey,
     Dataset,
     EpochMetrics,
     Job,
@@ -19,21 +22,31 @@ from app.tables import (
     utcnow,
 )
 
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
 
 class InvalidCursor(ValueError):
     pass
 
 
+def is_id(value: str) -> bool:
+    """Ids are 32 hex digits: anything else matches no row and never reaches the database
+    (PostgreSQL refuses some strings, such as those holding NUL, with an error)."""
+    return ID_PATTERN.fullmatch(value) is not None
+
+
 # ---- pagination (newest first, keyset on created_at then id) ----------------------------
 
 
-def encode_cursor(row: Dataset | Job) -> str:
+def encode_cursor(row: Dataset | Job | ApiKey) -> str:
     return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        if not is_id(row_id):
+            raise ValueError(row_id)
         return datetime.fromisoformat(created), row_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this service returned") from exc
@@ -67,7 +80,7 @@ def add_dataset(session: Session, dataset: Dataset) -> Dataset:
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
+    return session.get(Dataset, dataset_id) if is_id(dataset_id) else None
 
 
 def list_datasets(session: Session, limit: int, cursor: str | None):
@@ -96,11 +109,20 @@ def add_job(session: Session, spec: JobCreate, **fields) -> Job:
 
 
 def get_job(session: Session, job_id: str) -> Job | None:
-    return session.get(Job, job_id)
+    return session.get(Job, job_id) if is_id(job_id) else None
 
 
 def find_job_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.idempotency_key == key))
+
+
+def count_open_jobs(session: Session, api_key_id: str) -> int:
+    """The key's jobs that have not ended (queued, running or cancelling)."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.api_key_id == api_key_id, Job.status.notin_(ENDED))
+    )
 
 
 def list_jobs(
@@ -478,8 +500,51 @@ def latest_model(session: Session, task: str) -> ModelVersion | None:
 
 def find_model(session: Session, model_or_job_id: str) -> ModelVersion | None:
     """A model by its own id or by the id of the job that trained it."""
+    if not is_id(model_or_job_id):
+        return None
     return session.scalar(
         select(ModelVersion).where(
             (ModelVersion.id == model_or_job_id) | (ModelVersion.job_id == model_or_job_id)
         )
     )
+
+
+# ---- API keys ----------------------------------------------------------------------------
+
+
+def add_key(session: Session, key: ApiKey) -> ApiKey:
+    session.add(key)
+    session.commit()
+    return key
+
+
+def get_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id) if is_id(key_id) else None
+
+
+def find_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
+    """The key with this hash, revoked or not."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+def lock_key(session: Session, key_id: str) -> None:
+    """Hold the key's row until commit, so its requests check their quota one at a time."""
+    session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+
+
+def list_keys(session: Session, limit: int, cursor: str | None):
+    return _page(session, ApiKey, limit, cursor)
+
+
+def count_active_admin_keys(session: Session) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.scope == "admin", ApiKey.revoked_at.is_(None))
+    )
+
+
+def revoke_key(session: Session, key: ApiKey) -> ApiKey:
+    key.revoked_at = utcnow()
+    session.commit()
+    return key

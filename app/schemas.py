@@ -1,7 +1,7 @@
 """Request and response models. Examples here are what /docs shows."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -10,10 +10,28 @@ from models.registry import ARCHITECTURES
 
 Task = Literal[TASKS]
 Arch = Literal[tuple(ARCHITECTURES)]
+SCOPES = ("admin", "train", "predict")  # admin passes every scope
+Scope = Literal[SCOPES]
+# A name a person reads: no control characters (PostgreSQL cannot store NUL in text).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """Every error answer: a sentence, or for invalid fields a list of {loc, msg, type}."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def error(description: str) -> dict:
+    """An entry of a route's `responses`: the description and the Problem body, as JSON
+    even on a route whose success is another media type (server-sent events)."""
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {"model": Problem, "description": description, "content": json_body}
 
 
 ARCH_HELP = "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values())
@@ -114,7 +132,7 @@ class JobCreate(Strict):
 
     task: Task
     dataset_id: str = Field(min_length=1, max_length=64)
-    name: str | None = Field(None, min_length=1, max_length=200, description="Model name.")
+    name: Name | None = Field(None, description="Model name.")
     model: ModelSpec
     hyperparameters: Hyperparameters = Hyperparameters()
     text: TextSpec = TextSpec()
@@ -260,7 +278,12 @@ class TextPredictRequest(Strict):
             "examples": [
                 {"text": "a gripping, beautifully acted film"},
                 {"texts": ["dull and overlong", "a delight"], "top_k": 2},
-            ]
+            ],
+            # Exactly one of the two, as _one_of_text_or_texts checks.
+            "oneOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ],
         },
     )
 
@@ -274,3 +297,41 @@ class TextPredictRequest(Strict):
         if (self.text is None) == (self.texts is None):
             raise ValueError("send exactly one of 'text' or 'texts'")
         return self
+
+
+class ApiKeyCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"scope": "predict", "name": "web frontend"}]},
+    )
+
+    scope: Scope = Field(description="admin passes every scope; train: datasets and jobs.")
+    name: Name | None = Field(None, description="What the key is for.")
+    rate_limit_per_second: float | None = Field(
+        None, gt=0, le=100_000, description="Default: TRAINSERVE_RATE_LIMIT_PER_SECOND."
+    )
+    max_concurrent_jobs: int | None = Field(
+        None, ge=1, le=10_000, description="Default: TRAINSERVE_MAX_CONCURRENT_JOBS."
+    )
+
+
+class ApiKeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    scope: Scope
+    prefix: str = Field(description="The token's first characters, to tell keys apart.")
+    rate_limit_per_second: float | None
+    max_concurrent_jobs: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The token to send as 'Authorization: Bearer …'; shown once.")
+
+
+class ApiKeysPublic(BaseModel):
+    items: list[ApiKeyPublic]
+    next_cursor: str | None

@@ -1,5 +1,6 @@
 """A small HTTP client for the bench scripts: upload, train, wait. Talks to a running service."""
 
+import os
 import time
 from pathlib import Path
 
@@ -10,8 +11,12 @@ SHARED_DATA = PROJECT.parent / "shared" / "data"
 
 
 class Service:
-    def __init__(self, url: str):
-        self.http = httpx.Client(base_url=url, timeout=600)
+    """A client of a running service; the API key comes from TRAINSERVE_API_KEY."""
+
+    def __init__(self, url: str, key: str | None = None):
+        key = key or os.environ.get("TRAINSERVE_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=600)
 
     def upload(self, *paths: Path, **form) -> dict:
         files = [("file", (path.name, path.read_bytes())) for path in paths]

@@ -8,8 +8,12 @@ import csv
 import gzip
 import io
 import json
+import lzma
+import math
 import re
+import stat
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import BinaryIO, ClassVar
@@ -27,6 +31,12 @@ TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "js
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 SPLITS = ("train", "test")
 MAX_LABEL_LENGTH = 200
+MAX_CLASSES = 10_000
+MAX_COLUMNS = 1_000
+MAX_TEXT_CHARACTERS = 100_000  # the longest text /predict accepts, too
+MAX_IMAGE_PIXELS = 50_000_000  # one image, judged from its header before it is decoded
+RATIO_CHECKED_ABOVE = 1 << 20  # smaller zip entries cannot hurt, whatever their ratio
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DatasetError(ValueError):
@@ -43,6 +53,8 @@ class ReadOptions:
     text_column: str = "text"
     label_column: str = "label"
     max_examples: int = 2_000_000
+    max_decoded_bytes: int = 1024**3  # unzipped, gunzipped, or as pixels
+    max_zip_ratio: int = 100
 
 
 @dataclass
@@ -143,7 +155,7 @@ def read_upload(files: list[NamedFile], options: ReadOptions) -> ImageData | Tex
             f"{file.filename!r} is none of the accepted formats: a zip of images, IDX files, "
             f"or a .csv, .tsv or .jsonl table"
         )
-    return read_text_table(file.stream, text_format, options)
+    return read_text_table(file, text_format, options)
 
 
 def _peek(stream: BinaryIO, size: int) -> bytes:
@@ -152,17 +164,27 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
     return head
 
 
-def _read_maybe_gzip(stream: BinaryIO, size: int = -1) -> bytes:
-    """The file's bytes, gunzipped if it is gzip; at most size bytes when size >= 0."""
+def _read_maybe_gzip(stream: BinaryIO, size: int) -> bytes:
+    """The file's first size bytes, gunzipped if it is gzip: never more, whatever it holds."""
     try:
         if _peek(stream, 2) != b"\x1f\x8b":
             return stream.read(size)
         with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
             return unzipped.read(size)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"not a valid gzip file ({exc})") from exc
     finally:
         stream.seek(0)
+
+
+def _read_capped(file: NamedFile, limit: int) -> bytes:
+    """The whole file, gunzipped if it is gzip; refused as soon as it passes limit bytes."""
+    data = _read_maybe_gzip(file.stream, limit + 1)
+    if len(data) > limit:
+        raise DatasetError(
+            f"{file.filename!r} decodes to more than {limit} bytes (TRAINSERVE_MAX_DECODED_BYTES)"
+        )
+    return data
 
 
 def _is_idx(file: NamedFile, head: bytes) -> bool:
@@ -194,21 +216,91 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
+    entry_count = _zip_entry_count(stream)  # before parsing: each entry costs memory
+    if entry_count > options.max_examples:
+        raise DatasetError(f"{entry_count} entries in the zip; the limit is {options.max_examples}")
     try:
         archive = zipfile.ZipFile(stream)
-        entries = [info for info in archive.infolist() if _is_data_entry(info)]
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DatasetError(f"not a readable zip archive: {exc}") from exc
+    _check_zip_entries(archive.infolist(), options)
+    entries = [info for info in archive.infolist() if _is_data_entry(info)]
     _refuse_empty_folders(archive, entries)
-    if len(entries) > options.max_examples:
-        raise DatasetError(f"{len(entries)} files in the zip; the limit is {options.max_examples}")
     placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])
-    arrays = [_decode_entry(archive, info, options.resize) for info in entries]
+    budget = DecodeBudget(options.max_decoded_bytes)
+    arrays = [_decode_entry(archive, info, options.resize, budget) for info in entries]
     images = _stack_images(arrays, [info.filename for info in entries])
     splits = [split for split, _ in placed]
     labels = [label for _, label in placed]
     classes, label_ids = _index_labels(labels, splits)
     return ImageData(classes, label_ids, _test_mask(splits), "image_zip", images=images)
+
+
+EOCD, ZIP64_LOCATOR, ZIP64_EOCD = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+
+
+def _zip_entry_count(stream: BinaryIO) -> int:
+    """The entry count the end-of-central-directory record declares (zip64 included)."""
+    size = stream.seek(0, 2)
+    stream.seek(max(0, size - (1 << 16) - 22))  # the record and a comment of up to 64 KiB
+    tail = stream.read()
+    at = tail.rfind(EOCD)
+    if at < 0:
+        stream.seek(0)
+        raise DatasetError("not a readable zip archive: it has no central directory")
+    count = int.from_bytes(tail[at + 10 : at + 12], "little")
+    locator = tail.rfind(ZIP64_LOCATOR, 0, at)
+    if count == 0xFFFF and locator >= 0:
+        stream.seek(int.from_bytes(tail[locator + 8 : locator + 16], "little"))
+        record = stream.read(56)
+        if record[:4] == ZIP64_EOCD:
+            count = int.from_bytes(record[32:40], "little")
+    stream.seek(0)
+    return count
+
+
+def _check_zip_entries(infos: list[zipfile.ZipInfo], options: ReadOptions) -> None:
+    """From the central directory, before anything is decompressed: safe paths, no links,
+    no encryption, sizes and compression ratios within the limits."""
+    total = 0
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:", name):
+            raise DatasetError(f"zip entry {name!r} has an unsafe path (absolute or with '..')")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DatasetError(f"zip entry {name!r} is a symbolic link: send the file itself")
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"zip entry {name!r} is encrypted")
+        if info.file_size > RATIO_CHECKED_ABOVE and (
+            info.file_size > options.max_zip_ratio * max(info.compress_size, 1)
+        ):
+            raise DatasetError(
+                f"zip entry {name!r} expands {info.file_size / max(info.compress_size, 1):.0f} "
+                f"times; the limit is {options.max_zip_ratio} (a zip bomb?)"
+            )
+        total += info.file_size
+    if total > options.max_decoded_bytes:
+        raise DatasetError(
+            f"the zip expands to {total} bytes; the limit is {options.max_decoded_bytes} "
+            f"(TRAINSERVE_MAX_DECODED_BYTES)"
+        )
+
+
+class DecodeBudget:
+    """Bytes left of an upload's decoded size, charged as entries are read and decoded."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.left = limit
+
+    def charge(self, size: int, what: str) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise DatasetError(
+                f"{what} brings the upload past {self.limit} decoded bytes "
+                f"(TRAINSERVE_MAX_DECODED_BYTES)"
+            )
 
 
 def _refuse_empty_folders(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]) -> None:
@@ -258,18 +350,38 @@ def _place_entry(parts: tuple[str, ...]) -> tuple[str, str]:
 
 
 def _decode_entry(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, resize: tuple[int, int] | None
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    resize: tuple[int, int] | None,
+    budget: DecodeBudget,
 ) -> np.ndarray:
+    what = f"zip entry {info.filename!r}"
     try:
-        return decode_image(archive.read(info), resize)
+        # Read no more than the budget allows, whatever the central directory declared.
+        with archive.open(info) as entry:
+            data = entry.read(max(budget.left, 0) + 1)
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError) as exc:
+        raise DatasetError(f"{what} cannot be read: {exc}") from exc
+    except (NotImplementedError, RuntimeError) as exc:  # an unknown compression method
+        raise DatasetError(f"{what} cannot be read: {exc}") from exc
+    budget.charge(len(data), what)
+    try:
+        array = decode_image(data, resize)
     except DatasetError as exc:
-        raise DatasetError(f"zip entry {info.filename!r}: {exc}") from exc
+        raise DatasetError(f"{what}: {exc}") from exc
+    budget.charge(array.nbytes, what)
+    return array
 
 
 def decode_image(data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None):
     """Decode image bytes to a uint8 array, HxW (grey) or HxWx3 (colour)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DatasetError(
+                    f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
+                )
             image.load()
             target = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
             image = image.convert(target)
@@ -278,10 +390,12 @@ def decode_image(data: bytes, resize: tuple[int, int] | None = None, mode: str |
             return np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError as exc:
         raise DatasetError("not a decodable image (unknown or corrupt format)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"not a decodable image ({exc})") from exc
     except Image.DecompressionBombError as exc:
         raise DatasetError(f"image too large ({exc})") from exc
+    except DatasetError:
+        raise
+    except Exception as exc:  # PIL's decoders raise many kinds of error on malformed input
+        raise DatasetError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
 
 
 def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
@@ -303,8 +417,10 @@ def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
 
 def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
     by_split: dict[str, dict[str, np.ndarray]] = {}
+    budget = DecodeBudget(options.max_decoded_bytes)
     for file in files:
-        array = read_idx_array(file)
+        array = read_idx_array(file, budget.left)
+        budget.charge(array.nbytes, repr(file.filename))
         split = "test" if re.search(r"t10k|test", file.filename or "", re.I) else "train"
         kind = "images" if array.ndim == 3 else "labels"
         if kind in by_split.setdefault(split, {}):
@@ -330,22 +446,30 @@ def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
         raise DatasetError(f"{len(labels)} examples; the limit is {options.max_examples}")
     tensor = torch.from_numpy(np.concatenate(images)).unsqueeze(1)
     if options.resize:
+        budget.charge(len(tensor) * math.prod(options.resize), "the resize")
         tensor = _resize_uint8(tensor, options.resize)
     classes, label_ids = _index_labels(labels, splits, numeric=True)
     return ImageData(classes, label_ids, _test_mask(splits), "idx", images=tensor)
 
 
-def read_idx_array(file: NamedFile) -> np.ndarray:
-    raw = _read_maybe_gzip(file.stream)
+def read_idx_array(file: NamedFile, max_bytes: int = 1024**3) -> np.ndarray:
+    raw = _read_capped(file, max_bytes)
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) - header != int(np.prod(shape)):
+    if len(raw) < header or len(raw) - header != math.prod(shape):
         raise DatasetError(f"{file.filename!r}: IDX header says {shape} but the data is truncated")
+    if ndim == 3 and 0 in shape[1:]:
+        raise DatasetError(f"{file.filename!r}: IDX images of {shape[1]}x{shape[2]} pixels")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # In slices: the float copy interpolate needs is four times the uint8 images.
+    return torch.cat([_resize_slice(part, size) for part in images.split(4096)])
+
+
+def _resize_slice(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     resized = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear")
     return resized.round().clamp(0, 255).to(torch.uint8)
 
@@ -353,12 +477,16 @@ def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # ---- text tables -----------------------------------------------------------------------
 
 
-def read_text_table(stream: BinaryIO, text_format: str, options: ReadOptions) -> TextData:
-    raw = _read_maybe_gzip(stream)
+def read_text_table(file: NamedFile, text_format: str, options: ReadOptions) -> TextData:
+    raw = _read_capped(file, options.max_decoded_bytes)
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"the text is not UTF-8 (byte {exc.start}): re-encode it") from exc
+    if "\x00" in content:
+        raise DatasetError(
+            f"the text holds a NUL character (at {content.index(chr(0))}): binary data?"
+        )
     rows = _json_lines(content) if text_format == "jsonl" else _table_rows(content, text_format)
     texts, labels, splits = [], [], []
     for number, row in rows:
@@ -376,6 +504,7 @@ def read_text_table(stream: BinaryIO, text_format: str, options: ReadOptions) ->
 
 def _table_rows(content: str, text_format: str):
     delimiter = "\t" if text_format == "tsv" else ","
+    _refuse_wide_lines(content, delimiter)
     reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
     try:
         for row in reader:
@@ -384,16 +513,27 @@ def _table_rows(content: str, text_format: str):
         raise DatasetError(f"line {reader.line_num}: {exc}") from exc
 
 
+def _refuse_wide_lines(content: str, delimiter: str) -> None:
+    """Refuse a line with over MAX_COLUMNS delimiters before csv splits it into fields."""
+    for number, line in enumerate(content.splitlines(), start=1):
+        if line.count(delimiter) >= MAX_COLUMNS:
+            raise DatasetError(f"line {number}: over {MAX_COLUMNS} columns")
+
+
 def _json_lines(content: str):
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"line {number}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise DatasetError(f"line {number}: JSON nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
+            raise DatasetError(f"line {number}: not valid JSON ({exc})") from exc
         if not isinstance(row, dict):
             raise DatasetError(f"line {number}: expected a JSON object")
+        if len(row) > MAX_COLUMNS:
+            raise DatasetError(f"line {number}: over {MAX_COLUMNS} fields")
         yield number, row
 
 
@@ -407,8 +547,10 @@ def _row_fields(row: dict, number: int, options: ReadOptions) -> tuple[str, str,
     split = str(row.get("split") or "train").strip().lower()
     if not text:
         raise DatasetError(f"line {number}: the text is empty")
-    if not label or len(label) > MAX_LABEL_LENGTH:
-        raise DatasetError(f"line {number}: the label must be 1 to {MAX_LABEL_LENGTH} characters")
+    if len(text) > MAX_TEXT_CHARACTERS:
+        raise DatasetError(f"line {number}: the text is over {MAX_TEXT_CHARACTERS} characters")
+    if problem := label_problem(label):
+        raise DatasetError(f"line {number}: the label {problem}")
     if split not in SPLITS:
         raise DatasetError(f"line {number}: split must be 'train' or 'test', not {split!r}")
     return text, label, split
@@ -417,10 +559,24 @@ def _row_fields(row: dict, number: int, options: ReadOptions) -> tuple[str, str,
 # ---- shared ----------------------------------------------------------------------------
 
 
+def label_problem(label: str) -> str | None:
+    """What is wrong with a class name, or None."""
+    if not label or len(label) > MAX_LABEL_LENGTH:
+        return f"must be 1 to {MAX_LABEL_LENGTH} characters long, not {len(label)}"
+    if CONTROL_CHARACTERS.search(label):
+        return "holds control characters"
+    return None
+
+
 def _index_labels(
     labels: list[str], splits: list[str], numeric: bool = False
 ) -> tuple[list[str], torch.Tensor]:
     train_classes = {label for label, split in zip(labels, splits, strict=True) if split == "train"}
+    if len(train_classes) > MAX_CLASSES:
+        raise DatasetError(f"{len(train_classes)} classes; the limit is {MAX_CLASSES}")
+    for label in train_classes:
+        if problem := label_problem(label):
+            raise DatasetError(f"class {label[:40]!r} {problem}")
     test_only = sorted(set(labels) - train_classes)
     if test_only:
         raise DatasetError(f"class {test_only[0]!r} has test examples but no training examples")

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,22 @@ from PIL import Image
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+# The one admin key of every test service: given as TRAINSERVE_ADMIN_KEY, which the API
+# stores (hashed) at start, and sent by every test client.
+ADMIN_KEY = "ts_test-admin-key-0123456789abcdef0123456789abcdef"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def app_client():
+    """The API in-process (lifespan included), sending the admin key."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    return TestClient(create_app(), headers=bearer(ADMIN_KEY))
 
 
 @pytest.fixture(scope="session")
@@ -94,17 +111,35 @@ def migrate(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
-@pytest.fixture
-def embedded_settings(tmp_path, monkeypatch):
-    """The embedded defaults (SQLite, file-system broker) in a fresh folder, migrated."""
-    url = f"sqlite:///{tmp_path}/trainserve.db"
+def embedded_settings_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """The embedded defaults (SQLite, file-system broker) in folder, migrated."""
+    url = f"sqlite:///{folder}/trainserve.db"
     monkeypatch.setenv("TRAINSERVE_DATABASE_URL", url)
-    monkeypatch.setenv("TRAINSERVE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("TRAINSERVE_BROKER_DIR", str(tmp_path / "broker"))
+    monkeypatch.setenv("TRAINSERVE_ARTIFACTS_DIR", str(folder / "artifacts"))
+    monkeypatch.setenv("TRAINSERVE_BROKER_DIR", str(folder / "broker"))
     monkeypatch.setenv("TRAINSERVE_BROKER_URL", "filesystem://")
+    monkeypatch.setenv("TRAINSERVE_ADMIN_KEY", ADMIN_KEY)
+    # Tests queue many jobs with the one admin key; quota tests give their keys a limit.
+    monkeypatch.setenv("TRAINSERVE_MAX_CONCURRENT_JOBS", "0")
     clear_cached_settings()
     migrate(url)
     from app.config import get_settings
 
-    yield get_settings()
+    return get_settings()
+
+
+@pytest.fixture
+def embedded_settings(tmp_path, monkeypatch):
+    yield embedded_settings_in(tmp_path, monkeypatch)
     clear_cached_settings()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fuzzing figures, when tests/app/test_fuzz.py ran."""
+    fuzz = sys.modules.get("tests.app.test_fuzz")
+    if fuzz is not None and fuzz.FIGURES["cases"]:
+        figures = fuzz.FIGURES
+        terminalreporter.write_line(
+            f"schemathesis: {len(figures['operations'])} operations covered, "
+            f"{figures['cases']} cases sent, {figures['server errors']} server errors"
+        )

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Respon
 from app import repository
 from app.deps import SessionDep, SettingsDep, require_multipart
 from app.ingest import ingest_upload
-from app.schemas import DatasetPublic, DatasetsPublic
+from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, error
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -31,9 +31,10 @@ def parse_resize(resize: str | None) -> tuple[int, int] | None:
     dependencies=[Depends(require_multipart)],
     responses={
         200: {"description": "This exact upload was stored before: the same dataset."},
-        413: {"description": "Over the upload limit."},
-        415: {"description": "Not multipart, or not a supported format."},
-        422: {"description": "The data fails a check; the detail says which."},
+        400: error("The multipart body cannot be parsed."),
+        413: error("Over the upload limit."),
+        415: error("Not multipart, or not a supported format."),
+        422: error("The data fails a check; the detail says which."),
     },
     openapi_extra={
         "requestBody": {
@@ -72,7 +73,9 @@ def upload_dataset(
     settings: SettingsDep,
     response: Response,
     file: Annotated[list[UploadFile], File(description=FILE_HELP)],
-    name: Annotated[str | None, Form(max_length=200, examples=["cifar10-train"])] = None,
+    name: Annotated[
+        str | None, Form(max_length=200, pattern=PRINTABLE, examples=["cifar10-train"])
+    ] = None,
     resize: Annotated[
         str | None,
         Form(
@@ -80,8 +83,12 @@ def upload_dataset(
             description="HEIGHTxWIDTH (or one number) to resize every image to.",
         ),
     ] = None,
-    text_column: Annotated[str, Form(min_length=1, max_length=200, examples=["review"])] = "text",
-    label_column: Annotated[str, Form(min_length=1, max_length=200, examples=["stars"])] = "label",
+    text_column: Annotated[
+        str, Form(min_length=1, max_length=200, pattern=PRINTABLE, examples=["review"])
+    ] = "text",
+    label_column: Annotated[
+        str, Form(min_length=1, max_length=200, pattern=PRINTABLE, examples=["stars"])
+    ] = "label",
 ) -> DatasetPublic:
     """Upload labelled data; it is checked, decoded once and stored by content hash."""
     options = ReadOptions(
@@ -89,6 +96,8 @@ def upload_dataset(
         text_column=text_column,
         label_column=label_column,
         max_examples=settings.max_dataset_examples,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_zip_ratio=settings.max_zip_ratio,
     )
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
     dataset, created = ingest_upload(session, settings, files, name, options)
@@ -109,7 +118,7 @@ def list_datasets(
     return DatasetsPublic(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", responses={404: {"description": "No such dataset."}})
+@router.get("/{dataset_id}", responses={404: error("No such dataset.")})
 def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
     dataset = repository.get_dataset(session, dataset_id)
     if dataset is None:

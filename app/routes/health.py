@@ -2,6 +2,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
 from app.deps import CeleryDep, SessionDep
+from app.schemas import error
 
 router = APIRouter(tags=["health"])
 
@@ -12,7 +13,7 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The database or broker is down."}})
+@router.get("/readyz", responses={503: error("The database or broker is down.")})
 def readyz(*, session: SessionDep, celery: CeleryDep) -> dict:
     """The database and the broker answer."""
     try:

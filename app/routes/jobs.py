@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from app import repository
 from app.config import get_settings
 from app.db import get_session_factory
-from app.deps import CeleryDep, SessionDep
+from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
 from app.queue import enqueue_training
+from app.quotas import check_job_quota
 from app.schemas import (
     JobCreate,
     JobPublic,
@@ -25,13 +26,14 @@ from app.schemas import (
     MetricName,
     MetricSeries,
     Task,
+    error,
 )
 from app.tables import ENDED, Dataset, Job, JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
 
-NOT_FOUND = {404: {"description": "No such job."}}
+NOT_FOUND = {404: error("No such job.")}
 
 
 @router.post(
@@ -39,14 +41,16 @@ NOT_FOUND = {404: {"description": "No such job."}}
     status_code=201,
     responses={
         200: {"model": JobPublic, "description": "This Idempotency-Key's job, already stored."},
-        409: {"description": "The Idempotency-Key was used with another body."},
-        422: {"description": "A field of the spec is invalid; the detail names it."},
+        409: error("The Idempotency-Key was used with another body."),
+        422: error("A field of the spec is invalid; the detail names it."),
     },
 )
 def create_job(
     *,
     session: SessionDep,
+    settings: SettingsDep,
     celery: CeleryDep,
+    key: CurrentKeyDep,
     spec: JobCreate,
     response: Response,
     idempotency_key: Annotated[
@@ -66,9 +70,14 @@ def create_job(
         response.status_code = 200
         return JobPublic.from_job(job)
     _check_datasets(session, spec)
+    check_job_quota(session, key, settings)
     try:
         job = repository.add_job(
-            session, spec, idempotency_key=idempotency_key, request_sha256=request_sha256
+            session,
+            spec,
+            idempotency_key=idempotency_key,
+            request_sha256=request_sha256,
+            api_key_id=key.id if key else None,
         )
     except IntegrityError:  # the same key, sent twice at once: the other request stored it
         session.rollback()

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 
 from app import repository
 from app.deps import PredictorsDep, SessionDep
-from app.schemas import Prediction, TextPredictRequest
+from app.schemas import Prediction, TextPredictRequest, error
 from app.serving import PredictorCache
 from app.tables import ModelVersion
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
@@ -42,9 +42,10 @@ REQUEST_BODY = {
     "/predict",
     openapi_extra={"requestBody": REQUEST_BODY},
     responses={
-        404: {"description": "No such model, or no model yet for the task."},
-        415: {"description": "Neither JSON nor multipart."},
-        422: {"description": "Bad fields, or a file that is not an image."},
+        400: error("The multipart body cannot be parsed."),
+        404: error("No such model, or no model yet for the task."),
+        415: error("Neither JSON nor multipart."),
+        422: error("Bad fields, or a file that is not an image."),
     },
 )
 async def predict(

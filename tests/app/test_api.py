@@ -4,13 +4,11 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from app.db import get_session_factory
-from app.main import create_app
 from app.queue import make_celery
 from app.sweeper import resend_lost_messages
-from tests.conftest import class_pattern, png_bytes
+from tests.conftest import app_client, class_pattern, png_bytes
 from workers.runner import run_job
 
 IMAGE_JOB = {
@@ -22,7 +20,7 @@ IMAGE_JOB = {
 
 @pytest.fixture
 def client(embedded_settings):
-    with TestClient(create_app()) as client:
+    with app_client() as client:
         yield client
 
 
@@ -73,7 +71,7 @@ def test_rejected_uploads_store_nothing(client, embedded_settings):
 
 def test_uploads_over_the_limit_are_refused(monkeypatch, embedded_settings, two_class_zip):
     monkeypatch.setattr(embedded_settings, "max_upload_bytes", 1000)
-    with TestClient(create_app()) as client:
+    with app_client() as client:
         response = upload(client, two_class_zip, "big.zip")
     assert response.status_code == 413 and "1000 bytes" in response.json()["detail"]
 
@@ -90,7 +88,7 @@ def test_chunked_uploads_over_the_limit_are_refused(monkeypatch, embedded_settin
         for start in range(0, len(body), 256):
             yield body[start : start + 256]
 
-    with TestClient(create_app()) as client:
+    with app_client() as client:
         response = client.post(
             "/datasets",
             content=chunks(),
@@ -207,7 +205,7 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
         for op in path.values()
         if "requestBody" in op
     ]
-    assert len(bodies) == 3
+    assert len(bodies) == 4
     for body in bodies:
         for media in body["content"].values():
             ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
@@ -221,7 +219,7 @@ def test_a_job_accepted_while_the_broker_is_down_is_sent_once_it_is_back(
     monkeypatch, embedded_settings, two_class_zip
 ):
     monkeypatch.setattr(embedded_settings, "broker_url", "redis://127.0.0.1:1/0")  # nothing there
-    with TestClient(create_app()) as client:
+    with app_client() as client:
         dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
         response = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
         assert response.status_code == 201 and response.json()["status"] == "queued"

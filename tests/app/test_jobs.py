@@ -3,18 +3,17 @@
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app import repository
 from app.db import get_session_factory
-from app.main import create_app
 from tests.app.test_api import IMAGE_JOB, upload
+from tests.conftest import app_client
 from workers.runner import run_job
 
 
 @pytest.fixture
 def client(embedded_settings):
-    with TestClient(create_app()) as client:
+    with app_client() as client:
         yield client
 
 

@@ -22,13 +22,15 @@ import pytest
 import redis
 
 from models.data import NamedFile, read_idx_array
-from tests.conftest import PROJECT, migrate
+from tests.conftest import ADMIN_KEY, PROJECT, bearer, migrate
 
 POSTGRES_ADMIN = os.environ.get(
     "TRAINSERVE_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
+E2E_MAX_UPLOAD_BYTES = 32 << 20
+E2E_MAX_DECODED_BYTES = 256 << 20
 
 
 def free_port() -> int:
@@ -90,6 +92,10 @@ class Stack:
             "TRAINSERVE_SWEEP_SECONDS": "0.5",
             "TRAINSERVE_STEP_FLUSH_SECONDS": "0.2",
             "TRAINSERVE_EVENTS_POLL_SECONDS": "0.1",
+            "TRAINSERVE_ADMIN_KEY": ADMIN_KEY,
+            # Limits a small box would set; the hostile inputs are sized to pass them.
+            "TRAINSERVE_MAX_UPLOAD_BYTES": str(E2E_MAX_UPLOAD_BYTES),
+            "TRAINSERVE_MAX_DECODED_BYTES": str(E2E_MAX_DECODED_BYTES),
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
@@ -155,6 +161,9 @@ class Stack:
                 time.sleep(0.3)
         raise RuntimeError(f"the API did not become ready:\n{self.log('api')}")
 
+    def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=bearer(token), timeout=timeout)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -186,7 +195,7 @@ def stack(tmp_path_factory, postgres_url, redis_url):
 
 @pytest.fixture(scope="session")
 def api(stack):
-    with httpx.Client(base_url=stack.url, timeout=120) as client:
+    with stack.client() as client:
         yield client
 
 

@@ -1,6 +1,5 @@
 """`make run`'s configuration: SQLite and the file-system broker, as separate processes."""
 
-import httpx
 import pytest
 
 from tests.conftest import migrate
@@ -21,7 +20,7 @@ def embedded_stack(tmp_path):
 
 
 def test_embedded_defaults_train_and_serve_without_any_server(embedded_stack, sentiment_csv):
-    with httpx.Client(base_url=embedded_stack.url, timeout=60) as api:
+    with embedded_stack.client(timeout=60) as api:
         dataset = api.post("/datasets", files={"file": ("t.csv", sentiment_csv)}).json()
         created = api.post(
             "/jobs",

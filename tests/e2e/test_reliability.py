@@ -192,7 +192,7 @@ def test_a_job_queued_when_redis_restarts_empty_still_runs(tmp_path, mnist):
         own = Stack(tmp_path, database_url, broker.url)
         try:
             own.start_api()  # no worker yet: the job waits in Redis
-            with httpx.Client(base_url=own.url, timeout=60) as client:
+            with own.client(timeout=60) as client:
                 parts = [
                     ("file", (f"{n}-ubyte.gz", idx_bytes(mnist[n][:1000])))
                     for n in ("train-images-idx3", "train-labels-idx1")

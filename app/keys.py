@@ -1,0 +1,133 @@
+"""API keys: random tokens stored as their sha256, and a command line to manage them.
+
+    python -m app.keys create --scope train [--name NAME] [--rate-limit N] [--max-jobs N]
+    python -m app.keys list
+    python -m app.keys revoke KEY_ID
+
+A token has 256 random bits, so one sha256 (no slow password hash) is enough to make
+the stored hashes useless to whoever reads the database.
+"""
+
+import argparse
+import hashlib
+import secrets
+import sys
+
+from sqlalchemy.orm import Session
+
+from app import repository
+from app.config import Settings
+from app.db import get_session_factory
+from app.schemas import SCOPES
+from app.tables import ApiKey
+
+TOKEN_PREFIX = "ts_"
+
+
+class LastAdminKey(Exception):
+    """Revoking this key would leave no admin key."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_key(
+    session: Session,
+    *,
+    scope: str,
+    name: str,
+    rate_limit_per_second: float | None = None,
+    max_concurrent_jobs: int | None = None,
+    token: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new key; return it with its token, which is not kept anywhere."""
+    token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        name=name,
+        scope=scope,
+        key_hash=hash_token(token),
+        prefix=token[:10],
+        rate_limit_per_second=rate_limit_per_second,
+        max_concurrent_jobs=max_concurrent_jobs,
+    )
+    return repository.add_key(session, key), token
+
+
+def revoke(session: Session, key: ApiKey) -> ApiKey:
+    """Revoke the key (again, harmlessly, if it is revoked already)."""
+    if key.revoked_at is not None:
+        return key
+    if key.scope == "admin" and repository.count_active_admin_keys(session) <= 1:
+        raise LastAdminKey(
+            f"key {key.id} is the last active admin key: create another admin key first"
+        )
+    return repository.revoke_key(session, key)
+
+
+def bootstrap_admin_key(session: Session, settings: Settings) -> str | None:
+    """At start: store TRAINSERVE_ADMIN_KEY if it is set and new; otherwise, when there is no
+    active admin key, make one. Return the token of a key made here, to be shown once."""
+    if settings.admin_key is not None:
+        token = settings.admin_key.get_secret_value()
+        if repository.find_key_by_hash(session, hash_token(token)) is None:
+            create_key(session, scope="admin", name="TRAINSERVE_ADMIN_KEY", token=token)
+        return None
+    if repository.count_active_admin_keys(session) == 0:
+        return create_key(session, scope="admin", name="first admin key")[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.keys", description="Manage API keys.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a key and print its token once")
+    create.add_argument("--scope", choices=SCOPES, required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--rate-limit", type=float, help="requests per second (default: setting)")
+    create.add_argument("--max-jobs", type=int, help="concurrent jobs (default: setting)")
+    commands.add_parser("list", help="list keys, newest first")
+    revoke_command = commands.add_parser("revoke", help="revoke a key by its id")
+    revoke_command.add_argument("key_id")
+    args = parser.parse_args(argv)
+    with get_session_factory()() as session:
+        if args.command == "create":
+            key, token = create_key(
+                session,
+                scope=args.scope,
+                name=args.name or f"{args.scope} key",
+                rate_limit_per_second=args.rate_limit,
+                max_concurrent_jobs=args.max_jobs,
+            )
+            print(f"created {key.scope} key {key.id}; its token, shown once:", file=sys.stderr)
+            print(token)
+        elif args.command == "list":
+            _print_keys(session)
+        else:
+            _revoke_by_id(session, args.key_id)
+
+
+def _print_keys(session: Session) -> None:
+    cursor = None
+    while True:
+        keys, cursor = repository.list_keys(session, 200, cursor)
+        for key in keys:
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            print(f"{key.id}  {key.prefix}…  {key.scope:8} {state:18} {key.name}")
+        if cursor is None:
+            return
+
+
+def _revoke_by_id(session: Session, key_id: str) -> None:
+    key = repository.get_key(session, key_id)
+    if key is None:
+        sys.exit(f"no key with id {key_id!r}")
+    try:
+        revoke(session, key)
+    except LastAdminKey as exc:
+        sys.exit(str(exc))
+    print(f"revoked {key.id}")
+
+
+if __name__ == "__main__":
+    main()

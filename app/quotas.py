@@ -1,0 +1,71 @@
+"""Per-key quotas: a token bucket for requests, and a cap on a key's open jobs."""
+
+import math
+import threading
+import time
+
+from fastapi import HTTPException
+from sqlalchemy.orm import Session
+
+from app import repository
+from app.config import Settings
+from app.tables import ApiKey
+
+# How long a client over its job quota should wait before asking again: jobs take minutes.
+JOB_QUOTA_RETRY_AFTER_S = 30
+
+
+class TokenBuckets:
+    """One bucket per key, in this process: `rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, clock=time.monotonic):
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, when)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def take(self, key_id: str, rate: float, burst: int) -> float:
+        """Take one token: 0 if there was one, else the seconds until there is."""
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.get(key_id, (burst, now))
+            tokens = min(burst, tokens + (now - then) * rate)
+            granted = tokens >= 1
+            self._buckets[key_id] = (tokens - 1 if granted else tokens, now)
+        return 0.0 if granted else (1 - tokens) / rate
+
+
+def charge_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> None:
+    """Count one request against the key's rate limit; 429 with Retry-After when over it."""
+    rate = _override(key.rate_limit_per_second, settings.rate_limit_per_second)
+    if rate <= 0:
+        return
+    wait = buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
+    if wait:
+        raise HTTPException(
+            429,
+            f"this key's rate limit is {rate:g} requests per second; retry in {wait:.2f} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+
+def check_job_quota(session: Session, key: ApiKey | None, settings: Settings) -> None:
+    """429 if the key already has its most queued or running jobs. Locks the key's row until
+    the caller commits, so two requests of one key cannot both take the last place."""
+    if key is None:
+        return
+    limit = _override(key.max_concurrent_jobs, settings.max_concurrent_jobs)
+    if limit <= 0:
+        return
+    repository.lock_key(session, key.id)
+    open_jobs = repository.count_open_jobs(session, key.id)
+    if open_jobs >= limit:
+        raise HTTPException(
+            429,
+            f"this key has {open_jobs} queued or running jobs and may have {limit} at once: "
+            f"wait for one to end",
+            headers={"Retry-After": str(JOB_QUOTA_RETRY_AFTER_S)},
+        )
+
+
+def _override(value, default):
+    return default if value is None else value

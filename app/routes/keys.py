@@ -1,0 +1,50 @@
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from app import repository
+from app.deps import SessionDep
+from app.keys import create_key, revoke
+from app.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeysPublic, error
+
+router = APIRouter(prefix="/keys", tags=["keys"])
+
+
+@router.post("", status_code=201)
+def create_api_key(*, session: SessionDep, body: ApiKeyCreate) -> ApiKeyCreated:
+    """Create a key. Its token is in the answer, and only there: the service keeps a hash."""
+    key, token = create_key(
+        session,
+        scope=body.scope,
+        name=body.name or f"{body.scope} key",
+        rate_limit_per_second=body.rate_limit_per_second,
+        max_concurrent_jobs=body.max_concurrent_jobs,
+    )
+    return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), key=token)
+
+
+@router.get("")
+def list_api_keys(
+    *,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> ApiKeysPublic:
+    """Keys, revoked ones included, newest first. Tokens are never shown again."""
+    items, next_cursor = repository.list_keys(session, limit, cursor)
+    return ApiKeysPublic(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/{key_id}/revoke",
+    responses={
+        404: error("No such key."),
+        409: error("The last active admin key cannot be revoked."),
+    },
+)
+def revoke_api_key(*, session: SessionDep, key_id: str) -> ApiKeyPublic:
+    """Revoke a key: its requests get 401 from now on. Revoking twice changes nothing."""
+    key = repository.get_key(session, key_id)
+    if key is None:
+        raise HTTPException(404, f"no key with id {key_id!r}")
+    return revoke(session, key)

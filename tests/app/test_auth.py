@@ -1,0 +1,189 @@
+"""API keys, scopes and quotas, in-process on the embedded defaults."""
+
+import logging
+import re
+import uuid
+
+import pytest
+
+from app.keys import main as keys_cli
+from app.quotas import TokenBuckets
+from tests.app.test_api import IMAGE_JOB, upload
+from tests.conftest import ADMIN_KEY, app_client, bearer
+from workers.runner import run_job
+
+# The scope each secured path needs. A new router must be added here, or the test fails.
+SCOPE_BY_PREFIX = {"/datasets": "train", "/jobs": "train", "/predict": "predict", "/keys": "admin"}
+OPEN_PATHS = {"/healthz", "/readyz"}
+
+
+@pytest.fixture
+def client(embedded_settings):
+    with app_client() as client:
+        yield client
+
+
+def new_key(client, scope: str, **limits) -> dict:
+    response = client.post("/keys", json={"scope": scope, "name": f"{scope} test", **limits})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def secured_operations(client) -> list[tuple[str, str, str]]:
+    """(method, path with ids filled in, scope) of every operation that asks for a key."""
+    operations = []
+    for path, methods in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in methods.items():
+            if path in OPEN_PATHS:
+                assert "security" not in operation
+                continue
+            assert operation["security"] == [{"HTTPBearer": []}], path
+            [scope] = [s for prefix, s in SCOPE_BY_PREFIX.items() if path.startswith(prefix)]
+            operations.append((method, re.sub(r"\{\w+\}", uuid.uuid4().hex, path), scope))
+    return operations
+
+
+def test_every_route_needs_a_key_of_its_scope(client):
+    keys = {scope: new_key(client, scope)["key"] for scope in ("train", "predict")}
+    operations = secured_operations(client)
+    assert len(operations) >= 10
+    for method, path, scope in operations:
+        missing = client.request(method, path, headers={"Authorization": ""})
+        assert missing.status_code == 401, (method, path)
+        assert missing.headers["www-authenticate"] == "Bearer"
+        unknown = client.request(method, path, headers=bearer("ts_" + "x" * 43))
+        assert unknown.status_code == 401 and "unknown or revoked" in unknown.text
+        for other in sorted(set(keys) - {scope}):
+            wrong = client.request(method, path, headers=bearer(keys[other]))
+            assert wrong.status_code == 403, (method, path, other)
+            assert f"needs {scope!r}" in wrong.json()["detail"]
+        for token in (keys.get(scope, ADMIN_KEY), ADMIN_KEY):
+            allowed = client.request(method, path, headers=bearer(token))
+            assert allowed.status_code not in (401, 403), (method, path, allowed.text)
+    for path in OPEN_PATHS | {"/docs", "/openapi.json"}:
+        assert client.get(path, headers={"Authorization": ""}).status_code == 200
+
+
+def test_a_revoked_key_is_refused_everywhere(client):
+    train = new_key(client, "train")
+    assert client.get("/datasets", headers=bearer(train["key"])).status_code == 200
+    revoked = client.post(f"/keys/{train['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert client.post(f"/keys/{train['id']}/revoke").json() == revoked.json()  # idempotent
+    for method, path, _ in secured_operations(client):
+        response = client.request(method, path, headers=bearer(train["key"]))
+        assert response.status_code == 401, (method, path)
+    assert client.post(f"/keys/{uuid.uuid4().hex}/revoke").status_code == 404
+
+
+def test_keys_are_stored_hashed_and_listed_without_tokens(client, embedded_settings):
+    created = new_key(client, "predict", rate_limit_per_second=5, max_concurrent_jobs=2)
+    assert created["key"].startswith(created["prefix"]) and len(created["key"]) > 40
+    listed = client.get("/keys").json()["items"]
+    assert listed[0]["id"] == created["id"]
+    assert all("key" not in k for k in listed)
+    assert {k["scope"] for k in listed} == {"admin", "predict"}
+    database = (embedded_settings.artifacts_dir.parent / "trainserve.db").read_bytes()
+    assert created["key"].encode() not in database and ADMIN_KEY.encode() not in database
+    bad = client.post("/keys", json={"scope": "root"})
+    assert bad.status_code == 422 and "scope" in bad.text
+
+
+def test_the_last_admin_key_cannot_be_revoked(client):
+    [admin] = client.get("/keys").json()["items"]
+    refused = client.post(f"/keys/{admin['id']}/revoke")
+    assert refused.status_code == 409 and "last active admin key" in refused.json()["detail"]
+    second = new_key(client, "admin")
+    assert client.post(f"/keys/{admin['id']}/revoke").status_code == 200
+    assert client.get("/keys").status_code == 401  # the client still sends the revoked key
+    assert client.get("/keys", headers=bearer(second["key"])).status_code == 200
+
+
+def test_first_start_prints_a_one_time_admin_key(monkeypatch, embedded_settings, caplog):
+    monkeypatch.setattr(embedded_settings, "admin_key", None)
+    caplog.set_level(logging.WARNING, logger="trainserve.api")
+    with app_client() as client:
+        [token] = re.findall(r"shown only this once: (ts_\S+)", caplog.text)
+        assert client.get("/keys", headers=bearer(token)).status_code == 200
+    caplog.clear()
+    with app_client() as client:  # a key exists now: none is made or printed
+        assert "shown only this once" not in caplog.text
+        assert len(client.get("/keys", headers=bearer(token)).json()["items"]) == 1
+
+
+def test_command_line_creates_lists_and_revokes(embedded_settings, capsys):
+    with app_client():  # stores the admin key
+        pass
+    keys_cli(["create", "--scope", "train", "--name", "ci", "--max-jobs", "1"])
+    token = capsys.readouterr().out.strip()
+    with app_client() as client:
+        assert client.get("/jobs", headers=bearer(token)).status_code == 200
+        key_id = client.get("/keys").json()["items"][0]["id"]
+    keys_cli(["list"])
+    assert f"{key_id}  {token[:10]}…  train" in capsys.readouterr().out
+    keys_cli(["revoke", key_id])
+    with app_client() as client:
+        assert client.get("/jobs", headers=bearer(token)).status_code == 401
+    with pytest.raises(SystemExit, match="no key with id"):
+        keys_cli(["revoke", "nope"])
+
+
+def test_auth_off_lets_every_request_through(monkeypatch, embedded_settings, two_class_zip):
+    monkeypatch.setattr(embedded_settings, "auth_enabled", False)
+    with app_client() as client:
+        client.headers.pop("Authorization")
+        dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+        created = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
+        assert created.status_code == 201 and client.get("/keys").status_code == 200
+
+
+def test_rate_limit_is_per_key_with_retry_after(monkeypatch, client, embedded_settings):
+    monkeypatch.setattr(embedded_settings, "rate_limit_burst", 3)
+    slow = new_key(client, "train", rate_limit_per_second=0.25)
+    statuses = [client.get("/jobs", headers=bearer(slow["key"])).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.get("/jobs", headers=bearer(slow["key"]))
+    assert limited.status_code == 429 and "0.25 requests per second" in limited.json()["detail"]
+    assert 1 <= int(limited.headers["retry-after"]) <= 4
+    assert client.get("/jobs").status_code == 200  # the admin key has its own bucket
+
+
+def test_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    buckets = TokenBuckets(clock=lambda: now[0])
+    assert [buckets.take("k", rate=2, burst=2) for _ in range(2)] == [0, 0]
+    assert buckets.take("k", rate=2, burst=2) == pytest.approx(0.5)
+    now[0] = 0.5
+    assert buckets.take("k", rate=2, burst=2) == 0
+    now[0] = 100  # saved up tokens stop at the burst
+    assert [buckets.take("k", rate=2, burst=2) for _ in range(3)][2] > 0
+    assert buckets.take("other", rate=2, burst=2) == 0
+
+
+def test_concurrent_jobs_per_key(client, two_class_zip):
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    one_at_a_time = bearer(new_key(client, "train", max_concurrent_jobs=1)["key"])
+    spec = {**IMAGE_JOB, "dataset_id": dataset_id, "hyperparameters": {"epochs": 1}}
+    first = client.post("/jobs", json=spec, headers=one_at_a_time)
+    assert first.status_code == 201
+    second = client.post("/jobs", json=spec, headers=one_at_a_time)
+    assert second.status_code == 429 and "1 queued or running jobs" in second.json()["detail"]
+    assert second.headers["retry-after"] == "30"
+    assert client.post("/jobs", json=spec).status_code == 201  # other keys are not held up
+    assert len(client.get("/jobs").json()["items"]) == 2  # the refused job was not stored
+    run_job(first.json()["id"])
+    assert client.post("/jobs", json=spec, headers=one_at_a_time).status_code == 201
+
+
+def test_keys_without_their_own_quota_get_the_setting(monkeypatch, client, embedded_settings):
+    monkeypatch.setattr(embedded_settings, "max_concurrent_jobs", 1)
+    dataset_id = upload(client, _small_zip(), "d.zip").json()["id"]
+    spec = {**IMAGE_JOB, "dataset_id": dataset_id}
+    assert client.post("/jobs", json=spec).status_code == 201
+    assert client.post("/jobs", json=spec).status_code == 429
+
+
+def _small_zip() -> bytes:
+    from tests.hostile import valid_png, with_class_b
+
+    return with_class_b({"a/1.png": valid_png()})

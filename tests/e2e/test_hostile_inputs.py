@@ -1,0 +1,71 @@
+"""The hostile inputs against the real stack, while /predict keeps answering correctly."""
+
+import threading
+import time
+
+import pytest
+
+from tests.app.test_api import IMAGE_JOB
+from tests.e2e.conftest import E2E_MAX_DECODED_BYTES, E2E_MAX_UPLOAD_BYTES, wait_for_job
+from tests.hostile import hostile_inputs
+
+pytestmark = pytest.mark.e2e
+
+PROBES = ["truly great and wonderful", "a dull and awful mess"]
+
+
+class PredictWatch(threading.Thread):
+    """Asks /predict the probes every 0.1 s with a predict key; keeps every answer."""
+
+    def __init__(self, api, expected: list):
+        super().__init__(daemon=True)
+        self.api, self.expected = api, expected
+        self.answers: list[tuple[int, object]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            response = self.api.post("/predict", json={"texts": PROBES})
+            self.answers.append((response.status_code, response.json()))
+            time.sleep(0.1)
+
+
+def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, two_class_zip):
+    # An image model too, so that hostile images reach the decoder.
+    images = api.post("/datasets", files={"file": ("d.zip", two_class_zip)}).json()
+    image_job = api.post("/jobs", json={**IMAGE_JOB, "dataset_id": images["id"]}).json()
+    dataset = api.post("/datasets", files={"file": ("t.csv", sentiment_csv)}).json()
+    created = api.post(
+        "/jobs",
+        json={
+            "task": "text_sentiment",
+            "dataset_id": dataset["id"],
+            "model": {"arch": "bag_of_embeddings"},
+            "text": {"min_freq": 1},
+            "hyperparameters": {"epochs": 3, "batch_size": 8, "optimizer": "adam", "lr": 0.05},
+        },
+    )
+    job = wait_for_job(api, stack, created.json()["id"])
+    assert wait_for_job(api, stack, image_job["id"])["status"] == "succeeded"
+    predict_key = api.post("/keys", json={"scope": "predict"}).json()["key"]
+    with stack.client(predict_key) as predictor:
+        expected = predictor.post("/predict", json={"texts": PROBES, "model": job["id"]}).json()
+        assert [answer["label"] for answer in expected] == ["positive", "negative"]
+        stored = sorted((stack.folder / "artifacts" / "datasets").iterdir())
+        datasets = api.get("/datasets", params={"limit": 200}).json()["items"]
+
+        watch = PredictWatch(predictor, expected)
+        watch.start()
+        for case in hostile_inputs(E2E_MAX_UPLOAD_BYTES, E2E_MAX_DECODED_BYTES):
+            response = api.post(case.path, **case.request_kwargs())
+            assert response.status_code == case.status, (case.name, response.text[:300])
+            assert case.detail in str(response.json()["detail"]), (case.name, response.text[:300])
+        watch.done.set()
+        watch.join()
+
+        assert len(watch.answers) >= 5
+        assert all(answer == (200, expected) for answer in watch.answers), watch.answers
+        assert predictor.post("/predict", json={"texts": PROBES}).json() == expected
+    assert api.get("/datasets", params={"limit": 200}).json()["items"] == datasets
+    assert sorted((stack.folder / "artifacts" / "datasets").iterdir()) == stored
+    assert api.get("/healthz").json() == {"status": "ok"}
