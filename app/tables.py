@@ -107,7 +107,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
     heartbeat_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, index=True)
+    # "<api key id>:<Idempotency-Key header>", or the header alone when auth is off.
+    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True, index=True)
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     # Sequence number of the job's newest event; bumped under the row lock, so gap-free.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)

@@ -66,6 +66,8 @@ def create_job(
     request_sha256 = hashlib.sha256(
         json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()
+    if idempotency_key and key:  # each API key has its own: two clients may pick the same
+        idempotency_key = f"{key.id}:{idempotency_key}"
     if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
         response.status_code = 200
         return JobPublic.from_job(job)
@@ -91,7 +93,7 @@ def _job_for_key(session: Session, key: str, request_sha256: str) -> Job | None:
     job = repository.find_job_by_idempotency_key(session, key)
     if job is not None and job.request_sha256 != request_sha256:
         raise HTTPException(
-            409, f"Idempotency-Key {key!r} was used for job {job.id} with another body"
+            409, f"this Idempotency-Key was used for job {job.id} with another body"
         )
     return job
 

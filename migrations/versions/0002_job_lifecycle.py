@@ -49,7 +49,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("lease_expires_at", UTC_TIME, nullable=True))
         batch_op.add_column(sa.Column("heartbeat_at", UTC_TIME, nullable=True))
         batch_op.add_column(sa.Column("cancel_requested_at", UTC_TIME, nullable=True))
-        batch_op.add_column(sa.Column("idempotency_key", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("idempotency_key", sa.String(length=240), nullable=True))
         batch_op.add_column(sa.Column("request_sha256", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("event_seq", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("queued_at", UTC_TIME, nullable=True))

@@ -7,7 +7,8 @@ import pytest
 from app import repository
 from app.db import get_session_factory
 from tests.app.test_api import IMAGE_JOB, upload
-from tests.conftest import app_client
+from tests.app.test_auth import new_key
+from tests.conftest import app_client, bearer
 from workers.runner import run_job
 
 
@@ -33,6 +34,15 @@ def test_the_same_idempotency_key_and_body_give_one_job(client, image_spec):
     without_key = client.post("/jobs", json=image_spec)
     assert without_key.status_code == 201 and without_key.json()["id"] != first.json()["id"]
     assert len(client.get("/jobs").json()["items"]) == 2
+
+
+def test_idempotency_keys_belong_to_their_api_key(client, image_spec):
+    other = bearer(new_key(client, "train")["key"])
+    headers = {"Idempotency-Key": "nightly"}
+    mine = client.post("/jobs", json=image_spec, headers=headers)
+    theirs = client.post("/jobs", json=image_spec, headers=headers | other)
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
 
 
 def test_a_cancelled_queued_job_never_starts(client, image_spec):
