@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(
         0.5, gt=0, description="How often an event stream looks for new events."
     )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most examples in one forward.")
+    batch_budget_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a batch waits for more requests to arrive."
+    )
+    registry_poll_seconds: float = Field(
+        1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."
+    )
 
 
 @lru_cache

@@ -12,8 +12,9 @@ from app import repository
 from app.config import Settings, get_settings
 from app.db import get_db
 from app.keys import hash_token
+from app.metrics import Metrics
 from app.quotas import charge_request
-from app.serving import PredictorCache
+from app.serving import ModelServer
 from app.tables import ApiKey
 
 SessionDep = Annotated[Session, Depends(get_db)]
@@ -60,8 +61,13 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_predictors(request: Request) -> PredictorCache:
-    return request.app.state.predictors
+# async: FastAPI would run a plain def in its thread pool, a hop per request for nothing.
+async def get_model_server(request: Request) -> ModelServer:
+    return request.app.state.model_server
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
 
 
 def require_multipart(request: Request) -> None:
@@ -75,7 +81,6 @@ def require_multipart(request: Request) -> None:
 
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
 
 
 def reject_unknown_query(request: Request) -> None:
@@ -94,3 +99,7 @@ def _query_names(dependant: Dependant) -> set[str]:
     for dependency in dependant.dependencies:
         names |= _query_names(dependency)
     return names
+
+
+ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

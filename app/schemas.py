@@ -17,6 +17,10 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
+MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alias)
+ALIAS_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -132,7 +136,13 @@ class JobCreate(Strict):
 
     task: Task
     dataset_id: str = Field(min_length=1, max_length=64)
-    name: Name | None = Field(None, description="Model name.")
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=MODEL_NAME,
+        description="Model name (default: the task); no '@' or '/'.",
+    )
     model: ModelSpec
     hyperparameters: Hyperparameters = Hyperparameters()
     text: TextSpec = TextSpec()
@@ -289,7 +299,11 @@ class TextPredictRequest(Strict):
 
     text: str | None = Field(None, min_length=1, max_length=100_000)
     texts: list[str] | None = Field(None, min_length=1, max_length=1024)
-    model: str | None = Field(None, description="A model id or a job id; default the latest.")
+    model: str | None = Field(
+        None,
+        description="A model version id, a job id, name@alias or a name (its production "
+        "alias, else latest); default: the newest model name of the task.",
+    )
     top_k: int = Field(3, ge=1, le=100)
 
     @model_validator(mode="after")
@@ -297,6 +311,10 @@ class TextPredictRequest(Strict):
         if (self.text is None) == (self.texts is None):
             raise ValueError("send exactly one of 'text' or 'texts'")
         return self
+
+    @property
+    def examples(self) -> list[str]:
+        return self.texts if self.texts is not None else [self.text]
 
 
 class ApiKeyCreate(Strict):
@@ -335,3 +353,141 @@ class ApiKeyCreated(ApiKeyPublic):
 class ApiKeysPublic(BaseModel):
     items: list[ApiKeyPublic]
     next_cursor: str | None
+
+
+class InferTensor(BaseModel):
+    name: str = Field(max_length=200)
+    shape: list[int]
+    datatype: Literal["BYTES"] = Field(description="Images as base64 strings, or texts.")
+    data: list[str] = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _shape_fits_data(self) -> "InferTensor":
+        if self.shape != [len(self.data)]:
+            raise ValueError(f"shape must be [{len(self.data)}], one entry per item of data")
+        return self
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["dull", "fun"]}
+                    ],
+                }
+            ]
+        }
+    )
+
+    id: str | None = Field(None, max_length=200)
+    inputs: list[InferTensor] = Field(min_length=1, max_length=1)
+
+
+class InferOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None
+    outputs: list[InferOutput]
+
+    @classmethod
+    def of(cls, request_id, version, classes: list[str], ranked) -> "InferResponse":
+        probabilities = [dict(answer) for answer in ranked]
+        return cls(
+            model_name=version.name,
+            model_version=version.id,
+            id=request_id,
+            outputs=[
+                InferOutput(
+                    name="label",
+                    shape=[len(ranked)],
+                    datatype="BYTES",
+                    data=[answer[0][0] for answer in ranked],
+                ),
+                InferOutput(
+                    name="probabilities",
+                    shape=[len(ranked), len(classes)],
+                    datatype="FP32",
+                    data=[p[label] for p in probabilities for label in classes],
+                ),
+            ],
+        )
+
+
+class ModelPublic(BaseModel):
+    id: str
+    name: str
+    task: Task
+    network: str
+    classes: list[str]
+    metrics: dict = Field(description="The served epoch's figures.")
+    data_sha256: str | None = Field(description="sha256 of the uploaded training data.")
+    spec: dict | None = Field(description="The job spec, defaults filled in.")
+    job_id: str
+    sha256: str = Field(description="sha256 of the checkpoint file.")
+    aliases: list[str] = Field(description="The aliases of its name that point at it.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row, aliases: list) -> "ModelPublic":
+        return cls(
+            id=row.id,
+            name=row.name,
+            task=row.task,
+            network=row.arch,
+            classes=row.classes,
+            metrics=row.metrics,
+            data_sha256=row.data_sha256,
+            spec=row.spec,
+            job_id=row.job_id,
+            sha256=row.sha256,
+            aliases=[a.alias for a in aliases],
+            created_at=row.created_at,
+        )
+
+
+class ModelsPublic(BaseModel):
+    items: list[ModelPublic]
+    next_cursor: str | None
+
+
+class AliasMoveRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"version_id": "9cc7fcb010884e03b5b95a0044881736"}]},
+    )
+
+    version_id: str = Field(min_length=1, max_length=64, description="A version of this name.")
+
+
+class AliasPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    alias: str
+    version_id: str
+    moved_at: datetime
+
+
+class AliasMovePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    alias: str
+    from_version_id: str | None
+    to_version_id: str
+    action: str = Field(description="job_succeeded, moved or rolled_back")
+    moved_by: str | None = Field(
+        description="The id of the API key that moved it; null for a job's success, or with "
+        "authentication off."
+    )
+    moved_at: datetime

@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -183,6 +184,38 @@ class ModelVersion(Base):
     arch: Mapped[str] = mapped_column(String(60))
     classes: Mapped[list[Any]]
     metrics: Mapped[dict[str, Any]]
+    # The training data's sha256 and the job spec as run: enough to retrain the same model.
+    data_sha256: Mapped[str | None] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     checkpoint_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ModelAlias(Base):
+    """Where an alias of a model name points now: `latest`, `production`, any other."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(60), primary_key=True)
+    # No cascade: a version an alias points at cannot be deleted.
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    moved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasMove(Base):
+    """Every move of an alias, kept after the versions it names are deleted."""
+
+    __tablename__ = "alias_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    alias: Mapped[str] = mapped_column(String(60))
+    from_version_id: Mapped[str | None] = mapped_column(String(32))
+    to_version_id: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(20))  # job_succeeded, moved, rolled_back
+    moved_by: Mapped[str | None] = mapped_column(String(64))  # the API key, once keys exist
+    moved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_alias_moves_name_alias_id", "name", "alias", "id"),)

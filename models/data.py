@@ -224,6 +224,8 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DatasetError(f"not a readable zip archive: {exc}") from exc
     _check_zip_entries(archive.infolist(), options)
+    if any(not info.filename for info in archive.infolist()):  # zipfile's is_dir() fails on it
+        raise DatasetError("the zip holds an entry without a name: it is damaged")
     entries = [info for info in archive.infolist() if _is_data_entry(info)]
     _refuse_empty_folders(archive, entries)
     placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])

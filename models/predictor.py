@@ -1,10 +1,20 @@
-"""Serving a checkpoint: decode, predict, encode. The network is loaded once."""
+"""Serving a checkpoint: decode, predict, encode. The network is loaded once.
+
+Requests are served in batches: `predict_requests` takes the examples of several
+requests, runs one forward where that gives each example the answer it would get
+alone, and answers each request on its own (a bad image fails only its request).
+"""
+
+from itertools import groupby
 
 import torch
 
 from models.checkpoint import network_from_checkpoint
-from models.data import IMAGE_TASK, ImagePreprocessing
+from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
 from models.text import Vocabulary, pad_batch
+
+Ranked = list[tuple[str, float]]
+Encoded = torch.Tensor | list[int]  # an image's uint8 C,H,W or a text's token ids
 
 
 class Predictor:
@@ -18,20 +28,79 @@ class Predictor:
             self.image = ImagePreprocessing(**preprocessing["image"])
         else:
             self.vocabulary = Vocabulary(**preprocessing["vocabulary"])
+        # Networks whose answer ignores padding (a declared class attribute) batch texts of
+        # any length together; the others only batch texts of the same length.
+        self._padding_invariant = getattr(self.network, "padding_invariant", False)
 
-    def predict_images(self, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+    def predict_images(self, images: list[bytes], top_k: int) -> list[Ranked]:
         """Raises models.data.DatasetError for bytes that are not an image."""
-        batch = torch.stack([self.image.decode(data) for data in images])
-        return self._top_k(self.image.normalize(batch), top_k)
+        [answer] = self.predict_requests([images], [top_k])
+        if isinstance(answer, DatasetError):
+            raise answer
+        return answer
 
-    def predict_texts(self, texts: list[str], top_k: int) -> list[list[tuple[str, float]]]:
-        encoded = [self.vocabulary.encode(text) for text in texts]
-        batch = pad_batch(encoded, self.network.min_length)
-        return self._top_k(batch, top_k)
+    def predict_texts(self, texts: list[str], top_k: int) -> list[Ranked]:
+        [answer] = self.predict_requests([texts], [top_k])
+        return answer
 
-    def _top_k(self, inputs: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+    def predict_requests(
+        self, requests: list[list[bytes | str]], top_ks: list[int]
+    ) -> list[list[Ranked] | DatasetError]:
+        """Each request's ranked answers, or the DatasetError that rejects the request."""
+        encoded: list[list[Encoded] | DatasetError] = []
+        for examples in requests:
+            try:
+                encoded.append(self._encode_all(examples))
+            except DatasetError as exc:
+                encoded.append(exc)
+        valid = [
+            x for examples in encoded if not isinstance(examples, DatasetError) for x in examples
+        ]
+        ranked = iter(self._ranked(self._probabilities(valid), max(top_ks)))
+        return [
+            examples
+            if isinstance(examples, DatasetError)
+            else [next(ranked)[:top_k] for _ in examples]
+            for examples, top_k in zip(encoded, top_ks, strict=True)
+        ]
+
+    def _encode_all(self, examples: list[bytes | str]) -> list[Encoded]:
+        if len(examples) == 1:
+            return [self._encode(examples[0])]
+        encoded = []
+        for index, example in enumerate(examples):
+            try:
+                encoded.append(self._encode(example))
+            except DatasetError as exc:
+                raise DatasetError(f"item {index}: {exc}") from exc
+        return encoded
+
+    def _encode(self, example: bytes | str) -> Encoded:
+        if self.task == IMAGE_TASK:
+            return self.image.decode(example)
+        return self.vocabulary.encode(example)
+
+    def _probabilities(self, examples: list[Encoded]) -> torch.Tensor:
+        """One row of class probabilities per example, in order."""
+        if not examples:
+            return torch.empty(0, len(self.classes))
+        if self.task == IMAGE_TASK:
+            return self._forward(self.image.normalize(torch.stack(examples)))
+        if self._padding_invariant:
+            return self._forward(pad_batch(examples, self.network.min_length))
+        rows = torch.empty(len(examples), len(self.classes))
+        by_length = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+        for _, group in groupby(by_length, key=lambda i: len(examples[i])):
+            indices = list(group)
+            padded = pad_batch([examples[i] for i in indices], self.network.min_length)
+            rows[indices] = self._forward(padded)
+        return rows
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            probabilities = self.network(inputs).softmax(dim=1)
+            return self.network(inputs).softmax(dim=1)
+
+    def _ranked(self, probabilities: torch.Tensor, top_k: int) -> list[Ranked]:
         values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
         return [
             [(self.classes[i], round(p, 6)) for p, i in zip(row_p, row_i, strict=True)]

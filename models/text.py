@@ -67,6 +67,7 @@ class BagOfEmbeddings(nn.Module):
     """fastText-like: the mean of word (and n-gram) embeddings, then a linear layer."""
 
     min_length = 1
+    padding_invariant = True  # EmbeddingBag leaves padding (index 0) out of the mean
 
     def __init__(
         self, num_classes: int, vocab_size: int, embedding_dim: int = 64, dropout: float = 0.0

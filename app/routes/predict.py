@@ -1,17 +1,31 @@
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
-from sqlalchemy.orm import Session
+"""Predictions: POST /predict, and the KServe V2 inference protocol's infer call.
 
-from app import repository
-from app.deps import PredictorsDep, SessionDep
-from app.schemas import Prediction, TextPredictRequest, error
-from app.serving import PredictorCache
-from app.tables import ModelVersion
+Handlers are async and never run a network themselves: each request's examples go
+to its model's batcher (app/batching.py), whose forward runs in a thread.
+"""
+
+import base64
+import binascii
+import json
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import ValidationError
+
+from app.deps import ModelServerDep
+from app.multipart import MultipartError, parse_multipart
+from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
+from app.serving import ModelServer, Served
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
+from models.predictor import Ranked
 
 router = APIRouter(tags=["predict"])
 
+JSON = "application/json"
+MAX_EXAMPLES = 1024
+MODEL_HELP = (
+    "A model version id, a job id, `name@alias`, or a model name (its production alias, "
+    "else latest). Default: the newest model name of the task."
+)
 REQUEST_BODY = {
     "required": True,
     "content": {
@@ -19,16 +33,22 @@ REQUEST_BODY = {
             "schema": TextPredictRequest.model_json_schema(),
             "examples": {
                 "one text": {"value": {"text": "a gripping, beautifully acted film"}},
-                "several texts": {"value": {"texts": ["dull and overlong", "a delight"]}},
+                "several texts": {
+                    "value": {"texts": ["dull and overlong", "a delight"], "model": "mr@production"}
+                },
             },
         },
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "required": ["file"],
                 "properties": {
                     "file": {"type": "string", "format": "binary", "description": "An image."},
-                    "model": {"type": "string", "description": "A model id or job id."},
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": f"Several images (up to {MAX_EXAMPLES}): a list comes back.",
+                    },
+                    "model": {"type": "string", "description": MODEL_HELP},
                     "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
                 },
             },
@@ -41,98 +61,152 @@ REQUEST_BODY = {
 @router.post(
     "/predict",
     openapi_extra={"requestBody": REQUEST_BODY},
+    response_model=Prediction | list[Prediction],
     responses={
         400: error("The multipart body cannot be parsed."),
-        404: error("No such model, or no model yet for the task."),
+        404: error("No such model or alias, or no model yet for the task."),
         415: error("Neither JSON nor multipart."),
         422: error("Bad fields, or a file that is not an image."),
     },
 )
-async def predict(
-    request: Request, session: SessionDep, predictors: PredictorsDep
-) -> Prediction | list[Prediction]:
-    """Classify an image (multipart field 'file') or text (JSON 'text' or 'texts')."""
+async def predict(request: Request, server: ModelServerDep) -> Response:
+    """Classify images (multipart 'file' or 'files') or texts (JSON 'text' or 'texts')."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        image, model_ref, top_k = await _image_request(request)
-        return await run_in_threadpool(_predict_image, session, predictors, image, model_ref, top_k)
-    if content_type.startswith("application/json"):
-        body = await _text_request(request)
-        return await run_in_threadpool(_predict_texts, session, predictors, body)
-    raise HTTPException(
-        415,
-        "send an image as multipart/form-data (field 'file') or "
-        "text as application/json ({'text': ...})",
-    )
+    with server.arrivals.expect():
+        if content_type.startswith("multipart/form-data"):
+            examples, many, model_ref, top_k = await _image_request(request)
+            task = IMAGE_TASK
+        elif content_type.startswith("application/json"):
+            body = await _text_request(request)
+            examples, many, model_ref, top_k = (
+                body.examples,
+                body.texts is not None,
+                body.model,
+                body.top_k,
+            )
+            task = TEXT_TASK
+        else:
+            raise HTTPException(
+                415,
+                "send an image as multipart/form-data (field 'file') or "
+                "text as application/json ({'text': ...})",
+            )
+        served = await _resolve(server, model_ref, task)
+        answer = served.batcher.submit(examples, top_k)
+    ranked = await _answers(answer, "files" if many and task == IMAGE_TASK else "file")
+    predictions = [_prediction(served, r) for r in ranked]
+    # Built by hand: validating the answer again would cost as much as the forward.
+    return Response(json.dumps(predictions if many else predictions[0]), media_type=JSON)
 
 
-async def _image_request(request: Request) -> tuple[bytes, str | None, int]:
-    form = await request.form()
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise HTTPException(422, "multipart field 'file' with an image is required")
-    top_k = str(form.get("top_k") or "3")
+async def _image_request(request: Request) -> tuple[list[bytes], bool, str | None, int]:
+    try:
+        parts = parse_multipart(await request.body(), request.headers["content-type"])
+    except MultipartError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    fields: dict[str, list[bytes]] = {}
+    for name, data in parts:
+        fields.setdefault(name, []).append(data)
+    files, one = fields.get("files", []), fields.get("file", [])
+    if files and one:
+        raise HTTPException(422, "send either 'file' (one image) or 'files' (several), not both")
+    if not files and len(one) != 1:
+        raise HTTPException(422, "multipart field 'file' with one image is required")
+    top_k = fields.get("top_k", [b"3"])[0]
     if not top_k.isdigit() or not 1 <= int(top_k) <= 100:
         raise HTTPException(422, "top_k must be a whole number from 1 to 100")
-    return await upload.read(), (str(form["model"]) if form.get("model") else None), int(top_k)
+    model_ref = fields["model"][0].decode() if fields.get("model", [b""])[0] else None
+    return files or one, bool(files), model_ref, int(top_k)
 
 
 async def _text_request(request: Request) -> TextPredictRequest:
     try:
         return TextPredictRequest.model_validate_json(await request.body())
     except ValidationError as exc:
-        errors = [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
-        raise HTTPException(422, errors) from exc
+        raise HTTPException(422, _errors(exc)) from exc
 
 
-def _predict_image(
-    session: Session, predictors: PredictorCache, image: bytes, model_ref: str | None, top_k: int
-) -> Prediction:
-    model = _resolve_model(session, model_ref, IMAGE_TASK)
+def _errors(exc: ValidationError) -> list[dict]:
+    return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
+
+
+async def _resolve(server: ModelServer, model_ref: str | None, task: str) -> Served:
+    served = await server.resolve(model_ref, task)
+    if served.version.task != task:
+        raise HTTPException(
+            422, f"model {model_ref!r} is a {served.version.task} model; this request is {task}"
+        )
+    return served
+
+
+async def _answers(answer, field: str) -> list[Ranked]:
     try:
-        [ranked] = predictors.get(model).predict_images([image], top_k)
+        return await answer
     except DatasetError as exc:
-        raise HTTPException(422, f"file: {exc}") from exc
-    return _prediction(model, ranked)
+        raise HTTPException(422, f"{field}: {exc}") from exc
 
 
-def _predict_texts(
-    session: Session, predictors: PredictorCache, body: TextPredictRequest
-) -> Prediction | list[Prediction]:
-    model = _resolve_model(session, body.model, TEXT_TASK)
-    texts = body.texts if body.texts is not None else [body.text]
-    results = [
-        _prediction(model, ranked)
-        for ranked in predictors.get(model).predict_texts(texts, body.top_k)
-    ]
-    return results if body.texts is not None else results[0]
+def _prediction(served: Served, ranked: Ranked) -> dict:
+    """A Prediction (app/schemas.py), as a plain dict."""
+    version = served.version
+    return {
+        "label": ranked[0][0],
+        "top_k": [{"label": label, "probability": p} for label, p in ranked],
+        "model_id": version.id,
+        "job_id": version.job_id,
+        "model_name": version.name,
+    }
 
 
-def _resolve_model(session: Session, model_ref: str | None, task: str) -> ModelVersion:
-    if model_ref is None:
-        model = repository.latest_model(session, task)
-        if model is None:
-            raise HTTPException(
-                404, f"no trained {task} model yet: POST /jobs and wait for a job to succeed"
-            )
-        return model
-    model = repository.find_model(session, model_ref)
-    if model is None:
+# ---- KServe V2 ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/v2/models/{model}/infer",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": InferRequest.model_json_schema(),
+                    "examples": {
+                        "two texts": {"value": InferRequest.model_json_schema()["examples"][0]}
+                    },
+                }
+            },
+        }
+    },
+    responses={
+        404: error("No such model or alias."),
+        422: error("Inputs that are not one BYTES tensor of images or texts."),
+    },
+)
+async def infer(model: str, request: Request, server: ModelServerDep) -> InferResponse:
+    """KServe V2 inference: one BYTES input of base64 images or UTF-8 texts.
+
+    `model` is anything /predict takes. Outputs: `label` (BYTES) and `probabilities`
+    (FP32, one row per input in the order of the model's classes).
+    """
+    with server.arrivals.expect():
+        try:
+            body = InferRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, _errors(exc)) from exc
+        served = await server.resolve(model, IMAGE_TASK)
+        examples = _infer_examples(body, served.version.task)
+        classes = served.batcher.predictor.classes
+        answer = served.batcher.submit(examples, len(classes))
+    ranked = await _answers(answer, "inputs[0].data")
+    return InferResponse.of(body.id, served.version, classes, ranked)
+
+
+def _infer_examples(body: InferRequest, task: str) -> list[bytes | str]:
+    [tensor] = body.inputs
+    if task == TEXT_TASK:
+        return tensor.data
+    try:
+        return [base64.b64decode(item, validate=True) for item in tensor.data]
+    except (binascii.Error, ValueError) as exc:
         raise HTTPException(
-            404, f"model {model_ref!r} is neither a model id nor the id of a succeeded job"
-        )
-    if model.task != task:
-        raise HTTPException(
-            422, f"model {model_ref!r} is a {model.task} model; this request is {task}"
-        )
-    return model
-
-
-def _prediction(model: ModelVersion, ranked: list[tuple[str, float]]) -> Prediction:
-    return Prediction(
-        label=ranked[0][0],
-        top_k=[{"label": label, "probability": p} for label, p in ranked],
-        model_id=model.id,
-        job_id=model.job_id,
-        model_name=model.name,
-    )
+            422, "inputs[0].data: an image model takes base64-encoded image files"
+        ) from exc

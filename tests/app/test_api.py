@@ -205,14 +205,14 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
         for op in path.values()
         if "requestBody" in op
     ]
-    assert len(bodies) == 4
+    assert len(bodies) == 6  # datasets, jobs, keys, predict, an alias move, KServe infer
     for body in bodies:
         for media in body["content"].values():
             ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
             component = schema["components"]["schemas"].get(ref, {})
             assert media.get("examples") or component.get("examples"), body
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
+    assert client.get("/readyz").json()["status"] == "ready"
 
 
 def test_a_job_accepted_while_the_broker_is_down_is_sent_once_it_is_back(

@@ -140,9 +140,11 @@ class Stack:
             "--without-heartbeat",
         )
 
-    def start_api(self) -> None:
+    def start_api(self, name: str = "api") -> str:
+        """Start an API process (another name: another process on its own port); its URL."""
+        port = self.port if name == "api" else free_port()
         self.start(
-            "api",
+            name,
             sys.executable,
             "-m",
             "uvicorn",
@@ -150,16 +152,18 @@ class Stack:
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            str(port),
         )
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/readyz").status_code == 200:
-                    return
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    return url
             except httpx.TransportError:
-                time.sleep(0.3)
-        raise RuntimeError(f"the API did not become ready:\n{self.log('api')}")
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the API did not become ready:\n{self.log(name)}")
 
     def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(token), timeout=timeout)

@@ -57,7 +57,16 @@ def test_a_damaged_zip_is_read_or_refused(position, value, cut):
 @given(names=st.lists(st.text(max_size=40), min_size=1, max_size=4))
 def test_any_entry_names_are_read_or_refused(names):
     read_or_refuse(
-        ("x.zip", image_zip({name or "x": png_bytes(np.zeros((2, 2), np.uint8)) for name in names}))
+        # zipfile cuts a name at its first NUL, and cannot write an empty one
+        (
+            "x.zip",
+            image_zip(
+                {
+                    name.split("\0")[0] or "x": png_bytes(np.zeros((2, 2), np.uint8))
+                    for name in names
+                }
+            ),
+        )
     )
 
 

@@ -68,7 +68,7 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
     assert last["epoch"] == 3 and "optimizer" in last
     assert last["optimizer"]["param_groups"][0]["lr"] < 1e-6  # the schedule ran to its end
     assert last["scheduler"]["last_epoch"] == 3 * 5  # 40 images in batches of 8, 3 epochs
-    assert repository.latest_model(session, "image_classification").id == model.id
+    assert repository.all_aliases(session)[("image_classification", "latest")] == model.id
 
 
 def test_run_job_fails_with_an_actionable_error(session, embedded_settings, sentiment_csv):

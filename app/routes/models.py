@@ -1,0 +1,217 @@
+"""The model registry: versions, their weights, and the aliases of each model name.
+
+No authentication here: the app adds it per router at include_router time.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import safetensors.torch
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import repository
+from app.deps import CurrentKeyDep, ModelServerDep, SessionDep
+from app.schemas import (
+    ALIAS_NAME,
+    AliasMovePublic,
+    AliasMoveRequest,
+    AliasPublic,
+    ModelPublic,
+    ModelsPublic,
+    error,
+)
+from app.serving import ModelFileCorrupt, ModelServer
+from app.tables import ApiKey, ModelVersion
+from models.files import file_sha256, load_plain
+
+router = APIRouter(tags=["models"])
+
+AliasName = Annotated[
+    str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
+]
+NOT_FOUND = {404: error("No such model version.")}
+
+
+def _version(session: Session, model_id: str) -> ModelVersion:
+    model = repository.find_model(session, model_id)
+    if model is None:
+        raise HTTPException(404, f"model {model_id!r} is neither a model id nor a job's")
+    return model
+
+
+@router.get("/models")
+def list_models(
+    *,
+    session: SessionDep,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> ModelsPublic:
+    """Model versions, newest first; `name` keeps one model's versions."""
+    rows, next_cursor = repository.list_models(session, limit, cursor, name)
+    aliases = repository.aliases_of_versions(session, [row.id for row in rows])
+    return ModelsPublic(
+        items=[ModelPublic.of(row, aliases.get(row.id, [])) for row in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/models/{model_id}", responses=NOT_FOUND)
+def get_model(*, session: SessionDep, model_id: str) -> ModelPublic:
+    """One version, by its id or its job's."""
+    model = _version(session, model_id)
+    return ModelPublic.of(
+        model, repository.aliases_of_versions(session, [model.id]).get(model.id, [])
+    )
+
+
+@router.get(
+    "/models/{model_id}/weights",
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"application/octet-stream": {}}},
+        503: error("The checkpoint no longer matches its sha256."),
+    },
+)
+def download_weights(
+    *, session: SessionDep, model_id: str, format: Literal["pt", "safetensors"] = "pt"
+) -> Response:
+    """The weights as a file. `pt`: the checkpoint dict (network arguments, classes,
+    preprocessing, state_dict) that `torch.load(..., weights_only=True)` opens;
+    `safetensors`: the state_dict, with the rest as JSON strings in its metadata."""
+    model = _version(session, model_id)
+    path = Path(model.checkpoint_path)
+    if file_sha256(path) != model.sha256:
+        raise ModelFileCorrupt(f"model {model.id}: checkpoint does not match its sha256")
+    headers = {"ETag": f'"{model.sha256}"'}
+    if format == "pt":
+        return FileResponse(path, filename=f"{model.name}-{model.id}.pt", headers=headers)
+    return Response(
+        _safetensors(load_plain(path), model),
+        media_type="application/octet-stream",
+        headers=headers
+        | {"Content-Disposition": f'attachment; filename="{model.name}-{model.id}.safetensors"'},
+    )
+
+
+def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
+    metadata = {"model_id": model.id, "name": model.name, "task": model.task, "arch": model.arch}
+    for key in ("model_args", "classes", "preprocessing"):
+        metadata[key] = json.dumps(checkpoint[key])
+    weights = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+    return safetensors.torch.save(weights, metadata=metadata)
+
+
+@router.delete(
+    "/models/{model_id}",
+    status_code=204,
+    responses={**NOT_FOUND, 409: error("An alias points at the version.")},
+)
+async def delete_model(*, session: SessionDep, server: ModelServerDep, model_id: str) -> None:
+    """Delete a version and its checkpoint; refused while an alias points at it."""
+    model = await run_in_threadpool(_version, session, model_id)
+    try:
+        await run_in_threadpool(repository.delete_model, session, model)
+    except IntegrityError as exc:  # an alias was moved onto it meanwhile
+        raise HTTPException(409, f"model {model.id}: an alias now points at it") from exc
+    Path(model.checkpoint_path).unlink(missing_ok=True)
+    server.cache.discard(model.id)
+
+
+# ---- aliases -----------------------------------------------------------------------------
+
+
+@router.get("/models/{name}/aliases")
+def list_aliases(*, session: SessionDep, name: str) -> list[AliasPublic]:
+    """Where each alias of a model name points now."""
+    return [AliasPublic.model_validate(a) for a in repository.aliases_of_name(session, name)]
+
+
+@router.put(
+    "/models/{name}/aliases/{alias}",
+    responses={
+        404: error("No such version."),
+        409: error("Moved by another call at the same moment; try again."),
+        422: error("The version belongs to another model name."),
+    },
+)
+async def move_alias(
+    *,
+    session: SessionDep,
+    server: ModelServerDep,
+    key: CurrentKeyDep,
+    name: str,
+    alias: AliasName,
+    body: AliasMoveRequest,
+) -> AliasMovePublic:
+    """Point an alias at a version of this name. Serving switches once it is loaded."""
+    model = await run_in_threadpool(_version, session, body.version_id)
+    if model.name != name:
+        raise HTTPException(
+            422, f"version {model.id} is a version of {model.name!r}, not of {name!r}"
+        )
+    return await _move(session, server, name, alias, model.id, "moved", key)
+
+
+@router.post(
+    "/models/{name}/aliases/{alias}/rollback",
+    responses={
+        404: error("The alias was never set."),
+        409: error("No way back."),
+    },
+)
+async def rollback_alias(
+    *, session: SessionDep, server: ModelServerDep, key: CurrentKeyDep, name: str, alias: str
+) -> AliasMovePublic:
+    """Move an alias back to where it pointed before its last move."""
+    moves = await run_in_threadpool(repository.alias_moves, session, name, alias, 1)
+    if not moves:
+        raise HTTPException(404, f"model {name!r} has no alias {alias!r}")
+    previous = moves[0].from_version_id
+    if previous is None:
+        raise HTTPException(409, f"{name}@{alias} was created by its last move: no way back")
+    if await run_in_threadpool(repository.find_model, session, previous) is None:
+        raise HTTPException(409, f"{name}@{alias} pointed at {previous}, which was deleted")
+    return await _move(session, server, name, alias, previous, "rolled_back", key)
+
+
+@router.get("/models/{name}/aliases/{alias}/history")
+def alias_history(
+    *, session: SessionDep, name: str, alias: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AliasMovePublic]:
+    """Every move of the alias, newest first."""
+    moves = repository.alias_moves(session, name, alias, limit)
+    return [AliasMovePublic.model_validate(m) for m in moves]
+
+
+async def _move(
+    session: Session,
+    server: ModelServer,
+    name: str,
+    alias: str,
+    version_id: str,
+    action: str,
+    key: ApiKey | None,
+) -> AliasMovePublic:
+    moved_by = key.id if key else None  # None with TRAINSERVE_AUTH_ENABLED=false
+    try:
+        move = await run_in_threadpool(
+            repository.move_alias,
+            session,
+            name,
+            alias,
+            version_id,
+            action=action,
+            moved_by=moved_by,
+        )
+    except IntegrityError as exc:
+        raise HTTPException(409, f"{name}@{alias} was moved by another call; try again") from exc
+    await server.refresh()  # this process starts loading now; the others at their next poll
+    return AliasMovePublic.model_validate(move)

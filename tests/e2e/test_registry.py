@@ -1,0 +1,141 @@
+"""Aliases through the real stack: two API processes, a real worker, requests under load."""
+
+import io
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+import torch
+
+from tests.conftest import ADMIN_KEY, bearer
+from tests.e2e.conftest import wait_for_job
+
+pytestmark = pytest.mark.e2e
+
+TEXTS = ["a wonderful delight", "a dull and awful mess"]
+
+
+@pytest.fixture
+def second_api(stack):
+    """Another API process on the same database and artefacts, as behind a load balancer."""
+    yield stack.start_api("api-2")
+    stack.terminate("api-2")
+
+
+def train_version(api, stack, dataset_id: str, seed: int) -> dict:
+    created = api.post(
+        "/jobs",
+        json={
+            "task": "text_sentiment",
+            "dataset_id": dataset_id,
+            "name": "swap",
+            "seed": seed,
+            "model": {"arch": "bag_of_embeddings"},
+            "text": {"min_freq": 1},
+            "hyperparameters": {"epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 0.05},
+        },
+    )
+    job = wait_for_job(api, stack, created.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    return api.get(f"/models/{job['model_id']}").json()
+
+
+@pytest.fixture
+def predict_key(api) -> dict[str, str]:
+    """A predict key with room for the load below (the default limit is 50 requests/s)."""
+    created = api.post("/keys", json={"scope": "predict", "rate_limit_per_second": 100_000})
+    return bearer(created.json()["key"])
+
+
+def served_by(url: str, model: str, headers: dict) -> str:
+    answer = httpx.post(f"{url}/predict", json={"text": TEXTS[0], "model": model}, headers=headers)
+    return answer.json()["model_id"]
+
+
+def wait_until_served(urls, model: str, version_id: str, headers: dict, timeout_s: float = 15):
+    deadline = time.monotonic() + timeout_s
+    for url in urls:
+        while served_by(url, model, headers) != version_id:
+            assert time.monotonic() < deadline, f"{url} never served {version_id} for {model}"
+            time.sleep(0.1)
+
+
+class Load:
+    """Threads posting to every API until stopped; counts answers by status and model."""
+
+    def __init__(self, urls: list[str], model: str, headers: dict, threads_per_url: int = 3):
+        self.headers = headers
+        self.answers: Counter = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(url, model))
+            for url in urls
+            for _ in range(threads_per_url)
+        ]
+
+    def _run(self, url: str, model: str) -> None:
+        with httpx.Client(base_url=url, headers=self.headers, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/predict", json={"texts": TEXTS, "model": model})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text}")
+                else:
+                    self.answers[response.json()[0]["model_id"]] += 1
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
+    api, stack, second_api, predict_key, sentiment_csv
+):
+    dataset = api.post("/datasets", files={"file": ("swap.csv", sentiment_csv)}).json()
+    first = train_version(api, stack, dataset["id"], seed=0)
+    second = train_version(api, stack, dataset["id"], seed=1)
+    assert api.get(f"/models/{second['id']}").json()["aliases"] == ["latest"]
+    urls = [stack.url, second_api]
+    wait_until_served(urls, "swap", second["id"], predict_key)  # no production yet: latest
+
+    assert api.put("/models/swap/aliases/production", json={"version_id": first["id"]}).is_success
+    wait_until_served(urls, "swap@production", first["id"], predict_key)
+    wait_until_served(urls, "swap", first["id"], predict_key)  # production now wins
+
+    targets = [second, first] * 5
+    other = httpx.Client(base_url=second_api, headers=bearer(ADMIN_KEY))
+    with Load(urls, "swap@production", predict_key) as load:
+        for move, target in enumerate(targets):
+            via = api if move % 2 else other
+            moved = via.put("/models/swap/aliases/production", json={"version_id": target["id"]})
+            assert moved.status_code == 200, moved.text
+            time.sleep(0.4)
+    assert load.failures == []
+    assert set(load.answers) == {first["id"], second["id"]} and sum(load.answers.values()) > 50
+    wait_until_served(urls, "swap@production", first["id"], predict_key)
+
+    rolled = api.post("/models/swap/aliases/production/rollback").json()
+    assert rolled["to_version_id"] == second["id"] and rolled["action"] == "rolled_back"
+    wait_until_served(urls, "swap@production", second["id"], predict_key)
+    assert rolled["moved_by"] is not None  # the admin key's id
+    history = api.get("/models/swap/aliases/production/history").json()
+    assert len(history) == 1 + len(targets) + 1
+    assert api.delete(f"/models/{second['id']}").status_code == 409
+
+    weights = api.get(f"/models/{first['id']}/weights")
+    checkpoint = torch.load(io.BytesIO(weights.content), weights_only=True)
+    assert checkpoint["arch"] == "bag_of_embeddings" and checkpoint["classes"] == first["classes"]
+    metrics = httpx.get(f"{second_api}/metrics").text
+    assert 'route="/predict",status="200"' in metrics and "trainserve_batch_size_bucket" in metrics
