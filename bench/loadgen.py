@@ -28,10 +28,13 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def http_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
+def http_request(
+    host: str, port: int, path: str, body: bytes, content_type: str, headers: str = ""
+) -> bytes:
+    """A keep-alive POST; `headers`: more header lines, each ending in CRLF."""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n{headers}\r\n"
     )
     return head.encode() + body
 

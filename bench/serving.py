@@ -53,6 +53,7 @@ from models.predictor import Predictor
 
 CONCURRENCY = (1, 8, 64)
 HOST = "127.0.0.1"
+ADMIN_KEY = "ts_bench-admin-key-0123456789abcdef0123456789abcd"
 LOG4J = """<Configuration status="WARN">
   <Appenders><Console name="STDOUT" target="SYSTEM_OUT">
     <PatternLayout pattern="%d %-5p %c - %m%n"/></Console></Appenders>
@@ -278,6 +279,8 @@ class Bench:
             "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
             "TRAINSERVE_BROKER_URL": "filesystem://",
             "TRAINSERVE_BROKER_DIR": str(folder / "broker"),
+            "TRAINSERVE_ADMIN_KEY": ADMIN_KEY,
+            "TRAINSERVE_AUTH_ENABLED": "false" if args.no_auth else "true",
         }
 
     def start_trainserve(self) -> Service:
@@ -320,7 +323,12 @@ class Bench:
         )
         url = f"http://{HOST}:{self.port}"
         wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, "trainserve")
-        return Service(url)
+        service = Service(url, ADMIN_KEY)
+        # The load is sent with a predict key, as an application would; no rate limit in the way.
+        key = service.http.post("/keys", json={"scope": "predict", "rate_limit_per_second": 1e5})
+        self.auth = f"Authorization: Bearer {key.json()['key']}\r\n"
+        self.admin = service
+        return service
 
     def start_torchserve(self, name: str, checkpoint: bytes) -> int:
         folder = self.folder / f"ts-{name}"
@@ -397,7 +405,7 @@ class Bench:
 
 def measure_model(bench: Bench, name: str, version: dict, examples: list, bodies: dict) -> None:
     seconds = bench.args.seconds
-    weights = httpx.get(f"{bench.url}/models/{version['id']}/weights").content
+    weights = bench.admin.http.get(f"/models/{version['id']}/weights").content
     predictor = Predictor(load_plain(io.BytesIO(weights)))
     rows = [row("limit", c, limit_cell(predictor, examples, c, seconds), None) for c in CONCURRENCY]
     for c in CONCURRENCY:
@@ -431,8 +439,8 @@ def alias_run(bench: Bench, name: str, versions: list[dict], pngs: list[bytes]) 
     bodies = []
     for png in pngs:
         body, content_type = multipart({"file": png, "model": f"{name}@production"})
-        bodies.append(http_request(HOST, bench.port, "/predict", body, content_type))
-    service = httpx.Client(base_url=bench.url)
+        bodies.append(http_request(HOST, bench.port, "/predict", body, content_type, bench.auth))
+    service = bench.admin.http
     service.put(f"/models/{name}/aliases/production", json={"version_id": versions[0]["id"]})
     time.sleep(2)
 
@@ -467,6 +475,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="measured seconds a cell")
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn --workers")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="TRAINSERVE_AUTH_ENABLED=false, as TorchServe runs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in each server process: the limit is one core's
     print(f"{os.cpu_count()} cores; {load_average()}", flush=True)
@@ -474,7 +485,6 @@ def main() -> None:
         bench = Bench(args, Path(tmp))
         try:
             service = bench.start_trainserve()
-            bench.url = service.http.base_url
             started = time.perf_counter()
             versions = train_versions(service, bench.folder)
             print(f"trained 4 versions in {time.perf_counter() - started:.0f} s", flush=True)
@@ -489,7 +499,8 @@ def main() -> None:
                 pngs,
                 {
                     "trainserve": [
-                        http_request(HOST, bench.port, "/predict", b, t) for b, t in image_bodies
+                        http_request(HOST, bench.port, "/predict", b, t, bench.auth)
+                        for b, t in image_bodies
                     ],
                     "torchserve": lambda port: [
                         http_request(HOST, port, "/predictions/cifar-bench", b, t)
@@ -504,7 +515,9 @@ def main() -> None:
                 texts,
                 {
                     "trainserve": [
-                        http_request(HOST, bench.port, "/predict", b, "application/json")
+                        http_request(
+                            HOST, bench.port, "/predict", b, "application/json", bench.auth
+                        )
                         for b in text_bodies
                     ],
                     "torchserve": lambda port: [
@@ -515,7 +528,10 @@ def main() -> None:
             )
             memory_run(
                 bench,
-                [http_request(HOST, bench.port, "/predict", b, t) for b, t in image_bodies],
+                [
+                    http_request(HOST, bench.port, "/predict", b, t, bench.auth)
+                    for b, t in image_bodies
+                ],
                 args.memory_requests,
             )
             alias_run(bench, "cifar-bench", versions["cifar-bench"], pngs)
