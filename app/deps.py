@@ -36,6 +36,9 @@ def authenticate(
     if credentials is None:
         raise HTTPException(401, "send an API key: 'Authorization: Bearer <key>'", CHALLENGE)
     key = repository.find_key_by_hash(session, hash_token(credentials.credentials))
+    # End the lookup's transaction: its connection goes back to the pool (the key stays
+    # loaded), so a request that then waits, as a batched prediction does, holds none.
+    session.commit()
     if key is None or key.revoked_at is not None:
         raise HTTPException(401, "the API key is unknown or revoked", CHALLENGE)
     charge_request(request.app.state.rate_limits, key, settings)
@@ -48,7 +51,7 @@ CurrentKeyDep = Annotated[ApiKey | None, Depends(authenticate)]
 def require_scope(scope: str):
     """A router dependency: a key with this scope, or admin, which passes every scope."""
 
-    def check_scope(key: CurrentKeyDep) -> None:
+    async def check_scope(key: CurrentKeyDep) -> None:  # async: no thread-pool hop per request
         if key is not None and key.scope not in (scope, "admin"):
             raise HTTPException(
                 403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
@@ -83,7 +86,7 @@ def require_multipart(request: Request) -> None:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:  # async: as check_scope
     """422 for a query parameter the route does not take: a typo (?limt=5) is not ignored."""
     known = _query_names(request.scope["route"].dependant)
     unknown = sorted(set(request.query_params) - known)
