@@ -433,6 +433,7 @@ class ModelPublic(BaseModel):
     data_sha256: str | None = Field(description="sha256 of the uploaded training data.")
     spec: dict | None = Field(description="The job spec, defaults filled in.")
     job_id: str
+    checkpoint_path: str = Field(description="Where the checkpoint lies in the artefact store.")
     sha256: str = Field(description="sha256 of the checkpoint file.")
     aliases: list[str] = Field(description="The aliases of its name that point at it.")
     created_at: datetime
@@ -449,6 +450,7 @@ class ModelPublic(BaseModel):
             data_sha256=row.data_sha256,
             spec=row.spec,
             job_id=row.job_id,
+            checkpoint_path=row.checkpoint_path,
             sha256=row.sha256,
             aliases=[a.alias for a in aliases],
             created_at=row.created_at,

@@ -65,6 +65,7 @@ def test_each_succeeded_job_is_a_version_and_latest_follows_it(client, two_versi
     assert first["spec"]["hyperparameters"]["epochs"] == 2 and first["spec"]["seed"] == 0
     assert first["data_sha256"] == upload(client, two_class_zip, "d.zip").json()["sha256"]
     assert first["metrics"]["epoch"] >= 1 and len(first["sha256"]) == 64
+    assert first["checkpoint_path"].endswith(f"jobs/{first['job_id']}/best.pt")
     assert first["aliases"] == [] and second["aliases"] == ["latest"]
     listed = client.get("/models", params={"name": "shapes"}).json()
     assert [m["id"] for m in listed["items"]] == [second["id"], first["id"]]
