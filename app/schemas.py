@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.data import TASKS
+from models.data import TASKS, TEXT_TASK
 from models.registry import ARCHITECTURES
 
 Task = Literal[TASKS]
@@ -44,6 +44,18 @@ ARCH_HELP = "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values())
 class ModelSpec(Strict):
     arch: Arch = Field(description=ARCH_HELP)
     embedding_dim: int | None = Field(None, ge=8, le=1024, description="Text networks only.")
+    width: int | None = Field(
+        None, ge=8, le=512, description="fast_resnet only: channels of its first stage (32)."
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_arch(self) -> "ModelSpec":
+        arch = ARCHITECTURES[self.arch]
+        if self.width is not None and self.arch != "fast_resnet":
+            raise ValueError(f"model.width is for fast_resnet, not {self.arch}")
+        if self.embedding_dim is not None and (arch.task != TEXT_TASK or arch.pretrained):
+            raise ValueError("model.embedding_dim is for text networks trained from scratch")
+        return self
 
 
 class TextSpec(Strict):
@@ -58,10 +70,64 @@ class Hyperparameters(Strict):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     dropout: float | None = Field(None, ge=0, lt=1, description="Default: the network's own.")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="cosine: decay lr to zero over the run, step by step."
+    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
+        "constant",
+        description="Stepped after every optimizer step. cosine: decay lr to zero over the run; "
+        "onecycle: rise from lr/25 to lr, then anneal to about zero; step: multiply lr by "
+        "lr_gamma every lr_step_epochs.",
+    )
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Linear warm-up from lr/100 over this many epochs (fractions allowed). "
+        "Default 0; for onecycle, the rising phase (default 30 % of the run).",
+    )
+    lr_step_epochs: int = Field(30, ge=1, le=1000, description="step schedule only.")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule only.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the gradients' global L2 norm to this before each step."
+    )
+    accumulate_batches: int = Field(
+        1, ge=1, le=1024, description="Add up the gradients of this many batches per step."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Mixed precision (autocast). auto: bf16 on a GPU that has it, else fp16; "
+        "bf16 on a CPU with native bf16 (AMX/AVX512-BF16) for convolutional image networks; "
+        "fp32 otherwise.",
+    )
+    channels_last: bool | None = Field(
+        None, description="Default: on for convolutional image networks (resnet18, fast_resnet)."
+    )
+    compile: bool = Field(False, description="torch.compile the network (slow first epoch).")
+    deterministic: bool = Field(
+        False, description="Deterministic kernels only: the same seed gives the same weights."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_run(self) -> "Hyperparameters":
+        if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+            raise ValueError("hyperparameters.warmup_epochs must be shorter than the run")
+        return self
+
+
+class AugmentationSpec(Strict):
+    """Image jobs only; applied to training batches, never to validation or prediction."""
+
+    crop_padding: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Random crop after zero padding by this many pixels (0: off). Default: "
+        "1/8 of the smaller side for colour images (4 at 32x32), 1/14 for grey (2 at 28x28).",
+    )
+    horizontal_flip: bool | None = Field(
+        None, description="Default: on for colour images, off for grey ones (digits)."
     )
 
 
@@ -146,6 +212,7 @@ class JobCreate(Strict):
     model: ModelSpec
     hyperparameters: Hyperparameters = Hyperparameters()
     text: TextSpec = TextSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
     validation: ValidationSpec = ValidationSpec()
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop when the monitored metric stops improving."

@@ -613,10 +613,10 @@ class ImagePreprocessing:
         return cls(channels, height, width, pixels.mean(dim=1).tolist(), std.tolist())
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 N,C,H,W (on any device) to normalised float."""
-        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
+        """uint8 N,C,H,W (on any device) to normalised float, in one multiply-add."""
         std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
-        return (batch.float() / 255 - mean) / std
+        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
+        return torch.addcmul(-mean / std, batch.float(), 1 / (255 * std))
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Image bytes to uint8 C,H,W in this network's channels and size."""

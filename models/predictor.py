@@ -11,7 +11,7 @@ import torch
 
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
-from models.text import Vocabulary, pad_batch
+from models.text import pad_batch, tokenizer_from_state
 
 Ranked = list[tuple[str, float]]
 Encoded = torch.Tensor | list[int]  # an image's uint8 C,H,W or a text's token ids
@@ -27,7 +27,7 @@ class Predictor:
         if self.task == IMAGE_TASK:
             self.image = ImagePreprocessing(**preprocessing["image"])
         else:
-            self.vocabulary = Vocabulary(**preprocessing["vocabulary"])
+            self.vocabulary = tokenizer_from_state(preprocessing)
         # Networks whose answer ignores padding (a declared class attribute) batch texts of
         # any length together; the others only batch texts of the same length.
         self._padding_invariant = getattr(self.network, "padding_invariant", False)

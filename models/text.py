@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from models.pretrained import WordPieceTokenizer
+
 PAD, UNKNOWN = "<pad>", "<unk>"
 TOKEN_PATTERN = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
@@ -57,6 +59,13 @@ class Vocabulary:
         return asdict(self)
 
 
+def tokenizer_from_state(preprocessing: dict) -> "Vocabulary | WordPieceTokenizer":
+    """A checkpoint's text preprocessing: its own vocabulary, or a pretrained encoder's."""
+    if "wordpiece" in preprocessing:
+        return WordPieceTokenizer(**preprocessing["wordpiece"])
+    return Vocabulary(**preprocessing["vocabulary"])
+
+
 def pad_batch(sequences: list[list[int]], min_length: int = 1) -> torch.Tensor:
     """Right-pad token id lists with 0 into one LongTensor."""
     width = max(min_length, max(map(len, sequences)))
@@ -105,3 +114,36 @@ class TextCNN(nn.Module):
         embedded = self.embedding(tokens).transpose(1, 2)
         pooled = [conv(embedded).relu().amax(dim=2) for conv in self.convs]
         return self.fc(self.dropout(torch.cat(pooled, dim=1)))
+
+
+class TextGRU(nn.Module):
+    """A bidirectional GRU over word embeddings, max-pooled over the real (unpadded) tokens."""
+
+    min_length = 1
+    padding_invariant = True  # packed sequences: padding never enters the GRU or the pool
+
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int,
+        embedding_dim: int = 128,
+        hidden: int = 128,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.gru = nn.GRU(embedding_dim, hidden, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * hidden, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        lengths = (tokens != 0).sum(dim=1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.dropout(self.embedding(tokens)), lengths, batch_first=True, enforce_sorted=False
+        )
+        outputs, _ = self.gru(packed)
+        # Padding positions come back as -inf so the max-pool sees real tokens only.
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(
+            outputs, batch_first=True, padding_value=float("-inf")
+        )
+        return self.fc(self.dropout(outputs.amax(dim=1)))

@@ -1,24 +1,37 @@
-"""Turn a job spec and its dataset into a network, optimizer and batches."""
+"""Turn a job spec and its dataset into a network, optimizer, schedule and batches."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    OneCycleLR,
+    SequentialLR,
+    StepLR,
+)
 
 from app.schemas import Hyperparameters, JobCreate
+from models.augment import ImageAugmentation
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
-from models.registry import ARCHITECTURES, build_network
+from models.pretrained import SentenceEncoderClassifier, WordPieceTokenizer
+from models.registry import ARCHITECTURES, Architecture, build_network
 from models.text import Vocabulary, pad_batch
-from workers.training import Batches, EpochResult, fit
+from workers.training import Batches, EpochResult, StepOptions, fit
 
 STATS_SAMPLE = 10_000  # images used to compute the normalisation
+ONECYCLE_RISE = 0.3  # share of a one-cycle run spent rising, unless warmup_epochs says
+WARMUP_START = 0.01  # warm-up starts at this fraction of lr
+FEATURE_BATCH = 256  # texts per forward pass when caching a frozen encoder's features
 
 
 @dataclass
 class TrainingRun:
-    network: nn.Module
+    network: nn.Module  # what is checkpointed and served
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler | None
     train: Batches
@@ -26,6 +39,15 @@ class TrainingRun:
     device: torch.device
     # What a checkpoint needs besides weights: task, arch, model_args, classes, preprocessing.
     description: dict = field(default_factory=dict)
+    options: StepOptions = field(default_factory=StepOptions)
+    # What the loop calls, when not the network itself: the compiled network, or the head
+    # of a frozen encoder whose features were computed once.
+    trained: nn.Module | None = None
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 only; its state_dict belongs in a resumable checkpoint."""
+        return self.options.scaler
 
     def fit(
         self,
@@ -36,7 +58,7 @@ class TrainingRun:
         on_step: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         fit(
-            self.network,
+            self.trained if self.trained is not None else self.network,
             self.optimizer,
             self.train,
             self.validation,
@@ -46,6 +68,7 @@ class TrainingRun:
             scheduler=self.scheduler,
             first_epoch=first_epoch,
             on_step=on_step,
+            options=self.options,
         )
 
     def resume_state(self) -> dict:
@@ -57,6 +80,8 @@ class TrainingRun:
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def restore(self, checkpoint: dict) -> None:
@@ -65,6 +90,8 @@ class TrainingRun:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.train.generator.set_state(checkpoint["shuffle_rng"])
         torch.set_rng_state(checkpoint["torch_rng"])
 
@@ -99,43 +126,52 @@ def split_indices(
 
 @dataclass
 class Inputs:
-    """How a batch of example indices becomes network input, and what serving must redo."""
+    """How example indices become network input, and what serving must redo."""
 
-    make: Callable[[torch.Tensor], torch.Tensor]
+    make: Callable[[torch.Tensor], torch.Tensor]  # validation (and serving) input
     model_args: dict
     preprocessing: dict
+    make_train: Callable[[torch.Tensor], torch.Tensor] | None = None  # augmented, if different
 
 
 def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
+    hyper = spec.hyperparameters
+    use_deterministic_kernels(hyper.deterministic)
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     device = resolve_device(spec.device)
+    arch = ARCHITECTURES[spec.model.arch]
+    channels_last = arch.convolutional if hyper.channels_last is None else hyper.channels_last
     train_index, val_index = split_indices(data, spec, generator)
     if isinstance(data, ImageData):
-        inputs = _image_inputs(data, train_index, generator, device)
+        inputs = _image_inputs(data, train_index, spec, generator, device, channels_last)
     else:
-        inputs = _text_inputs(data, train_index, spec)
-    model_args = inputs.model_args | {"num_classes": len(data.classes)}
-    hyper = spec.hyperparameters
-    if hyper.dropout is not None:
-        model_args["dropout"] = hyper.dropout
-    try:
-        network = build_network(spec.model.arch, model_args).to(device)
-    except ValueError as exc:  # the data does not fit the network, e.g. images too small
-        raise DatasetError(str(exc)) from exc
+        inputs = _text_inputs(data, train_index, spec, arch)
+    model_args = network_arguments(spec, arch, inputs.model_args, len(data.classes))
+    network = _build(arch, model_args, device)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    options = step_options(hyper, device, arch)
+    trained = network
+    if isinstance(network, SentenceEncoderClassifier) and not network.fine_tune:
+        inputs = _cached_features(network, inputs, len(data.labels), device, options)
+        trained = network.head
+    if hyper.compile:
+        trained = torch.compile(trained)
     labels = data.labels.to(device)
+    make_train = inputs.make_train or inputs.make
     train = Batches(
-        lambda i: inputs.make(train_index[i]),
+        lambda i: make_train(train_index[i]),
         labels[train_index.to(device)],
         hyper.batch_size,
         shuffle=True,
         generator=generator,
     )
-    optimizer = make_optimizer(network, hyper)
+    optimizer = make_optimizer(trained, hyper)
     return TrainingRun(
         network=network,
         optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, hyper, total_steps=len(train) * hyper.epochs),
+        scheduler=make_scheduler(optimizer, hyper, options.steps_per_epoch(len(train))),
         train=train,
         validation=Batches(
             lambda i: inputs.make(val_index[i]),
@@ -151,57 +187,180 @@ def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
             "classes": data.classes,
             "preprocessing": inputs.preprocessing,
         },
+        options=options,
+        trained=None if trained is network else trained,
     )
 
 
-def _image_inputs(data: ImageData, train_index, generator, device) -> Inputs:
+def network_arguments(spec: JobCreate, arch: Architecture, input_args: dict, classes: int):
+    """The plain arguments that rebuild the network: from the data, the spec and the arch."""
+    args = input_args | {"num_classes": classes} | dict(arch.fixed_args)
+    if spec.hyperparameters.dropout is not None:
+        args["dropout"] = spec.hyperparameters.dropout
+    if spec.model.width:
+        args["base_width"] = spec.model.width
+    if spec.model.embedding_dim:
+        args["embedding_dim"] = spec.model.embedding_dim
+    return args
+
+
+def _build(arch: Architecture, model_args: dict, device: torch.device) -> nn.Module:
+    try:
+        return build_network(arch.name, model_args).to(device)
+    except ValueError as exc:  # the data does not fit the network, e.g. images too small
+        raise DatasetError(str(exc)) from exc
+
+
+def use_deterministic_kernels(on: bool) -> None:
+    """Set for every job: a worker process runs many jobs, each with its own wish."""
+    if on:  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = not on
+
+
+def autocast_dtype(precision: str, device: torch.device, arch: Architecture):
+    """The mixed-precision type for this device and network, or None for plain float32."""
+    if precision != "auto":
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if arch.bf16_on_cpu and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: where oneDNN runs bf16 convolutions and matmuls natively."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def step_options(hyper: Hyperparameters, device: torch.device, arch: Architecture):
+    dtype = autocast_dtype(hyper.precision, device, arch)
+    return StepOptions(
+        label_smoothing=hyper.label_smoothing,
+        grad_clip_norm=hyper.grad_clip_norm,
+        accumulate=hyper.accumulate_batches,
+        autocast_dtype=dtype,
+        scaler=torch.amp.GradScaler(device.type) if dtype == torch.float16 else None,
+    )
+
+
+def _image_inputs(
+    data: ImageData, train_index, spec: JobCreate, generator, device, channels_last: bool
+) -> Inputs:
     """Normalisation fitted on (a sample of) the training images; uint8 kept on the device."""
     sample = train_index[torch.randperm(len(train_index), generator=generator)[:STATS_SAMPLE]]
     image = ImagePreprocessing.fit(data.images[sample])
+    augmentation = image_augmentation(spec, image)
     images = data.images.to(device)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+
+    def make(index: torch.Tensor) -> torch.Tensor:
+        return image.normalize(images[index.to(device)]).contiguous(memory_format=memory)
+
+    def make_train(index: torch.Tensor) -> torch.Tensor:
+        batch = augmentation(images[index.to(device)], generator)
+        return image.normalize(batch).contiguous(memory_format=memory)
+
     return Inputs(
-        make=lambda index: image.normalize(images[index.to(device)]),
+        make=make,
         model_args={"channels": image.channels, "height": image.height, "width": image.width},
         preprocessing={"image": vars(image)},
+        make_train=None if augmentation.is_identity else make_train,
     )
 
 
-def _text_inputs(data: TextData, train_index: torch.Tensor, spec: JobCreate) -> Inputs:
-    """A vocabulary from the training texts only; every text padded once into one tensor."""
-    arch = ARCHITECTURES[spec.model.arch]
-    vocabulary = Vocabulary.build(
-        [data.texts[i] for i in train_index.tolist()],
-        ngrams=spec.text.ngrams or arch.text_ngrams,
-        min_freq=spec.text.min_freq,
-        max_length=spec.text.max_tokens,
+def image_augmentation(spec: JobCreate, image: ImagePreprocessing) -> ImageAugmentation:
+    default = ImageAugmentation.default_for(image.channels, image.height, image.width)
+    asked = spec.augmentation
+    return ImageAugmentation(
+        crop_padding=default.crop_padding if asked.crop_padding is None else asked.crop_padding,
+        horizontal_flip=default.horizontal_flip
+        if asked.horizontal_flip is None
+        else asked.horizontal_flip,
     )
-    encoded = [vocabulary.encode(text) for text in data.texts]
+
+
+def _text_inputs(
+    data: TextData, train_index: torch.Tensor, spec: JobCreate, arch: Architecture
+) -> Inputs:
+    """Token ids for every text, padded once into one tensor; batches cut to their longest.
+
+    The vocabulary is built from the training texts only; a pretrained encoder brings its own.
+    """
+    if arch.pretrained:
+        tokenizer = WordPieceTokenizer(max_length=min(spec.text.max_tokens, 512))
+        encoded = tokenizer.encode_all(data.texts)
+        preprocessing, model_args = {"wordpiece": tokenizer.to_state()}, {}
+    else:
+        vocabulary = Vocabulary.build(
+            [data.texts[i] for i in train_index.tolist()],
+            ngrams=spec.text.ngrams or arch.text_ngrams,
+            min_freq=spec.text.min_freq,
+            max_length=spec.text.max_tokens,
+        )
+        encoded = [vocabulary.encode(text) for text in data.texts]
+        preprocessing = {"vocabulary": vocabulary.to_state()}
+        model_args = {"vocab_size": len(vocabulary)}
     min_length = arch.network.min_length
     tokens = pad_batch(encoded, min_length)
     lengths = torch.tensor([max(len(ids), min_length) for ids in encoded])
-    model_args = {"vocab_size": len(vocabulary)}
-    if spec.model.embedding_dim:
-        model_args["embedding_dim"] = spec.model.embedding_dim
     return Inputs(
         make=lambda index: tokens[index, : int(lengths[index].max())],  # cut to longest text
         model_args=model_args,
-        preprocessing={"vocabulary": vocabulary.to_state()},
+        preprocessing=preprocessing,
+    )
+
+
+def _cached_features(network, inputs: Inputs, count: int, device, options) -> Inputs:
+    """A frozen encoder's features for every example, computed once (texts sorted by length,
+    so each forward pass pads little); the head then trains on them for many epochs."""
+    order = (inputs.make(torch.arange(count)) != 0).sum(dim=1).argsort()
+    features = torch.empty(count, network.head[-1].in_features, device=device)
+    network.eval()
+    with torch.inference_mode(), options.autocast(device):
+        for chunk in order.split(FEATURE_BATCH):
+            features[chunk.to(device)] = network.features(inputs.make(chunk).to(device)).float()
+    return Inputs(
+        make=lambda index: features[index.to(device)],
+        model_args=inputs.model_args,
+        preprocessing=inputs.preprocessing,
     )
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, hyper: Hyperparameters, total_steps: int
+    optimizer: torch.optim.Optimizer, hyper: Hyperparameters, steps_per_epoch: int
 ) -> LRScheduler | None:
-    """Stepped after every batch, so the schedule does not depend on the epoch count."""
+    """Stepped after every optimizer step, so the schedule does not depend on the epoch count.
+
+    Every schedule is one LRScheduler, whose state_dict resumes it where it stopped.
+    """
+    total = steps_per_epoch * hyper.epochs
+    if hyper.lr_schedule == "onecycle":
+        rise = hyper.warmup_epochs / hyper.epochs if hyper.warmup_epochs else ONECYCLE_RISE
+        return OneCycleLR(optimizer, max_lr=hyper.lr, total_steps=total, pct_start=rise)
+    warmup = round((hyper.warmup_epochs or 0) * steps_per_epoch)
     if hyper.lr_schedule == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=total_steps)
-    return None
+        main = CosineAnnealingLR(optimizer, T_max=total - warmup)
+    elif hyper.lr_schedule == "step":
+        step_size = hyper.lr_step_epochs * steps_per_epoch
+        main = StepLR(optimizer, step_size=step_size, gamma=hyper.lr_gamma)
+    else:
+        main = None  # constant
+    if not warmup:
+        return main
+    rise = LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)  # then stays at lr
+    return rise if main is None else SequentialLR(optimizer, [rise, main], milestones=[warmup])
 
 
-def make_optimizer(network: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:
-    params, lr, decay = network.parameters(), hyper.lr, hyper.weight_decay
+def make_optimizer(trained: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:
+    params = [p for p in trained.parameters() if p.requires_grad]
+    lr, decay = hyper.lr, hyper.weight_decay
     if hyper.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=hyper.momentum, weight_decay=decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=hyper.momentum, nesterov=hyper.nesterov, weight_decay=decay
+        )
     if hyper.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=decay)

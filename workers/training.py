@@ -1,5 +1,6 @@
 """A task-agnostic training loop that reports through a callback. No Celery, no SQL."""
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -43,6 +44,25 @@ class Batches:
 
 
 @dataclass
+class StepOptions:
+    """How each optimisation step is taken, beyond the optimizer and its schedule."""
+
+    label_smoothing: float = 0.0
+    grad_clip_norm: float | None = None
+    accumulate: int = 1  # batches whose gradients add up before one optimizer step
+    autocast_dtype: torch.dtype | None = None  # bfloat16 / float16 mixed precision, or None
+    scaler: torch.amp.GradScaler | None = None  # float16 only: keeps small gradients alive
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def steps_per_epoch(self, batches: int) -> int:
+        return -(-batches // self.accumulate)
+
+
+@dataclass
 class EpochResult:
     epoch: int
     train_loss: float
@@ -63,25 +83,33 @@ def train_one_epoch(
     device: torch.device,
     scheduler: LRScheduler | None = None,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    options: StepOptions | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the data: forward, loss, backward, update. Returns loss, accuracy, count.
 
-    `on_step` gets each step's loss as a device tensor (reading it is the caller's choice: a
-    GPU synchronises on .item()); it may raise to stop training between two steps.
+    `on_step` gets each batch's loss as a device tensor (reading it is the caller's choice: a
+    GPU synchronises on .item()); it may raise to stop training between two steps. The
+    optimizer (and the schedule) step once every `options.accumulate` batches.
     """
+    options = options or StepOptions()
     network.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    for inputs, labels in batches:
+    optimizer.zero_grad(set_to_none=True)
+    for number, (inputs, labels) in enumerate(batches, start=1):
         inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = network(inputs)
-        loss = nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        with options.autocast(device):
+            logits = network(inputs)
+        loss = nn.functional.cross_entropy(
+            logits.float(), labels, label_smoothing=options.label_smoothing
+        )
+        scaled = loss / options.accumulate
+        (options.scaler.scale(scaled) if options.scaler else scaled).backward()
+        if number % options.accumulate == 0 or number == len(batches):
+            _update(network, optimizer, options)
+            if scheduler is not None:
+                scheduler.step()
         if on_step is not None:
             on_step(loss.detach())
         # Kept on the device: a .item() per step would synchronise a GPU every batch.
@@ -91,13 +119,34 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
-def evaluate(network: nn.Module, batches: Batches, device: torch.device) -> tuple[float, float]:
+def _update(network: nn.Module, optimizer: torch.optim.Optimizer, options: StepOptions) -> None:
+    scaler = options.scaler
+    if options.grad_clip_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(network.parameters(), options.grad_clip_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def evaluate(
+    network: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    options: StepOptions | None = None,
+) -> tuple[float, float]:
+    options = options or StepOptions()
     network.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
         for inputs, labels in batches:
             inputs, labels = inputs.to(device), labels.to(device)
-            logits = network(inputs)
+            with options.autocast(device):
+                logits = network(inputs).float()
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += len(labels)
@@ -116,16 +165,17 @@ def fit(
     scheduler: LRScheduler | None = None,
     first_epoch: int = 1,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    options: StepOptions | None = None,
 ) -> None:
     """Train epochs first_epoch..epochs, reporting each one; on_epoch_end returns True to stop."""
     network.to(device)
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
         train_loss, train_accuracy, seen = train_one_epoch(
-            network, optimizer, train, device, scheduler, on_step
+            network, optimizer, train, device, scheduler, on_step, options
         )
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = evaluate(network, validation, device)
+        val_loss, val_accuracy = evaluate(network, validation, device, options)
         stop = on_epoch_end(
             EpochResult(
                 epoch,

@@ -166,3 +166,44 @@ def test_bad_uploads_over_http_store_nothing(api, stack):
     assert corrupt.status_code == 422 and one_class.status_code == 422
     assert "two classes" in one_class.json()["detail"]
     assert api.get("/datasets").json()["items"] == before
+
+
+def test_fast_resnet_recipe_and_frozen_encoder_through_the_service(api, stack, shared_data):
+    images = api.post("/datasets", files={"file": ("c.zip", cifar_slice(shared_data, 40, 10))})
+    job = train(
+        api,
+        stack,
+        images.json()["id"],
+        "image_classification",
+        "fast_resnet",
+        hyperparameters={
+            "epochs": 2,
+            "batch_size": 64,
+            "lr": 0.1,
+            "nesterov": True,
+            "lr_schedule": "onecycle",
+            "label_smoothing": 0.1,
+            "grad_clip_norm": 5.0,
+        },
+        augmentation={"crop_padding": 4, "horizontal_flip": True},
+    )
+    assert_history(job, 2)
+    assert job["spec"]["hyperparameters"]["precision"] == "auto"
+
+    texts = api.post("/datasets", files={"file": ("mr.csv", mr_slice(shared_data, 100))})
+    job = train(
+        api,
+        stack,
+        texts.json()["id"],
+        "text_sentiment",
+        "minilm_frozen",
+        hyperparameters={"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
+        validation={"source": "holdout", "fraction": 0.2},
+    )
+    assert_history(job, 5)
+    assert job["best_val_accuracy"] >= 0.7  # 40 sentences; chance is 0.5
+    answers = api.post(
+        "/predict",
+        json={"texts": ["a moving and wonderful film", "a dull, boring mess"], "model": job["id"]},
+    ).json()
+    assert [a["label"] for a in answers] == ["positive", "negative"]

@@ -5,13 +5,14 @@ from models.checkpoint import make_checkpoint, network_from_checkpoint
 from models.data import IMAGE_TASK, TEXT_TASK
 from models.files import file_sha256, load_plain, save_atomically
 from models.predictor import Predictor
+from models.pretrained import WordPieceTokenizer
 from models.registry import ARCHITECTURES, build_network
 from models.text import Vocabulary, pad_batch, tokenize, with_ngrams
 from tests.conftest import png_bytes
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
-@pytest.mark.parametrize("arch", ["tutorial_cnn", "resnet18"])
+@pytest.mark.parametrize("arch", ["tutorial_cnn", "resnet18", "fast_resnet"])
 def test_image_networks_take_small_colour_and_grey_images(arch, shape):
     channels, height, width = shape
     network = build_network(
@@ -33,7 +34,7 @@ def test_tutorial_cnn_is_the_seed_network():
     ]
 
 
-@pytest.mark.parametrize("arch", ["bag_of_embeddings", "text_cnn"])
+@pytest.mark.parametrize("arch", ["bag_of_embeddings", "text_cnn", "text_gru"])
 def test_text_networks_take_padded_token_ids(arch):
     network = build_network(arch, {"num_classes": 2, "vocab_size": 50})
     assert network(pad_batch([[3, 4], [5]], network.min_length)).shape == (2, 2)
@@ -81,3 +82,56 @@ def test_checkpoint_round_trip_predicts_the_same(tmp_path):
     [ranked] = predictor.predict_images([png_bytes(torch.zeros(20, 20, 3).byte().numpy())], 5)
     assert [label for label, _ in ranked] in (["cat", "dog"], ["dog", "cat"])
     assert abs(sum(p for _, p in ranked) - 1) < 1e-4
+
+
+def test_fast_resnet_width_sets_its_stages_and_small_images_are_refused():
+    network = build_network("fast_resnet", {"num_classes": 10, "base_width": 16})
+    assert network.head[-1].in_features == 64  # 16, 32, 64
+    with pytest.raises(ValueError, match="at least 8x8, not 6x6"):
+        build_network("fast_resnet", {"num_classes": 2, "height": 6, "width": 6})
+
+
+def test_gru_ignores_padding():
+    network = build_network("text_gru", {"num_classes": 2, "vocab_size": 50}).eval()
+    short, padded = network(torch.tensor([[3, 4, 5]])), network(torch.tensor([[3, 4, 5, 0, 0]]))
+    assert torch.allclose(short, padded, atol=1e-6)
+    assert not torch.allclose(short, network(torch.tensor([[5, 4, 3]])))
+
+
+def test_frozen_encoder_checkpoints_only_its_head():
+    frozen = build_network("minilm_frozen", {"num_classes": 2, "fine_tune": False})
+    assert list(frozen.state_dict()) == ["head.1.weight", "head.1.bias"]
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
+    assert not frozen.train().encoder.training  # its dropout stays off
+    restored = build_network("minilm_frozen", {"num_classes": 2, "fine_tune": False})
+    restored.load_state_dict(frozen.state_dict())  # the encoder comes from the package
+    tuned = build_network("minilm_finetuned", {"num_classes": 2, "fine_tune": True})
+    assert len(tuned.state_dict()) > 90 and tuned.train().encoder.training
+
+
+def test_pretrained_checkpoint_predicts_with_the_encoders_own_tokenizer(tmp_path):
+    tokenizer = WordPieceTokenizer(max_length=16)
+    ids = tokenizer.encode("A gripping film")
+    assert ids[0] == 101 and ids[-1] == 102 and len(ids) == 5  # [CLS] a gripping film [SEP]
+    assert len(tokenizer.encode("word " * 100)) == 16
+    network = build_network("minilm_frozen", {"num_classes": 2, "fine_tune": False})
+    checkpoint = make_checkpoint(
+        task=TEXT_TASK,
+        arch="minilm_frozen",
+        network=network,
+        classes=["negative", "positive"],
+        model_args={"num_classes": 2, "fine_tune": False},
+        preprocessing={"wordpiece": tokenizer.to_state()},
+        epoch=1,
+        metrics={},
+    )
+    save_atomically(checkpoint, tmp_path / "model.pt")
+    predictor = Predictor(load_plain(tmp_path / "model.pt"))
+    [first, second] = predictor.predict_texts(["a gripping film", "dull"], 1)
+    network.eval()
+    with torch.inference_mode():
+        expected = network(torch.tensor([ids])).softmax(dim=1).max().item()
+    assert first[0][1] == pytest.approx(expected, abs=1e-5) and second[0][0] in (
+        "negative",
+        "positive",
+    )

@@ -1,0 +1,76 @@
+"""Compressed and portable copies of a trained network: int8 dynamic quantisation, ONNX.
+
+Dynamic quantisation stores the weights of linear and recurrent layers as int8 and
+quantises their activations on the fly; convolutions stay float32, so it pays most for
+text and transformer networks. ONNX export writes a graph that ONNX Runtime serves without
+PyTorch; ONNX Runtime's own dynamic quantisation then makes an int8 copy of that file.
+"""
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+QUANTISED_LAYERS = {nn.Linear, nn.GRU, nn.LSTM}
+
+
+class ExportError(ValueError):
+    """This network cannot be exported; the message says why."""
+
+
+def quantize_int8(network: nn.Module) -> nn.Module:
+    """An int8 copy for CPU inference (the network itself is left as it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao notices that torchao is its successor
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(network).eval(), QUANTISED_LAYERS, dtype=torch.qint8
+        )
+
+
+def export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """An ONNX graph taking `input` (any batch size; any length for token ids), giving
+    `logits`."""
+    dynamic = {0: "batch", 1: "length"} if example.ndim == 2 else {0: "batch"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                copy.deepcopy(network).eval(),
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": dynamic, "logits": {0: "batch"}},
+                dynamo=False,  # the TorchScript exporter handles dynamic axes without guards
+            )
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        name = type(network).__name__
+        raise ExportError(f"{name} cannot be exported to ONNX: {first_line}") from exc
+    return path
+
+
+def quantize_onnx_int8(source: Path, target: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return target
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session called like a network: tensor in, logits tensor out."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        [logits] = self.session.run(None, {"input": inputs.numpy()})
+        return torch.from_numpy(logits)

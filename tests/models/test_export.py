@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from models.export import (
+    ExportError,
+    OnnxNetwork,
+    export_onnx,
+    quantize_int8,
+    quantize_onnx_int8,
+)
+from models.registry import build_network
+
+
+def test_int8_copy_quantises_linear_layers_and_keeps_the_answers():
+    torch.manual_seed(0)
+    network = build_network("text_cnn", {"num_classes": 2, "vocab_size": 40}).eval()
+    quantised = quantize_int8(network)
+    assert type(network.fc) is torch.nn.Linear  # the original is untouched
+    assert "quantized" in type(quantised.fc).__module__
+    tokens = torch.randint(1, 40, (16, 9))
+    with torch.inference_mode():
+        expected, got = network(tokens), quantised(tokens)
+    assert torch.equal(expected.argmax(1), got.argmax(1))
+    assert torch.allclose(expected, got, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("arch", "args", "example"),
+    [
+        ("fast_resnet", {"base_width": 8, "height": 16, "width": 16}, torch.randn(2, 3, 16, 16)),
+        ("text_cnn", {"vocab_size": 40}, torch.randint(1, 40, (2, 7))),
+    ],
+)
+def test_onnx_files_answer_like_the_network_for_any_batch_and_length(tmp_path, arch, args, example):
+    torch.manual_seed(0)
+    network = build_network(arch, {"num_classes": 3, **args}).eval()
+    path = export_onnx(network, example, tmp_path / "model.onnx")
+    other = torch.cat([example] * 3)
+    if other.ndim == 2:
+        other = torch.cat([other, other], dim=1)  # a longer text than the example
+    with torch.inference_mode():
+        expected = network(other)
+    assert torch.allclose(OnnxNetwork(path, threads=1)(other), expected, atol=1e-4)
+    int8 = quantize_onnx_int8(path, tmp_path / "model.int8.onnx")
+    assert OnnxNetwork(int8, threads=1)(other).shape == expected.shape
+
+
+def test_networks_onnx_cannot_express_are_refused_by_name(tmp_path):
+    network = build_network("bag_of_embeddings", {"num_classes": 2, "vocab_size": 40})
+    with pytest.raises(ExportError, match="BagOfEmbeddings cannot be exported to ONNX"):
+        export_onnx(network, torch.randint(1, 40, (2, 5)), tmp_path / "model.onnx")
