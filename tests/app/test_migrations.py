@@ -23,10 +23,13 @@ def test_migrations_match_the_tables_and_downgrade_cleanly(tmp_path):
         assert MigrationContext.configure(connection).get_current_revision() is None
 
 
-def test_the_registry_migration_gives_existing_versions_their_data_and_a_latest(tmp_path):
+def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(tmp_path):
+    """From the first release's schema: jobs, versions and their links survive every step
+    (on SQLite a step may rebuild a table that others reference), and the new fields get
+    their values: job defaults, and the registry's data hash, spec and `latest` alias."""
     url = f"sqlite:///{tmp_path}/m.db"
     config = alembic_config(url)
-    command.upgrade(config, "0004")
+    command.upgrade(config, "0001")
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql(
@@ -36,10 +39,9 @@ def test_the_registry_migration_gives_existing_versions_their_data_and_a_latest(
         )
         for job, at in (("j1", "2026-01-01 00:00:01"), ("j2", "2026-01-01 00:00:02")):
             connection.exec_driver_sql(
-                "INSERT INTO jobs (id, task, dataset_id, spec, status, epoch, epochs, created_at, "
-                "attempt, max_attempts, event_seq, queued_at) VALUES "
-                f"('{job}', 'text_sentiment', 'd1', '{{\"seed\": 7}}', 'succeeded', 1, 1, "
-                f"'{at}', 1, 3, 0, '{at}')"
+                "INSERT INTO jobs (id, task, dataset_id, spec, status, epoch, epochs, created_at) "
+                f"VALUES ('{job}', 'text_sentiment', 'd1', '{{\"seed\": 7}}', 'succeeded', 1, 1, "
+                f"'{at}')"
             )
             connection.exec_driver_sql(
                 "INSERT INTO model_versions (id, job_id, name, task, arch, classes, metrics, "
@@ -55,8 +57,14 @@ def test_the_registry_migration_gives_existing_versions_their_data_and_a_latest(
             "SELECT name, alias, version_id FROM model_aliases"
         ).all()
         moves = connection.exec_driver_sql("SELECT to_version_id, action FROM alias_moves").all()
+        jobs = connection.exec_driver_sql(
+            "SELECT id, status, attempt, max_attempts, queued_at = created_at FROM jobs"
+        ).all()
+        dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     assert [(v.id, v.data_sha256, json.loads(v.spec)) for v in versions] == [
         ("mj1", "abc", {"seed": 7}),
         ("mj2", "abc", {"seed": 7}),
     ]
     assert aliases == [("mr", "latest", "mj2")] and moves == [("mj2", "job_succeeded")]
+    assert jobs == [("j1", "succeeded", 0, 3, 1), ("j2", "succeeded", 0, 3, 1)]
+    assert dangling == []
