@@ -36,7 +36,7 @@ def create_key(
     session: Session,
     *,
     scope: str,
-    name: str,
+    name: str | None = None,
     rate_limit_per_second: float | None = None,
     max_concurrent_jobs: int | None = None,
     token: str | None = None,
@@ -44,7 +44,7 @@ def create_key(
     """Store a new key; return it with its token, which is not kept anywhere."""
     token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        name=name,
+        name=name or f"{scope} key",
         scope=scope,
         key_hash=hash_token(token),
         prefix=token[:10],
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             key, token = create_key(
                 session,
                 scope=args.scope,
-                name=args.name or f"{args.scope} key",
+                name=args.name,
                 rate_limit_per_second=args.rate_limit,
                 max_concurrent_jobs=args.max_jobs,
             )

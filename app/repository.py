@@ -156,19 +156,25 @@ def list_jobs(
 # ---- jobs: state changes, each a conditional UPDATE plus its status event ------------------
 
 
+def _update_job(session: Session, job_id: str, where: tuple, returning: tuple, **values):
+    """UPDATE one job where `where` still holds; the RETURNING row, or None if none matched."""
+    return session.execute(
+        update(Job)
+        .where(Job.id == job_id, *where)
+        .values(**values)
+        .returning(*returning)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+
+
 def _transition(session: Session, job_id: str, where: tuple, **values) -> bool:
     """Change one job if `where` still holds, and log the change as an event, in one commit.
 
     Bumping event_seq locks the job's row, so concurrent writers (API, worker, sweeper)
     get consecutive sequence numbers in commit order: a stream never skips an event.
     """
-    row = session.execute(
-        update(Job)
-        .where(Job.id == job_id, *where)
-        .values(**values, event_seq=Job.event_seq + 1)
-        .returning(Job.event_seq, Job.status, Job.attempt)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    returning = (Job.event_seq, Job.status, Job.attempt)
+    row = _update_job(session, job_id, where, returning, **values, event_seq=Job.event_seq + 1)
     if row is None:
         session.rollback()
         return False
@@ -219,24 +225,20 @@ def queued_job_ids(session: Session, limit: int) -> list[str]:
 def renew_lease(session: Session, job_id: str, owner: str, lease_seconds: float) -> str | None:
     """Extend the owner's lease; returns the job's status, or None if the lease was lost."""
     now = utcnow()
-    status = session.execute(
-        update(Job)
-        .where(Job.id == job_id, *_held_by(owner))
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
-        .returning(Job.status)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    row = _update_job(
+        session,
+        job_id,
+        _held_by(owner),
+        (Job.status,),
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        heartbeat_at=now,
+    )
     session.commit()
-    return status
+    return row.status if row else None
 
 
 def set_device(session: Session, job_id: str, owner: str, device: str) -> None:
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, *_held_by(owner))
-        .values(device=device)
-        .execution_options(synchronize_session=False)
-    )
+    _update_job(session, job_id, _held_by(owner), (Job.id,), device=device)
     session.commit()
 
 
@@ -430,13 +432,9 @@ def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, floa
 
 
 def _reserve_events(session: Session, job_id: str, count: int) -> int:
-    return session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(event_seq=Job.event_seq + count)
-        .returning(Job.event_seq)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
+    return _update_job(
+        session, job_id, (), (Job.event_seq,), event_seq=Job.event_seq + count
+    ).event_seq
 
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -449,14 +447,10 @@ def record_epoch(
     values = {"epoch": metrics["epoch"]}
     if is_best:
         values |= {"best_epoch": metrics["epoch"], "best_val_accuracy": metrics["val_accuracy"]}
-    seq = session.execute(
-        update(Job)
-        .where(Job.id == job_id, *_held_by(owner))
-        .values(**values, event_seq=Job.event_seq + 1)
-        .returning(Job.event_seq)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if seq is None:
+    row = _update_job(
+        session, job_id, _held_by(owner), (Job.event_seq,), **values, event_seq=Job.event_seq + 1
+    )
+    if row is None:
         session.rollback()
         raise LeaseLost(job_id)
     session.add(EpochMetrics(job_id=job_id, **metrics))
@@ -464,7 +458,7 @@ def record_epoch(
         MetricPoint(job_id=job_id, name=name, step=step, value=metrics[name])
         for name in EPOCH_METRICS
     )
-    session.add(JobEvent(job_id=job_id, seq=seq, kind="epoch", data=metrics))
+    session.add(JobEvent(job_id=job_id, seq=row.event_seq, kind="epoch", data=metrics))
     session.commit()
 
 

@@ -29,10 +29,18 @@ class EpochRecorder:
     the metrics. Each step is safe to repeat, so a resumed attempt can redo an unfinished one.
     Returns True when early stopping says to stop."""
 
-    def __init__(self, session: Session, job: Job, owner: str, run: TrainingRun, folder: Path):
+    def __init__(
+        self,
+        session: Session,
+        job: Job,
+        owner: str,
+        run: TrainingRun,
+        folder: Path,
+        early_stopping: EarlyStopping | None,
+    ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
         self.folder = folder
-        self.early_stopping = JobCreate.model_validate(job.spec).early_stopping
+        self.early_stopping = early_stopping
         self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
         self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
         self.best_sha256 = file_sha256(self.best_path) if self.best else None
@@ -148,7 +156,7 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
     run = prepare_run(spec, data)
     folder = settings.artifacts_dir / "jobs" / job.id
-    done_epochs, recorder = _resume(session, job, owner, run, folder)
+    done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
     recorder.steps = StepReporter(
         job.id,
         lease,
@@ -177,17 +185,23 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
 
 
 def _resume(
-    session: Session, job: Job, owner: str, run: TrainingRun, folder: Path
+    session: Session,
+    job: Job,
+    owner: str,
+    run: TrainingRun,
+    folder: Path,
+    early_stopping: EarlyStopping | None,
 ) -> tuple[int, EpochRecorder]:
     """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
     last = folder / "last.pt"
     if not last.exists():
-        return 0, EpochRecorder(session, job, owner, run, folder)
+        return 0, EpochRecorder(session, job, owner, run, folder, early_stopping)
     checkpoint = load_plain(last)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
     repository.resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
-    recorder = EpochRecorder(session, job, owner, run, folder)  # reads the history resumed
+    # Made after resume_job, so that it reads the history as resumed.
+    recorder = EpochRecorder(session, job, owner, run, folder, early_stopping)
     if not any(result.epoch == epoch for result in recorder.history):
         # The attempt died after writing last.pt but before recording the epoch.
         recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)

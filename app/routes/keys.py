@@ -16,7 +16,7 @@ def create_api_key(*, session: SessionDep, body: ApiKeyCreate) -> ApiKeyCreated:
     key, token = create_key(
         session,
         scope=body.scope,
-        name=body.name or f"{body.scope} key",
+        name=body.name,
         rate_limit_per_second=body.rate_limit_per_second,
         max_concurrent_jobs=body.max_concurrent_jobs,
     )

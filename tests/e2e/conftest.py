@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from models.data import NamedFile, read_idx_array
-from tests.conftest import ADMIN_KEY, PROJECT, bearer, migrate
+from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
 
 POSTGRES_ADMIN = os.environ.get(
     "TRAINSERVE_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -227,3 +227,23 @@ def mnist(shared_data):
             "t10k-labels-idx1",
         )
     }
+
+
+def mnist_upload(mnist: dict, train: int, test: int = 0) -> list[tuple]:
+    """Multipart `file` parts: the first `train` and `test` MNIST examples as IDX files."""
+    counts = {"train-images-idx3": train, "train-labels-idx1": train}
+    if test:
+        counts |= {"t10k-images-idx3": test, "t10k-labels-idx1": test}
+    return [
+        ("file", (f"{name}-ubyte.gz", idx_bytes(mnist[name][:count])))
+        for name, count in counts.items()
+    ]
+
+
+# A text job that trains in seconds on the sentiment_csv fixture.
+SENTIMENT_JOB = {
+    "task": "text_sentiment",
+    "model": {"arch": "bag_of_embeddings"},
+    "text": {"min_freq": 1},
+    "hyperparameters": {"epochs": 3, "batch_size": 8, "optimizer": "adam", "lr": 0.05},
+}

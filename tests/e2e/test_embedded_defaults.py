@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import migrate
-from tests.e2e.conftest import Stack, wait_for_job
+from tests.e2e.conftest import SENTIMENT_JOB, Stack, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +22,7 @@ def embedded_stack(tmp_path):
 def test_embedded_defaults_train_and_serve_without_any_server(embedded_stack, sentiment_csv):
     with embedded_stack.client(timeout=60) as api:
         dataset = api.post("/datasets", files={"file": ("t.csv", sentiment_csv)}).json()
-        created = api.post(
-            "/jobs",
-            json={
-                "task": "text_sentiment",
-                "dataset_id": dataset["id"],
-                "model": {"arch": "bag_of_embeddings"},
-                "text": {"min_freq": 1},
-                "hyperparameters": {"epochs": 3, "batch_size": 8, "optimizer": "adam", "lr": 0.05},
-            },
-        )
+        created = api.post("/jobs", json={**SENTIMENT_JOB, "dataset_id": dataset["id"]})
         job = wait_for_job(api, embedded_stack, created.json()["id"])
         assert job["status"] == "succeeded", job["error"]
         assert len(job["history"]) == 3

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import pytest
 
-from tests.conftest import idx_bytes, png_bytes
-from tests.e2e.conftest import wait_for_job
+from tests.conftest import png_bytes
+from tests.e2e.conftest import mnist_upload, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -62,16 +62,9 @@ def assert_history(job: dict, epochs: int) -> None:
 
 
 def test_mnist_idx_upload_train_and_predict_digits(api, stack, mnist):
-    parts = [
-        ("file", (f"{name}-ubyte.gz", idx_bytes(mnist[name][:count])))
-        for name, count in (
-            ("train-images-idx3", 4000),
-            ("train-labels-idx1", 4000),
-            ("t10k-images-idx3", 500),
-            ("t10k-labels-idx1", 500),
-        )
-    ]
-    uploaded = api.post("/datasets", files=parts, data={"name": "mnist-slice"})
+    uploaded = api.post(
+        "/datasets", files=mnist_upload(mnist, 4000, 500), data={"name": "mnist-slice"}
+    )
     assert uploaded.status_code == 201, uploaded.text
     dataset = uploaded.json()
     assert dataset["format"] == "idx" and dataset["classes"] == [str(d) for d in range(10)]

@@ -6,7 +6,12 @@ import time
 import pytest
 
 from tests.app.test_api import IMAGE_JOB
-from tests.e2e.conftest import E2E_MAX_DECODED_BYTES, E2E_MAX_UPLOAD_BYTES, wait_for_job
+from tests.e2e.conftest import (
+    E2E_MAX_DECODED_BYTES,
+    E2E_MAX_UPLOAD_BYTES,
+    SENTIMENT_JOB,
+    wait_for_job,
+)
 from tests.hostile import hostile_inputs
 
 pytestmark = pytest.mark.e2e
@@ -35,16 +40,7 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
     images = api.post("/datasets", files={"file": ("d.zip", two_class_zip)}).json()
     image_job = api.post("/jobs", json={**IMAGE_JOB, "dataset_id": images["id"]}).json()
     dataset = api.post("/datasets", files={"file": ("t.csv", sentiment_csv)}).json()
-    created = api.post(
-        "/jobs",
-        json={
-            "task": "text_sentiment",
-            "dataset_id": dataset["id"],
-            "model": {"arch": "bag_of_embeddings"},
-            "text": {"min_freq": 1},
-            "hyperparameters": {"epochs": 3, "batch_size": 8, "optimizer": "adam", "lr": 0.05},
-        },
-    )
+    created = api.post("/jobs", json={**SENTIMENT_JOB, "dataset_id": dataset["id"]})
     job = wait_for_job(api, stack, created.json()["id"])
     assert wait_for_job(api, stack, image_job["id"])["status"] == "succeeded"
     predict_key = api.post("/keys", json={"scope": "predict"}).json()["key"]

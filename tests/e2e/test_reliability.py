@@ -9,24 +9,20 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import idx_bytes
-from tests.e2e.conftest import Stack, free_port, fresh_postgres_database, wait_for_job
+from tests.e2e.conftest import (
+    Stack,
+    free_port,
+    fresh_postgres_database,
+    mnist_upload,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def mnist_dataset(api, mnist) -> str:
-    parts = [
-        ("file", (f"{name}-ubyte.gz", idx_bytes(mnist[name][:count])))
-        for name, count in (
-            ("train-images-idx3", 3000),
-            ("train-labels-idx1", 3000),
-            ("t10k-images-idx3", 500),
-            ("t10k-labels-idx1", 500),
-        )
-    ]
-    response = api.post("/datasets", files=parts)
+    response = api.post("/datasets", files=mnist_upload(mnist, 3000, 500))
     assert response.status_code in (200, 201), response.text
     return response.json()["id"]
 
@@ -195,11 +191,8 @@ def test_a_job_queued_when_redis_restarts_empty_still_runs(tmp_path, mnist):
         try:
             own.start_api()  # no worker yet: the job waits in Redis
             with own.client(timeout=60) as client:
-                parts = [
-                    ("file", (f"{n}-ubyte.gz", idx_bytes(mnist[n][:1000])))
-                    for n in ("train-images-idx3", "train-labels-idx1")
-                ]
-                dataset_id = client.post("/datasets", files=parts).json()["id"]
+                upload = mnist_upload(mnist, 1000)
+                dataset_id = client.post("/datasets", files=upload).json()["id"]
                 job_id = submit(client, mnist_job(dataset_id, epochs=1))["id"]
                 assert broker.messages() == 1
                 broker.stop()

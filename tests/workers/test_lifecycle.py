@@ -20,7 +20,7 @@ from app.sweeper import recover_lost_workers
 from app.tables import Job, utcnow
 from models.files import load_plain
 from tests.conftest import PROJECT
-from tests.workers.test_runner import queue_job, reloaded
+from tests.workers.test_runner import queue_image_job, reloaded
 from workers.lease import Lease
 from workers.runner import run_job
 
@@ -40,18 +40,6 @@ def fast_heartbeat(monkeypatch, embedded_settings):
     return embedded_settings
 
 
-def image_job(session, settings, upload: bytes, **spec) -> str:
-    return queue_job(
-        session,
-        settings,
-        upload,
-        "d.zip",
-        task="image_classification",
-        model={"arch": "tutorial_cnn"},
-        **spec,
-    )
-
-
 def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -68,7 +56,7 @@ def steps_recorded(session, job_id: str) -> int:
 def test_a_running_job_stops_at_its_next_step_when_cancelled(
     session, fast_heartbeat, two_class_zip
 ):
-    job_id = image_job(session, fast_heartbeat, two_class_zip, hyperparameters=LONG_RUN)
+    job_id = queue_image_job(session, fast_heartbeat, two_class_zip, hyperparameters=LONG_RUN)
     worker = threading.Thread(target=run_job, args=(job_id,))
     worker.start()
     wait_until(lambda: steps_recorded(session, job_id) > 0, what="the first steps")
@@ -94,7 +82,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
     # Long enough (10 steps an epoch, 30 epochs) that a busy machine cannot let the job
     # finish between seeing epoch 2 and the kill.
     spec = {"hyperparameters": {"epochs": 30, "batch_size": 4, "lr": 0.01}, "seed": 3}
-    killed = image_job(session, embedded_settings, two_class_zip, **spec)
+    killed = queue_image_job(session, embedded_settings, two_class_zip, **spec)
     worker = subprocess.Popen(
         [sys.executable, "-c", f"from workers.runner import run_job; run_job({killed!r})"],
         cwd=PROJECT,
@@ -120,7 +108,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
     assert [h.epoch for h in job.history] == list(range(1, 31))
     # The same spec without a crash ends with the same weights: resuming restored the
     # optimizer, the schedule and the random state, not only the weights.
-    uninterrupted = image_job(session, embedded_settings, two_class_zip, **spec)
+    uninterrupted = queue_image_job(session, embedded_settings, two_class_zip, **spec)
     run_job(uninterrupted)
     weights = [
         load_plain(Path(reloaded(session, job_id).model.checkpoint_path))["state_dict"]
@@ -133,7 +121,9 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
 def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
     session, embedded_settings, two_class_zip, sentiment_csv
 ):
-    job_id = image_job(session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1})
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
+    )
     dataset_file = Path(repository.get_dataset(session, reloaded(session, job_id).dataset_id).path)
     hidden = dataset_file.rename(dataset_file.with_suffix(".away"))  # the store is unavailable
     run_job(job_id)
@@ -146,7 +136,7 @@ def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
 
 
 def test_a_job_out_of_attempts_fails_saying_why(session, embedded_settings, two_class_zip):
-    job_id = image_job(session, embedded_settings, two_class_zip, limits={"max_attempts": 1})
+    job_id = queue_image_job(session, embedded_settings, two_class_zip, limits={"max_attempts": 1})
     assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "failed"}
     job = reloaded(session, job_id)
@@ -155,7 +145,7 @@ def test_a_job_out_of_attempts_fails_saying_why(session, embedded_settings, two_
 
 
 def test_a_cancel_whose_worker_died_ends_cancelled(session, embedded_settings, two_class_zip):
-    job_id = image_job(session, embedded_settings, two_class_zip)
+    job_id = queue_image_job(session, embedded_settings, two_class_zip)
     assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
     assert repository.request_cancel(session, job_id)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "cancelled"}
@@ -163,7 +153,7 @@ def test_a_cancel_whose_worker_died_ends_cancelled(session, embedded_settings, t
 
 
 def test_a_live_lease_is_not_taken_away(session, embedded_settings, two_class_zip):
-    job_id = image_job(session, embedded_settings, two_class_zip)
+    job_id = queue_image_job(session, embedded_settings, two_class_zip)
     assert repository.claim_job(session, job_id, "busy-worker", lease_seconds=60)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {}
     assert repository.renew_lease(session, job_id, "busy-worker", 60) == "running"
@@ -171,7 +161,7 @@ def test_a_live_lease_is_not_taken_away(session, embedded_settings, two_class_zi
 
 
 def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class_zip):
-    job_id = image_job(session, fast_heartbeat, two_class_zip)
+    job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
     assert repository.claim_job(session, job_id, "slow-worker", lease_seconds=60)
     with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
         session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
@@ -186,7 +176,7 @@ def test_a_cancel_not_honoured_in_time_stops_the_process(
     session, fast_heartbeat, monkeypatch, two_class_zip
 ):
     monkeypatch.setattr(fast_heartbeat, "cancel_grace_seconds", 0.2)
-    job_id = image_job(session, fast_heartbeat, two_class_zip)
+    job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
     assert repository.claim_job(session, job_id, "stuck-worker", lease_seconds=60)
     stopped = threading.Event()
     with Lease(job_id, "stuck-worker", fast_heartbeat, hard_stop=stopped.set):
@@ -196,7 +186,7 @@ def test_a_cancel_not_honoured_in_time_stops_the_process(
 
 
 def test_early_stopping_ends_the_job_with_its_best_epoch(session, embedded_settings, two_class_zip):
-    job_id = image_job(
+    job_id = queue_image_job(
         session,
         embedded_settings,
         two_class_zip,
@@ -212,7 +202,9 @@ def test_early_stopping_ends_the_job_with_its_best_epoch(session, embedded_setti
 def test_a_time_limit_before_the_first_epoch_fails_the_job(
     session, embedded_settings, two_class_zip
 ):
-    job_id = image_job(session, embedded_settings, two_class_zip, limits={"max_run_seconds": 0.001})
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, limits={"max_run_seconds": 0.001}
+    )
     run_job(job_id)
     job = reloaded(session, job_id)
     assert job.status == "failed" and job.end_reason == "time_limit"

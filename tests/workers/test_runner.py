@@ -28,6 +28,18 @@ def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str
     return repository.add_job(session, spec).id
 
 
+def queue_image_job(session, settings, zip_bytes: bytes, **spec_fields) -> str:
+    return queue_job(
+        session,
+        settings,
+        zip_bytes,
+        "d.zip",
+        task="image_classification",
+        model={"arch": "tutorial_cnn"},
+        **spec_fields,
+    )
+
+
 def queue_text_job(session, settings, csv_bytes: bytes, **spec_fields) -> str:
     return queue_job(
         session,
@@ -46,13 +58,10 @@ def reloaded(session, job_id: str) -> Job:
 
 
 def test_run_job_records_history_checkpoints_and_model(session, embedded_settings, two_class_zip):
-    job_id = queue_job(
+    job_id = queue_image_job(
         session,
         embedded_settings,
         two_class_zip,
-        "d.zip",
-        task="image_classification",
-        model={"arch": "tutorial_cnn"},
         hyperparameters={"epochs": 3, "batch_size": 8, "lr": 0.05, "lr_schedule": "cosine"},
     )
     run_job(job_id)
