@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="An admin API key to accept, stored (hashed) at start if missing."
     )
+    key_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long an API process trusts a key it has read (its scope, limits, "
+        "revocation) before reading it again; 0 reads it on every request.",
+    )
     rate_limit_per_second: float = Field(
         50.0, ge=0, description="Requests per second per API key; 0 means no limit."
     )

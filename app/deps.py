@@ -8,10 +8,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app import repository
 from app.config import Settings, get_settings
 from app.db import get_db
-from app.keys import hash_token
 from app.metrics import Metrics
 from app.quotas import charge_request
 from app.serving import ModelServer
@@ -24,21 +22,19 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def authenticate(
+# async, with no session: a key comes from the process's KeyCache, so most requests need
+# neither a database connection nor a thread.
+async def authenticate(
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey | None:
     """The request's active key, charged one request (None with auth off)."""
+    settings = get_settings()
     if not settings.auth_enabled:
         return None
     if credentials is None:
         raise HTTPException(401, "send an API key: 'Authorization: Bearer <key>'", CHALLENGE)
-    key = repository.find_key_by_hash(session, hash_token(credentials.credentials))
-    # End the lookup's transaction: its connection goes back to the pool (the key stays
-    # loaded), so a request that then waits, as a batched prediction does, holds none.
-    session.commit()
+    key = await request.app.state.key_cache.find(credentials.credentials)
     if key is None or key.revoked_at is not None:
         raise HTTPException(401, "the API key is unknown or revoked", CHALLENGE)
     charge_request(request.app.state.rate_limits, key, settings)
@@ -52,12 +48,25 @@ def require_scope(scope: str):
     """A router dependency: a key with this scope, or admin, which passes every scope."""
 
     async def check_scope(key: CurrentKeyDep) -> None:  # async: no thread-pool hop per request
-        if key is not None and key.scope not in (scope, "admin"):
-            raise HTTPException(
-                403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
-            )
+        _check_scope(key, scope)
 
     return Depends(check_scope)
+
+
+async def authorize(request: Request, scope: str) -> ApiKey | None:
+    """What `require_scope` and `reject_unknown_query` check, called by a handler itself: the
+    route that answers all day skips FastAPI's dependency solving (a fifth of its time)."""
+    key = await authenticate(request, await bearer(request))
+    _check_scope(key, scope)
+    await reject_unknown_query(request)
+    return key
+
+
+def _check_scope(key: ApiKey | None, scope: str) -> None:
+    if key is not None and key.scope not in (scope, "admin"):
+        raise HTTPException(
+            403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
+        )
 
 
 def get_celery(request: Request) -> Celery:

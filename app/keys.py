@@ -12,8 +12,10 @@ import argparse
 import hashlib
 import secrets
 import sys
+import time
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app import repository
 from app.config import Settings
@@ -63,6 +65,41 @@ def revoke(session: Session, key: ApiKey) -> ApiKey:
             f"key {key.id} is the last active admin key: create another admin key first"
         )
     return repository.revoke_key(session, key)
+
+
+class KeyCache:
+    """Keys by token hash, in this process, each read again after `ttl` seconds.
+
+    A request then needs no database query (and no thread to run one). A revocation
+    through this process applies at once (`forget`); through another process or the
+    command line, within `ttl`. Unknown tokens are not remembered: they cannot fill it.
+    """
+
+    def __init__(self, ttl: float, clock=time.monotonic):
+        self._ttl, self._clock = ttl, clock
+        self._keys: dict[str, tuple[ApiKey, float]] = {}  # token hash -> (key, read at)
+
+    async def find(self, token: str) -> ApiKey | None:
+        """The token's key, revoked or not; None for an unknown token."""
+        key_hash = hash_token(token)
+        cached = self._keys.get(key_hash)
+        now = self._clock()
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        key = await run_in_threadpool(_read_key, key_hash)
+        if key is None:
+            self._keys.pop(key_hash, None)
+        else:
+            self._keys[key_hash] = (key, now)
+        return key
+
+    def forget(self, key: ApiKey) -> None:
+        self._keys.pop(key.key_hash, None)
+
+
+def _read_key(key_hash: str) -> ApiKey | None:
+    with get_session_factory()() as session:  # the key leaves it detached, its fields loaded
+        return repository.find_key_by_hash(session, key_hash)
 
 
 def bootstrap_admin_key(session: Session, settings: Settings) -> str | None:

@@ -16,7 +16,7 @@ from starlette.routing import Match
 from app.config import Settings, get_settings
 from app.db import get_session_factory
 from app.deps import reject_unknown_query, require_scope
-from app.keys import LastAdminKey, bootstrap_admin_key
+from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, RequestMetrics
 from app.queue import make_celery
@@ -62,6 +62,7 @@ async def lifespan(app: FastAPI):
     sweeper = Sweeper(settings, app.state.celery)
     sweeper.start()
     app.state.rate_limits = TokenBuckets()
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -136,6 +137,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
     # /predict first: routes are matched in order, and it is the one called all day.
+    app.include_router(predict.predict_router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))

@@ -10,7 +10,7 @@ machine's load average, which on a shared CPU says as much as the seconds do.
 - cifar10: fast_resnet, trained on the train zip, validated on the test zip; goal 72 %
   within 15 minutes of training.
 - cifar10_long (only when named): the same network twice as wide, for the best accuracy
-  in 60 minutes.
+  in 60 minutes (a job time limit of 60 minutes stops it there).
 - mnist: fast_resnet on the 60k training digits, validated on t10k; goal 99.3 %.
 - mr: a fixed split, 10 % held out with seed 0 (the same 1,066 sentences for every job):
   a network trained from scratch (goal 77 %), and the pretrained MiniLM encoder, frozen
@@ -34,7 +34,9 @@ FAST_RESNET_SGD = {
 MR_SPLIT = {"source": "holdout", "fraction": 0.1}
 
 
-def cifar10(service: Service, width: int, epochs: int, batch: int = 256) -> dict:
+def cifar10(
+    service: Service, width: int, epochs: int, batch: int = 256, max_run_seconds: int | None = None
+) -> dict:
     folder = SHARED_DATA / "cifar10"
     train = service.upload(folder / "cifar10-train.zip", name="cifar10-train")
     test = service.upload(folder / "cifar10-test.zip", name="cifar10-test")
@@ -44,6 +46,7 @@ def cifar10(service: Service, width: int, epochs: int, batch: int = 256) -> dict
         "model": {"arch": "fast_resnet", "width": width},
         "validation": {"dataset_id": test["id"]},
         "hyperparameters": {"epochs": epochs, "batch_size": batch, "lr": 0.2, **FAST_RESNET_SGD},
+        "limits": {"max_run_seconds": max_run_seconds},
     }
 
 
@@ -73,7 +76,13 @@ def mr(service: Service, arch: str, hyperparameters: dict, **extra) -> dict:
 # name: (build the spec, goal, minutes of training allowed, what the accuracy is measured on)
 BENCHMARKS = {
     "cifar10": (lambda s: cifar10(s, width=32, epochs=8), 0.72, 15, "test zip (10k)"),
-    "cifar10_long": (lambda s: cifar10(s, width=64, epochs=30), None, 60, "test zip (10k)"),
+    # 40 epochs of width 64 take about 55 minutes on one core; the limit stops it at 60.
+    "cifar10_long": (
+        lambda s: cifar10(s, width=64, epochs=40, max_run_seconds=3600),
+        None,
+        60,
+        "test zip (10k)",
+    ),
     "mnist": (mnist, 0.993, None, "t10k test set"),
     "mr_scratch": (
         lambda s: mr(

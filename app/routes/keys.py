@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from app import repository
 from app.deps import SessionDep
@@ -42,9 +42,12 @@ def list_api_keys(
         409: error("The last active admin key cannot be revoked."),
     },
 )
-def revoke_api_key(*, session: SessionDep, key_id: str) -> ApiKeyPublic:
-    """Revoke a key: its requests get 401 from now on. Revoking twice changes nothing."""
+def revoke_api_key(*, request: Request, session: SessionDep, key_id: str) -> ApiKeyPublic:
+    """Revoke a key: its requests get 401 from now on (from other API processes, within
+    TRAINSERVE_KEY_CACHE_SECONDS). Revoking twice changes nothing."""
     key = repository.get_key(session, key_id)
     if key is None:
         raise HTTPException(404, f"no key with id {key_id!r}")
-    return revoke(session, key)
+    revoked = revoke(session, key)
+    request.app.state.key_cache.forget(revoked)
+    return revoked

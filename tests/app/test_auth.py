@@ -1,11 +1,13 @@
 """API keys, scopes and quotas, in-process on the embedded defaults."""
 
+import asyncio
 import logging
 import re
 import uuid
 
 import pytest
 
+from app.keys import KeyCache
 from app.keys import main as keys_cli
 from app.quotas import TokenBuckets
 from tests.app.test_api import IMAGE_JOB, upload
@@ -133,6 +135,23 @@ def test_command_line_creates_lists_and_revokes(embedded_settings, capsys):
         assert client.get("/jobs", headers=bearer(token)).status_code == 401
     with pytest.raises(SystemExit, match="no key with id"):
         keys_cli(["revoke", "nope"])
+
+
+def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, capsys):
+    """A key revoked by another process (here the command line) is refused once the cache's
+    entry is older than its ttl; until then the process answers from memory."""
+    now = [0.0]
+    cache = KeyCache(ttl=1.0, clock=lambda: now[0])
+    with app_client() as client:
+        key = new_key(client, "train")
+    assert asyncio.run(cache.find(key["key"])).revoked_at is None
+    keys_cli(["revoke", key["id"]])
+    now[0] = 0.9
+    assert asyncio.run(cache.find(key["key"])).revoked_at is None
+    now[0] = 1.0
+    assert asyncio.run(cache.find(key["key"])).revoked_at is not None
+    assert asyncio.run(cache.find("ts_unknown")) is None
+    assert len(cache._keys) == 1  # unknown tokens are not remembered
 
 
 def test_auth_off_lets_every_request_through(monkeypatch, embedded_settings, two_class_zip):
