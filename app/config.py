@@ -6,6 +6,7 @@ broker and a local artefact folder, all under ./var.
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most examples in one forward.")
     batch_budget_ms: float = Field(
         2.0, ge=0, le=1000, description="Longest a batch waits for more requests to arrive."
+    )
+    serving_runtime: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="onnx: image networks answer through ONNX Runtime where they export (2 to "
+        "5 times faster on a CPU), text networks through PyTorch; torch: all through PyTorch.",
     )
     registry_poll_seconds: float = Field(
         1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."

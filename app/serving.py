@@ -107,11 +107,11 @@ def read_version(version_id: str) -> VersionInfo | None:
         return VersionInfo.of(row) if row else None
 
 
-def load_predictor(version: VersionInfo) -> Predictor:
+def load_predictor(version: VersionInfo, runtime: str) -> Predictor:
     path = Path(version.checkpoint_path)
     if file_sha256(path) != version.sha256:
         raise ModelFileCorrupt(f"model {version.id}: checkpoint does not match its sha256")
-    return Predictor(load_plain(path))
+    return Predictor(load_plain(path), runtime)
 
 
 class PredictorCache:
@@ -273,7 +273,7 @@ class ModelServer:
         if version is None:
             raise UnknownModel(f"model {version_id!r} was deleted")
         started = time.perf_counter()
-        predictor = await asyncio.to_thread(load_predictor, version)
+        predictor = await asyncio.to_thread(load_predictor, version, self.settings.serving_runtime)
         self.metrics.model_load.labels(model=version.name).observe(time.perf_counter() - started)
         served = Served(
             version,
@@ -288,9 +288,10 @@ class ModelServer:
         )
         self.cache.put(served, set(self._serving.values()) | {version.id})
         log.info(
-            "model %s (%s) loaded in %.2f s",
+            "model %s (%s) loaded in %.2f s, answering through %s",
             version.id,
             version.name,
             time.perf_counter() - started,
+            predictor.runtime,
         )
         return served

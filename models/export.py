@@ -7,6 +7,7 @@ PyTorch; ONNX Runtime's own dynamic quantisation then makes an int8 copy of that
 """
 
 import copy
+import io
 import warnings
 from pathlib import Path
 
@@ -29,9 +30,9 @@ def quantize_int8(network: nn.Module) -> nn.Module:
         )
 
 
-def export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> Path:
+def export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.BytesIO):
     """An ONNX graph taking `input` (any batch size; any length for token ids), giving
-    `logits`."""
+    `logits`, written to a file or a buffer."""
     dynamic = {0: "batch", 1: "length"} if example.ndim == 2 else {0: "batch"}
     try:
         with warnings.catch_warnings():
@@ -39,7 +40,7 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> Path:
             torch.onnx.export(
                 copy.deepcopy(network).eval(),
                 (example,),
-                str(path),
+                path if isinstance(path, io.BytesIO) else str(path),
                 input_names=["input"],
                 output_names=["logits"],
                 dynamic_axes={"input": dynamic, "logits": {0: "batch"}},
@@ -62,14 +63,25 @@ def quantize_onnx_int8(source: Path, target: Path) -> Path:
 class OnnxNetwork:
     """An ONNX Runtime session called like a network: tensor in, logits tensor out."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, model: Path | bytes, threads: int):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: they share the cores with the server.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
+            model if isinstance(model, bytes) else str(model),
+            options,
+            providers=["CPUExecutionProvider"],
         )
+
+    @classmethod
+    def of(cls, network: nn.Module, example: torch.Tensor, threads: int) -> "OnnxNetwork":
+        """The network exported in memory and loaded into ONNX Runtime."""
+        buffer = io.BytesIO()
+        export_onnx(network, example, buffer)
+        return cls(buffer.getvalue(), threads)
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         [logits] = self.session.run(None, {"input": inputs.numpy()})

@@ -5,20 +5,28 @@ requests, runs one forward where that gives each example the answer it would get
 alone, and answers each request on its own (a bad image fails only its request).
 """
 
+import logging
 from itertools import groupby
 
 import torch
 
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
+from models.export import ExportError, OnnxNetwork
 from models.text import pad_batch, tokenizer_from_state
+
+log = logging.getLogger("trainserve.predictor")
 
 Ranked = list[tuple[str, float]]
 Encoded = torch.Tensor | list[int]  # an image's uint8 C,H,W or a text's token ids
 
 
 class Predictor:
-    def __init__(self, checkpoint: dict):
+    """runtime "onnx": an image network answers through ONNX Runtime where it exports (2 to
+    5 times PyTorch's speed on a CPU for the small convolutional networks), else through
+    PyTorch; text networks always through PyTorch (their inputs vary in length)."""
+
+    def __init__(self, checkpoint: dict, runtime: str = "torch"):
         self.task: str = checkpoint["task"]
         self.arch: str = checkpoint["arch"]
         self.classes: list[str] = checkpoint["classes"]
@@ -31,6 +39,18 @@ class Predictor:
         # Networks whose answer ignores padding (a declared class attribute) batch texts of
         # any length together; the others only batch texts of the same length.
         self._padding_invariant = getattr(self.network, "padding_invariant", False)
+        self._logits = self.network
+        if runtime == "onnx" and self.task == IMAGE_TASK:
+            self._logits = self._onnx_network()
+        self.runtime = "onnx" if isinstance(self._logits, OnnxNetwork) else "torch"
+
+    def _onnx_network(self) -> OnnxNetwork | torch.nn.Module:
+        example = torch.zeros(1, self.image.channels, self.image.height, self.image.width)
+        try:
+            return OnnxNetwork.of(self.network, example, torch.get_num_threads())
+        except ExportError as exc:
+            log.warning("%s; served by PyTorch", exc)
+            return self.network
 
     def predict_images(self, images: list[bytes], top_k: int) -> list[Ranked]:
         """Raises models.data.DatasetError for bytes that are not an image."""
@@ -98,7 +118,7 @@ class Predictor:
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.network(inputs).softmax(dim=1)
+            return self._logits(inputs).softmax(dim=1)
 
     def _ranked(self, probabilities: torch.Tensor, top_k: int) -> list[Ranked]:
         values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)

@@ -11,6 +11,7 @@ from app.batching import Arrivals, Batcher
 from app.metrics import Metrics
 from models.checkpoint import make_checkpoint
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
+from models.export import ExportError, OnnxNetwork
 from models.predictor import Predictor
 from models.registry import build_network
 from models.text import Vocabulary
@@ -19,7 +20,7 @@ from tests.conftest import png_bytes
 WORDS = ["a", "truly", "great", "film", "dull", "awful", "mess", "delight", "boring", "moving"]
 
 
-def image_predictor() -> Predictor:
+def image_predictor(runtime: str = "torch") -> Predictor:
     torch.manual_seed(0)
     args = {"num_classes": 10, "channels": 3, "height": 32, "width": 32}
     image = {"channels": 3, "height": 32, "width": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -33,7 +34,8 @@ def image_predictor() -> Predictor:
             network=build_network("tutorial_cnn", args),
             epoch=1,
             metrics={},
-        )
+        ),
+        runtime,
     )
 
 
@@ -89,10 +91,11 @@ def batch_sizes(metrics: Metrics) -> tuple[float, float]:
     ("predictor", "examples"),
     [
         (image_predictor(), images(40)),
+        (image_predictor("onnx"), images(40)),
         (text_predictor("bag_of_embeddings"), texts(40)),
         (text_predictor("text_cnn"), texts(40)),  # padding changes its answers: same-length batches
     ],
-    ids=["tutorial_cnn", "bag_of_embeddings", "text_cnn"],
+    ids=["tutorial_cnn", "tutorial_cnn_onnx", "bag_of_embeddings", "text_cnn"],
 )
 def test_batched_answers_are_the_single_request_answers(predictor, examples):
     metrics, arrivals = Metrics(), Arrivals()
@@ -116,6 +119,26 @@ def test_batched_answers_are_the_single_request_answers(predictor, examples):
         )
         == batches
     )
+
+
+def test_onnx_runtime_answers_as_pytorch_does():
+    torch_predictor, onnx_predictor = image_predictor(), image_predictor("onnx")
+    assert (torch_predictor.runtime, onnx_predictor.runtime) == ("torch", "onnx")
+    examples = images(16)
+    expected = torch_predictor.predict_images(examples, 10)
+    got = onnx_predictor.predict_images(examples, 10)
+    assert [[label for label, _ in r] for r in got] == [[label for label, _ in r] for r in expected]
+    assert np.allclose([[p for _, p in r] for r in got], [[p for _, p in r] for r in expected])
+
+
+def test_a_network_that_does_not_export_is_served_by_pytorch(monkeypatch):
+    def refuse(*_args):
+        raise ExportError("this network cannot be exported to ONNX: test")
+
+    monkeypatch.setattr(OnnxNetwork, "of", refuse)
+    predictor = image_predictor("onnx")
+    assert predictor.runtime == "torch"
+    assert len(predictor.predict_images(images(2), 1)) == 2
 
 
 def test_a_lone_request_does_not_wait_for_the_budget():
