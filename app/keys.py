@@ -9,6 +9,7 @@ the stored hashes useless to whoever reads the database.
 """
 
 import argparse
+import asyncio
 import hashlib
 import secrets
 import sys
@@ -78,20 +79,30 @@ class KeyCache:
     def __init__(self, ttl: float, clock=time.monotonic):
         self._ttl, self._clock = ttl, clock
         self._keys: dict[str, tuple[ApiKey, float]] = {}  # token hash -> (key, read at)
+        self._reads: dict[str, asyncio.Future] = {}  # token hash -> its read in progress
 
     async def find(self, token: str) -> ApiKey | None:
         """The token's key, revoked or not; None for an unknown token."""
         key_hash = hash_token(token)
         cached = self._keys.get(key_hash)
-        now = self._clock()
-        if cached is not None and now - cached[1] < self._ttl:
+        if cached is not None and self._clock() - cached[1] < self._ttl:
             return cached[0]
-        key = await run_in_threadpool(_read_key, key_hash)
-        if key is None:
-            self._keys.pop(key_hash, None)
-        else:
-            self._keys[key_hash] = (key, now)
-        return key
+        # One read per key however many requests find it stale at once (64 did, each second).
+        if key_hash not in self._reads:
+            self._reads[key_hash] = asyncio.ensure_future(self._read(key_hash))
+        return await asyncio.shield(self._reads[key_hash])
+
+    async def _read(self, key_hash: str) -> ApiKey | None:
+        try:
+            now = self._clock()
+            key = await run_in_threadpool(_read_key, key_hash)
+            if key is None:
+                self._keys.pop(key_hash, None)
+            else:
+                self._keys[key_hash] = (key, now)
+            return key
+        finally:
+            del self._reads[key_hash]
 
     def forget(self, key: ApiKey) -> None:
         self._keys.pop(key.key_hash, None)

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+import app.keys
 from app.keys import KeyCache
 from app.keys import main as keys_cli
 from app.quotas import TokenBuckets
@@ -137,7 +138,7 @@ def test_command_line_creates_lists_and_revokes(embedded_settings, capsys):
         keys_cli(["revoke", "nope"])
 
 
-def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, capsys):
+def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, capsys, monkeypatch):
     """A key revoked by another process (here the command line) is refused once the cache's
     entry is older than its ttl; until then the process answers from memory."""
     now = [0.0]
@@ -152,6 +153,15 @@ def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, capsys):
     assert asyncio.run(cache.find(key["key"])).revoked_at is not None
     assert asyncio.run(cache.find("ts_unknown")) is None
     assert len(cache._keys) == 1  # unknown tokens are not remembered
+
+    reads = []
+    monkeypatch.setattr(app.keys, "_read_key", lambda key_hash: reads.append(key_hash) or None)
+    now[0] = 2.0  # stale for 20 requests at once: one read answers them all
+
+    async def twenty_requests():
+        return await asyncio.gather(*(cache.find(key["key"]) for _ in range(20)))
+
+    assert asyncio.run(twenty_requests()) == [None] * 20 and len(reads) == 1
 
 
 def test_auth_off_lets_every_request_through(monkeypatch, embedded_settings, two_class_zip):
