@@ -17,6 +17,7 @@ from app.config import Settings, get_settings
 from app.db import get_session_factory
 from app.deps import reject_unknown_query, require_scope
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
+from app.lane import PredictLane
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, RequestMetrics
 from app.queue import make_celery
@@ -29,6 +30,7 @@ from app.sweeper import Sweeper
 from models.data import DatasetError, UnsupportedFormat
 
 log = logging.getLogger("trainserve.api")
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 # What any route behind a key may answer; a route's own entry for a status replaces these.
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
@@ -103,13 +105,16 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 def _methods_at(request: Request) -> list[str]:
-    """Every method some route answers at the request's path."""
-    methods = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+    """Every method some route answers at the request's path. Asked of each route by
+    `matches` alone: included routers (FastAPI 0.165) do not list their routes' methods."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
 
 
 def _error(status: int):
@@ -129,6 +134,8 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = Metrics()
+    [predict_route] = predict.predict_router.routes
+    app.add_middleware(PredictLane, api=app, route=predict_route)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every 413
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,45 @@
+"""A short way in for the route that answers all day.
+
+FastAPI takes a request through its exception and exit-stack middleware, the router's
+match over every route, dependency solving and response handling before a handler
+runs; for a prediction that was a fifth of the server's CPU time per request
+(bench/serving.py). `PredictLane` hands `POST /predict` to the route's own handler
+and maps its exceptions with the app's own handlers, as the router would. Everything
+else, and every other method at that path, goes through FastAPI as usual; the route
+stays declared there, so the docs and OpenAPI describe it.
+"""
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class PredictLane:
+    """Pure ASGI middleware, innermost: the body-size limit and metrics still apply."""
+
+    def __init__(self, app: ASGIApp, api: FastAPI, route: APIRoute):
+        self.app, self.api, self.route = app, api, route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.route.path:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # what the router would set: metrics label by it
+        request = Request(scope, receive)
+        try:
+            response = await self.route.endpoint(request)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise  # a bug: Starlette's outermost middleware answers 500
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+    def _handler(self, exc: Exception):
+        """The app's handler for this exception's class or its nearest base, as Starlette
+        looks it up."""
+        for cls in type(exc).__mro__:
+            if cls in self.api.exception_handlers:
+                return self.api.exception_handlers[cls]
+        return None

@@ -1,0 +1,41 @@
+"""POST /predict through app.lane.PredictLane: the answers, errors and metrics the router gave."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.conftest import ADMIN_KEY, bearer
+
+
+@pytest.fixture
+def client(embedded_settings):
+    with TestClient(create_app(), headers=bearer(ADMIN_KEY), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_errors_are_mapped_by_the_apps_handlers_and_counted_by_route(client):
+    missing = client.post("/predict", json={"text": "fine", "model": "nobody@production"})
+    assert missing.status_code == 404 and "nobody" in missing.json()["detail"]  # a LookupError
+    bad = client.post("/predict", json={"txt": "typo"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["txt"]
+    assert client.post("/predict", params={"limt": 5}, json={"text": "x"}).status_code == 422
+    metrics = client.get("/metrics").text
+    for status in ("404", "422"):
+        assert f'route="/predict",status="{status}"' in metrics
+
+
+def test_other_methods_at_the_path_go_through_the_router(client):
+    answer = client.get("/predict")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    # Allow names every method of every route at the path (FastAPI names one route's)
+    assert client.put("/jobs").headers["allow"] == "GET, POST"
+
+
+def test_a_bug_in_the_handler_is_a_500(client, monkeypatch):
+    async def broken(*_args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app.state.model_server, "resolve", broken)
+    answer = client.post("/predict", json={"text": "fine"})
+    assert answer.status_code == 500
+    assert 'route="/predict",status="500"' in client.get("/metrics").text
