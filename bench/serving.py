@@ -48,6 +48,7 @@ from client import PROJECT, SHARED_DATA, Service
 from loadgen import LoadResult, http_request, multipart, run_load
 from PIL import Image
 
+from app.config import get_settings
 from models.files import load_plain
 from models.predictor import Predictor
 
@@ -68,8 +69,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def rss_mib(root_pid: int) -> float:
-    """Resident memory of a process and all its descendants."""
+def process_tree(root_pid: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -78,10 +79,18 @@ def rss_mib(root_pid: int) -> float:
             except (OSError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root_pid]
+    tree, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
+        tree.append(pid)
         todo += children.get(pid, [])
+    return tree
+
+
+def rss_mib(root_pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    total = 0
+    for pid in process_tree(root_pid):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -89,6 +98,18 @@ def rss_mib(root_pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def cpu_seconds(root_pid: int) -> float:
+    """User and system CPU time of a process and all its descendants, all threads."""
+    ticks = 0
+    for pid in process_tree(root_pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:
@@ -223,12 +244,16 @@ def limit_cell(predictor: Predictor, examples: list, concurrency: int, seconds: 
     return result
 
 
-def http_cell(port: int, requests: list[bytes], concurrency: int, seconds: float) -> LoadResult:
+def http_cell(port: int, requests: list[bytes], concurrency: int, seconds: float, server: int):
+    """The load's result, and the server's CPU microseconds per answered request."""
     asyncio.run(run_load(HOST, port, requests, concurrency, 300 * concurrency, max_seconds=2))
-    return asyncio.run(run_load(HOST, port, requests, concurrency, 10**9, max_seconds=seconds))
+    cpu_before = cpu_seconds(server)
+    result = asyncio.run(run_load(HOST, port, requests, concurrency, 10**9, max_seconds=seconds))
+    cpu = (cpu_seconds(server) - cpu_before) / max(1, len(result.latencies)) * 1e6
+    return result, cpu
 
 
-def row(system: str, concurrency: int, result: LoadResult, rss: float | None) -> dict:
+def row(system: str, concurrency: int, result: LoadResult, rss=None, cpu_us=None) -> dict:
     return {
         "system": system,
         "c": concurrency,
@@ -237,6 +262,7 @@ def row(system: str, concurrency: int, result: LoadResult, rss: float | None) ->
         "p99": result.percentile(0.99) * 1000,
         "errors": result.errors,
         "rss": rss,
+        "cpu": cpu_us,
         "load": os.getloadavg()[0],
     }
 
@@ -245,15 +271,16 @@ def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     header = (
         f"{'system':11} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'RSS MiB':>8} {'load1':>6}"
+        f"{'RSS MiB':>8} {'CPU us/req':>10} {'load1':>6}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         rss = f"{r['rss']:8.0f}" if r["rss"] is not None else f"{'-':>8}"
+        cpu = f"{r['cpu']:10.0f}" if r["cpu"] is not None else f"{'-':>10}"
         print(
             f"{r['system']:11} {r['c']:>3} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-            f"{r['errors']:>6} {rss} {r['load']:6.2f}"
+            f"{r['errors']:>6} {rss} {cpu} {r['load']:6.2f}"
         )
     by = {(r["system"], r["c"]): r for r in rows}
     for c in CONCURRENCY:
@@ -406,19 +433,24 @@ class Bench:
 def measure_model(bench: Bench, name: str, version: dict, examples: list, bodies: dict) -> None:
     seconds = bench.args.seconds
     weights = bench.admin.http.get(f"/models/{version['id']}/weights").content
-    predictor = Predictor(load_plain(io.BytesIO(weights)))
-    rows = [row("limit", c, limit_cell(predictor, examples, c, seconds), None) for c in CONCURRENCY]
+    predictor = Predictor(load_plain(io.BytesIO(weights)), get_settings().serving_runtime)
+    rows = [row("limit", c, limit_cell(predictor, examples, c, seconds)) for c in CONCURRENCY]
     for c in CONCURRENCY:
-        result = http_cell(bench.port, bodies["trainserve"], c, seconds)
-        rows.append(row("trainserve", c, result, rss_mib(bench.api.pid)))
+        result, cpu = http_cell(bench.port, bodies["trainserve"], c, seconds, bench.api.pid)
+        rows.append(row("trainserve", c, result, rss_mib(bench.api.pid), cpu))
     port = bench.start_torchserve(name, weights)
     try:
         for c in CONCURRENCY:
-            result = http_cell(port, bodies["torchserve"](port), c, seconds)
-            rows.append(row("torchserve", c, result, rss_mib(bench.torchserve.pid)))
+            pid = bench.torchserve.pid
+            result, cpu = http_cell(port, bodies["torchserve"](port), c, seconds, pid)
+            rows.append(row("torchserve", c, result, rss_mib(pid), cpu))
     finally:
         bench.processes.stop("torchserve")
-    print_table(f"{name} ({version['network']}), {seconds:.0f} s a cell; {load_average()}", rows)
+    print_table(
+        f"{name} ({version['network']}, answering through {predictor.runtime}), "
+        f"{seconds:.0f} s a cell; {load_average()}",
+        rows,
+    )
 
 
 def memory_run(bench: Bench, requests: list[bytes], total: int) -> None:

@@ -1,8 +1,9 @@
 """A TorchServe handler for a trainserve checkpoint, used by bench/serving.py only.
 
 It runs the same decode and forward code as trainserve (models/predictor.py, found
-through PYTHONPATH) on the checkpoint the registry's weights download gives, so the
-two servers differ only in how they take requests, batch them and answer.
+through PYTHONPATH, with trainserve's serving runtime) on the checkpoint the registry's
+weights download gives, so the two servers differ only in how they take requests,
+batch them and answer.
 """
 
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from app.config import get_settings
 from models.files import load_plain
 from models.predictor import Predictor
 
@@ -21,7 +23,10 @@ class TrainserveCheckpointHandler(BaseHandler):
     def initialize(self, context) -> None:
         torch.set_num_threads(1)  # two workers on two cores
         model_dir = Path(context.system_properties["model_dir"])
-        self.predictor = Predictor(load_plain(model_dir / "checkpoint.pt"))
+        # The runtime trainserve serves with (TRAINSERVE_SERVING_RUNTIME, default onnx), so
+        # the two servers run the same forward.
+        runtime = get_settings().serving_runtime
+        self.predictor = Predictor(load_plain(model_dir / "checkpoint.pt"), runtime)
         self.initialized = True
 
     def handle(self, data: list[dict], context) -> list[str]:

@@ -81,12 +81,13 @@ def test_mnist_idx_upload_train_and_predict_digits(api, stack, mnist):
     assert_history(job, 3)
     assert job["best_val_accuracy"] > 0.85  # on the 500 t10k digits
 
-    digits = mnist["t10k-images-idx3"][1000:1020]
-    labels = mnist["t10k-labels-idx1"][1000:1020]
+    # 100 digits the job never saw: served answers as good as its validation said
+    digits = mnist["t10k-images-idx3"][1000:1100]
+    labels = mnist["t10k-labels-idx1"][1000:1100]
     answers = [api.post("/predict", files={"file": ("d.png", png_bytes(d))}).json() for d in digits]
     assert all(a["job_id"] == job["id"] for a in answers)
     correct = sum(a["label"] == str(label) for a, label in zip(answers, labels, strict=True))
-    assert correct >= 16, answers
+    assert correct >= 100 * (job["best_val_accuracy"] - 0.1), (correct, job["best_val_accuracy"])
 
 
 def test_cifar10_zip_with_test_folder_trains_and_serves_jpegs(api, stack, shared_data):
