@@ -97,6 +97,8 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 async def reject_unknown_query(request: Request) -> None:  # async: as check_scope
     """422 for a query parameter the route does not take: a typo (?limt=5) is not ignored."""
+    if not request.scope["query_string"]:
+        return
     known = _query_names(request.scope["route"].dependant)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
