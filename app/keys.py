@@ -11,10 +11,12 @@ the stored hashes useless to whoever reads the database.
 import argparse
 import asyncio
 import hashlib
+import logging
 import secrets
 import sys
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +27,7 @@ from app.schemas import SCOPES
 from app.tables import ApiKey
 
 TOKEN_PREFIX = "ts_"
+log = logging.getLogger("trainserve.keys")
 
 
 class LastAdminKey(Exception):
@@ -69,11 +72,14 @@ def revoke(session: Session, key: ApiKey) -> ApiKey:
 
 
 class KeyCache:
-    """Keys by token hash, in this process, each read again after `ttl` seconds.
+    """Keys by token hash, in this process, read again once they are `ttl` seconds old.
 
-    A request then needs no database query (and no thread to run one). A revocation
-    through this process applies at once (`forget`); through another process or the
-    command line, within `ttl`. Unknown tokens are not remembered: they cannot fill it.
+    A request then needs no database query (and no thread to run one). Only a token seen
+    for the first time waits for the database; an old copy answers while it is read
+    again in the background, and goes on answering while the database is unreachable,
+    so predictions outlive a database restart. A revocation through this process applies
+    at once (`forget`); through another process or the command line, within `ttl` and a
+    read. Unknown tokens are not remembered: they cannot fill it.
     """
 
     def __init__(self, ttl: float, clock=time.monotonic):
@@ -85,24 +91,35 @@ class KeyCache:
         """The token's key, revoked or not; None for an unknown token."""
         key_hash = hash_token(token)
         cached = self._keys.get(key_hash)
-        if cached is not None and self._clock() - cached[1] < self._ttl:
-            return cached[0]
-        # One read per key however many requests find it stale at once (64 did, each second).
+        if cached is None:
+            return await asyncio.shield(self._read_once(key_hash))
+        if self._clock() - cached[1] >= self._ttl:
+            self._read_once(key_hash)
+        return cached[0]
+
+    def _read_once(self, key_hash: str) -> asyncio.Future:
+        """The key's read in progress, started if there is none: one read per key however
+        many requests find it old at once (64 did, each second)."""
         if key_hash not in self._reads:
             self._reads[key_hash] = asyncio.ensure_future(self._read(key_hash))
-        return await asyncio.shield(self._reads[key_hash])
+        return self._reads[key_hash]
 
     async def _read(self, key_hash: str) -> ApiKey | None:
+        now = self._clock()
         try:
-            now = self._clock()
             key = await run_in_threadpool(_read_key, key_hash)
-            if key is None:
-                self._keys.pop(key_hash, None)
-            else:
-                self._keys[key_hash] = (key, now)
-            return key
+        except SQLAlchemyError as exc:
+            if key_hash not in self._keys:
+                raise
+            log.warning("could not read an API key again, its old copy answers: %s", exc)
+            return self._keys[key_hash][0]
         finally:
             del self._reads[key_hash]
+        if key is None:
+            self._keys.pop(key_hash, None)
+        else:
+            self._keys[key_hash] = (key, now)
+        return key
 
     def forget(self, key: ApiKey) -> None:
         self._keys.pop(key.key_hash, None)

@@ -6,6 +6,7 @@ import re
 import uuid
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 import app.keys
 from app.keys import KeyCache
@@ -138,30 +139,49 @@ def test_command_line_creates_lists_and_revokes(embedded_settings, capsys):
         keys_cli(["revoke", "nope"])
 
 
-def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, capsys, monkeypatch):
+def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, monkeypatch):
     """A key revoked by another process (here the command line) is refused once the cache's
-    entry is older than its ttl; until then the process answers from memory."""
+    copy is older than its ttl and has been read again; the old copy answers meanwhile,
+    and while the database cannot be reached."""
     now = [0.0]
     cache = KeyCache(ttl=1.0, clock=lambda: now[0])
     with app_client() as client:
         key = new_key(client, "train")
-    assert asyncio.run(cache.find(key["key"])).revoked_at is None
-    keys_cli(["revoke", key["id"]])
-    now[0] = 0.9
-    assert asyncio.run(cache.find(key["key"])).revoked_at is None
-    now[0] = 1.0
-    assert asyncio.run(cache.find(key["key"])).revoked_at is not None
-    assert asyncio.run(cache.find("ts_unknown")) is None
-    assert len(cache._keys) == 1  # unknown tokens are not remembered
-
     reads = []
-    monkeypatch.setattr(app.keys, "_read_key", lambda key_hash: reads.append(key_hash) or None)
-    now[0] = 2.0  # stale for 20 requests at once: one read answers them all
+    read_key = app.keys._read_key
+    monkeypatch.setattr(app.keys, "_read_key", lambda h: reads.append(h) or read_key(h))
 
-    async def twenty_requests():
-        return await asyncio.gather(*(cache.find(key["key"]) for _ in range(20)))
+    async def revoked_after(token: str) -> list[bool]:
+        """Whether 21 requests at once, then one after the background read, saw it revoked."""
+        at_once = await asyncio.gather(*(cache.find(token) for _ in range(21)))
+        for _ in range(500):  # the background read ends
+            if not cache._reads:
+                break
+            await asyncio.sleep(0.01)
+        later = await cache.find(token)
+        return [key.revoked_at is not None for key in [*at_once, later]]
 
-    assert asyncio.run(twenty_requests()) == [None] * 20 and len(reads) == 1
+    async def scenario():
+        assert (await cache.find(key["key"])).revoked_at is None
+        keys_cli(["revoke", key["id"]])
+        now[0] = 0.9
+        assert (await cache.find(key["key"])).revoked_at is None and len(reads) == 1
+        now[0] = 1.0  # old: the copy answers, and one read for all 21 requests
+        assert await revoked_after(key["key"]) == [False] * 21 + [True]
+        assert len(reads) == 2
+        assert await cache.find("ts_unknown") is None
+        assert len(cache._keys) == 1  # unknown tokens are not remembered
+
+        def unreachable(_key_hash):
+            raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+        monkeypatch.setattr(app.keys, "_read_key", unreachable)
+        now[0] = 5.0
+        assert await revoked_after(key["key"]) == [True] * 22  # the copy goes on answering
+        with pytest.raises(OperationalError):
+            await cache.find("ts_never-seen")  # nothing to answer with
+
+    asyncio.run(scenario())
 
 
 def test_auth_off_lets_every_request_through(monkeypatch, embedded_settings, two_class_zip):
