@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -42,7 +43,9 @@ PROTECTED_RESPONSES = {
     422: error("Invalid fields; the detail names them."),
     429: error("The key's rate limit (for POST /jobs, also its job quota) is reached.")
     | {"headers": RETRY_AFTER},
+    503: error("The database cannot be reached; retry shortly.") | {"headers": RETRY_AFTER},
 }
+DATABASE_RETRY_AFTER_S = 5
 
 
 def protected(scope: str) -> dict:
@@ -117,6 +120,15 @@ def _methods_at(request: Request) -> list[str]:
     ]
 
 
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "the database cannot be reached; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def _error(status: int):
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -143,6 +155,9 @@ def create_app() -> FastAPI:
     app.add_exception_handler(DatasetError, _error(422))
     app.add_exception_handler(InvalidCursor, _error(422))
     app.add_exception_handler(ModelFileCorrupt, _error(503))
+    # A lost connection or a full pool is the database's state, not a bug: 503, not 500.
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(SQLAlchemyTimeout, _database_unavailable)
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))

@@ -8,6 +8,7 @@ PyTorch; ONNX Runtime's own dynamic quantisation then makes an int8 copy of that
 
 import copy
 import io
+import threading
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import torch
 from torch import nn
 
 QUANTISED_LAYERS = {nn.Linear, nn.GRU, nn.LSTM}
+# torch.onnx.export keeps its state in globals: two exports at once (an API process loads
+# versions in threads) fail with "GLOBALS.in_onnx_export must be True".
+_EXPORTING = threading.Lock()
 
 
 class ExportError(ValueError):
@@ -35,7 +39,7 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.Bytes
     `logits`, written to a file or a buffer."""
     dynamic = {0: "batch", 1: "length"} if example.ndim == 2 else {0: "batch"}
     try:
-        with warnings.catch_warnings():
+        with _EXPORTING, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 copy.deepcopy(network).eval(),

@@ -2,7 +2,9 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
+import app.keys
 from app.main import create_app
 from tests.conftest import ADMIN_KEY, bearer
 
@@ -29,6 +31,16 @@ def test_other_methods_at_the_path_go_through_the_router(client):
     assert answer.status_code == 405 and answer.headers["allow"] == "POST"
     # Allow names every method of every route at the path (FastAPI names one route's)
     assert client.put("/jobs").headers["allow"] == "GET, POST"
+
+
+def test_an_unreachable_database_is_a_503_with_retry_after(client, monkeypatch):
+    def unreachable(_key_hash):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(app.keys, "_read_key", unreachable)
+    answer = client.post("/predict", headers=bearer("ts_never-seen"), json={"text": "fine"})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json() == {"detail": "the database cannot be reached; retry shortly"}
 
 
 def test_a_bug_in_the_handler_is_a_500(client, monkeypatch):

@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -49,3 +51,16 @@ def test_networks_onnx_cannot_express_are_refused_by_name(tmp_path):
     network = build_network("bag_of_embeddings", {"num_classes": 2, "vocab_size": 40})
     with pytest.raises(ExportError, match="BagOfEmbeddings cannot be exported to ONNX"):
         export_onnx(network, torch.randint(1, 40, (2, 5)), tmp_path / "model.onnx")
+
+
+def test_networks_export_from_several_threads_at_once():
+    """An API process loads versions in threads; torch.onnx.export keeps global state."""
+    torch.manual_seed(0)
+    args = {"num_classes": 3, "base_width": 8, "height": 16, "width": 16}
+    networks = [build_network("fast_resnet", args).eval() for _ in range(6)]
+    example = torch.randn(2, 3, 16, 16)
+    with ThreadPoolExecutor(6) as pool:
+        served = list(pool.map(lambda n: OnnxNetwork.of(n, example, threads=1), networks))
+    with torch.inference_mode():
+        for network, onnx in zip(networks, served, strict=True):
+            assert torch.allclose(onnx(example), network(example), atol=1e-4)
