@@ -9,6 +9,8 @@ else, and every other method at that path, goes through FastAPI as usual; the ro
 stays declared there, so the docs and OpenAPI describe it.
 """
 
+import inspect
+
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -19,6 +21,11 @@ class PredictLane:
     """Pure ASGI middleware, innermost: the body-size limit and metrics still apply."""
 
     def __init__(self, app: ASGIApp, api: FastAPI, route: APIRoute):
+        # Nothing but the request reaches the handler: a parameter declared the FastAPI
+        # way would be silently missing, so it is refused here, at start.
+        parameters = list(inspect.signature(route.endpoint).parameters)
+        if parameters != ["request"]:
+            raise TypeError(f"{route.path}: a lane's handler takes only `request`: {parameters}")
         self.app, self.api, self.route = app, api, route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,10 +1,13 @@
 """POST /predict through app.lane.PredictLane: the answers, errors and metrics the router gave."""
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 import app.keys
+from app.lane import PredictLane
 from app.main import create_app
 from tests.conftest import ADMIN_KEY, bearer
 
@@ -41,6 +44,14 @@ def test_an_unreachable_database_is_a_503_with_retry_after(client, monkeypatch):
     answer = client.post("/predict", headers=bearer("ts_never-seen"), json={"text": "fine"})
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
     assert answer.json() == {"detail": "the database cannot be reached; retry shortly"}
+
+
+def test_a_handler_that_takes_more_than_the_request_is_refused():
+    async def with_body(request: Request, body: dict): ...
+
+    route = APIRoute("/x", with_body, methods=["POST"])
+    with pytest.raises(TypeError, match="takes only `request`"):
+        PredictLane(None, api=FastAPI(), route=route)
 
 
 def test_a_bug_in_the_handler_is_a_500(client, monkeypatch):
