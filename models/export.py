@@ -8,12 +8,16 @@ PyTorch; ONNX Runtime's own dynamic quantisation then makes an int8 copy of that
 
 import copy
 import io
+import json
 import threading
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.checkpoint import network_from_checkpoint
+from models.data import IMAGE_TASK
 
 QUANTISED_LAYERS = {nn.Linear, nn.GRU, nn.LSTM}
 # torch.onnx.export keeps its state in globals: two exports at once (an API process loads
@@ -55,6 +59,28 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.Bytes
         name = type(network).__name__
         raise ExportError(f"{name} cannot be exported to ONNX: {first_line}") from exc
     return path
+
+
+def example_input(checkpoint: dict, network: nn.Module) -> torch.Tensor:
+    """One input of the shape the network takes: a normalised image, or token ids."""
+    if checkpoint["task"] == IMAGE_TASK:
+        image = checkpoint["preprocessing"]["image"]
+        return torch.zeros(1, image["channels"], image["height"], image["width"])
+    return torch.ones(1, max(2, getattr(network, "min_length", 1)), dtype=torch.long)
+
+
+def onnx_with_metadata(checkpoint: dict) -> bytes:
+    """The checkpoint's network as an ONNX file, with what a caller needs around it (task,
+    arch, classes, preprocessing: normalisation or vocabulary) as JSON metadata."""
+    import onnx
+
+    network = network_from_checkpoint(checkpoint)
+    buffer = io.BytesIO()
+    export_onnx(network, example_input(checkpoint, network), buffer)
+    model = onnx.load_from_string(buffer.getvalue())
+    keys = ("task", "arch", "classes", "preprocessing")
+    onnx.helper.set_model_props(model, {key: json.dumps(checkpoint[key]) for key in keys})
+    return model.SerializeToString()
 
 
 def quantize_onnx_int8(source: Path, target: Path) -> Path:

@@ -12,7 +12,7 @@ import torch
 
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
-from models.export import ExportError, OnnxNetwork
+from models.export import ExportError, OnnxNetwork, example_input
 from models.text import pad_batch, tokenizer_from_state
 
 log = logging.getLogger("trainserve.predictor")
@@ -41,11 +41,11 @@ class Predictor:
         self._padding_invariant = getattr(self.network, "padding_invariant", False)
         self._logits = self.network
         if runtime == "onnx" and self.task == IMAGE_TASK:
-            self._logits = self._onnx_network()
+            self._logits = self._onnx_network(checkpoint)
         self.runtime = "onnx" if isinstance(self._logits, OnnxNetwork) else "torch"
 
-    def _onnx_network(self) -> OnnxNetwork | torch.nn.Module:
-        example = torch.zeros(1, self.image.channels, self.image.height, self.image.width)
+    def _onnx_network(self, checkpoint: dict) -> OnnxNetwork | torch.nn.Module:
+        example = example_input(checkpoint, self.network)
         try:
             return OnnxNetwork.of(self.network, example, torch.get_num_threads())
         except ExportError as exc:

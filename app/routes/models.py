@@ -28,6 +28,7 @@ from app.schemas import (
 )
 from app.serving import ModelFileCorrupt, ModelServer
 from app.tables import ApiKey, ModelVersion
+from models.export import ExportError, onnx_with_metadata
 from models.files import file_sha256, load_plain
 
 router = APIRouter(tags=["models"])
@@ -81,11 +82,14 @@ def get_model(*, session: SessionDep, model_id: str) -> ModelPublic:
     },
 )
 def download_weights(
-    *, session: SessionDep, model_id: str, format: Literal["pt", "safetensors"] = "pt"
+    *, session: SessionDep, model_id: str, format: Literal["pt", "safetensors", "onnx"] = "pt"
 ) -> Response:
     """The weights as a file. `pt`: the checkpoint dict (network arguments, classes,
     preprocessing, state_dict) that `torch.load(..., weights_only=True)` opens;
-    `safetensors`: the state_dict, with the rest as JSON strings in its metadata."""
+    `safetensors`: the state_dict, with the rest as JSON strings in its metadata; `onnx`:
+    the network as an ONNX graph (input `input`: normalised images or token ids, any
+    batch size; output `logits`), with task, arch, classes and preprocessing as JSON
+    metadata. 422 for a network that has no ONNX form (`bag_of_embeddings`)."""
     model = _version(session, model_id)
     path = Path(model.checkpoint_path)
     if file_sha256(path) != model.sha256:
@@ -93,11 +97,18 @@ def download_weights(
     headers = {"ETag": f'"{model.sha256}"'}
     if format == "pt":
         return FileResponse(path, filename=f"{model.name}-{model.id}.pt", headers=headers)
+    if format == "onnx":
+        try:
+            content = onnx_with_metadata(load_plain(path))
+        except ExportError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    else:
+        content = _safetensors(load_plain(path), model)
     return Response(
-        _safetensors(load_plain(path), model),
+        content,
         media_type="application/octet-stream",
         headers=headers
-        | {"Content-Disposition": f'attachment; filename="{model.name}-{model.id}.safetensors"'},
+        | {"Content-Disposition": f'attachment; filename="{model.name}-{model.id}.{format}"'},
     )
 
 

@@ -12,6 +12,7 @@ import safetensors.torch
 import torch
 
 from models.checkpoint import network_from_checkpoint
+from models.export import OnnxNetwork
 from tests.app.test_api import IMAGE_JOB, upload
 from tests.conftest import app_client, class_pattern, png_bytes
 from workers.runner import run_job
@@ -142,7 +143,7 @@ def test_delete_is_refused_while_an_alias_points_at_the_version(
     assert client.delete(f"/models/{first['id']}").status_code == 404
 
 
-def test_weights_download_opens_with_plain_torch_and_safetensors(client, two_versions):
+def test_weights_download_opens_with_plain_torch_safetensors_and_onnx(client, two_versions):
     first, _ = two_versions
     image = torch.rand(1, 3, 16, 16)
     response = client.get(f"/models/{first['id']}/weights")
@@ -166,7 +167,14 @@ def test_weights_download_opens_with_plain_torch_and_safetensors(client, two_ver
     )
     assert torch.allclose(rebuilt(image), expected)
     assert json.loads(metadata["classes"]) == ["bottom", "top"]
-    bad = client.get(f"/models/{first['id']}/weights", params={"format": "onnx"})
+    response = client.get(f"/models/{first['id']}/weights", params={"format": "onnx"})
+    assert response.status_code == 200
+    onnx = OnnxNetwork(response.content, threads=1)
+    assert torch.allclose(onnx(image), expected, atol=1e-5)
+    metadata = onnx.session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["classes"]) == ["bottom", "top"]
+    assert json.loads(metadata["preprocessing"]) == checkpoint["preprocessing"]
+    bad = client.get(f"/models/{first['id']}/weights", params={"format": "h5"})
     assert bad.status_code == 422
 
 

@@ -1,12 +1,16 @@
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+from models.checkpoint import make_checkpoint, network_from_checkpoint
+from models.data import TEXT_TASK
 from models.export import (
     ExportError,
     OnnxNetwork,
     export_onnx,
+    onnx_with_metadata,
     quantize_int8,
     quantize_onnx_int8,
 )
@@ -64,3 +68,31 @@ def test_networks_export_from_several_threads_at_once():
     with torch.inference_mode():
         for network, onnx in zip(networks, served, strict=True):
             assert torch.allclose(onnx(example), network(example), atol=1e-4)
+
+
+def test_a_checkpoint_exports_with_its_metadata_unless_its_network_has_no_onnx_form():
+    torch.manual_seed(0)
+    args = {"num_classes": 2, "vocab_size": 40}
+    checkpoint = make_checkpoint(
+        task=TEXT_TASK,
+        arch="text_cnn",
+        model_args=args,
+        classes=["negative", "positive"],
+        preprocessing={"vocabulary": {"tokens": ["<pad>", "<unk>"]}},
+        network=build_network("text_cnn", args),
+        epoch=1,
+        metrics={},
+    )
+    onnx = OnnxNetwork(onnx_with_metadata(checkpoint), threads=1)
+    tokens = torch.randint(1, 40, (3, 11))  # longer than the example the export saw
+    with torch.inference_mode():
+        expected = network_from_checkpoint(checkpoint)(tokens)
+    assert torch.allclose(onnx(tokens), expected, atol=1e-4)
+    metadata = onnx.session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["classes"]) == ["negative", "positive"]
+    assert json.loads(metadata["task"]) == TEXT_TASK
+
+    no_onnx_form = {**checkpoint, "arch": "bag_of_embeddings"}
+    no_onnx_form["state_dict"] = build_network("bag_of_embeddings", args).state_dict()
+    with pytest.raises(ExportError, match="BagOfEmbeddings cannot be exported"):
+        onnx_with_metadata(no_onnx_form)
