@@ -337,6 +337,8 @@ def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:
 
 
 def _place_entry(parts: tuple[str, ...]) -> tuple[str, str]:
+    if not parts:  # a name such as "." names no file
+        raise DatasetError("a zip entry has no file name")
     suffix = PurePosixPath(parts[-1]).suffix.lower()
     path = "/".join(parts)
     if suffix not in IMAGE_SUFFIXES:

@@ -71,6 +71,7 @@ def test_mixed_sizes_need_a_resize():
         ),
         ({"a/b/c/d.png": "VALID", "x.png": "VALID"}, "not laid out"),
         ({"a/1.png": "VALID", "b/1.png": "VALID", "c/": b""}, "'c/' holds no images"),
+        ({"a/1.png": "VALID", "b/1.png": "VALID", ".": b"x"}, "a zip entry has no file name"),
     ],
 )
 def test_bad_image_zips_name_the_problem(entries, message):
