@@ -224,8 +224,9 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DatasetError(f"not a readable zip archive: {exc}") from exc
     _check_zip_entries(archive.infolist(), options)
-    if any(not info.filename for info in archive.infolist()):  # zipfile's is_dir() fails on it
-        raise DatasetError("the zip holds an entry without a name: it is damaged")
+    # A name such as "" or "." names no file (and zipfile's is_dir() fails on "")
+    if any(not PurePosixPath(info.filename).parts for info in archive.infolist()):
+        raise DatasetError("a zip entry has no file name: the zip is damaged")
     entries = [info for info in archive.infolist() if _is_data_entry(info)]
     _refuse_empty_folders(archive, entries)
     placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])
@@ -337,8 +338,6 @@ def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:
 
 
 def _place_entry(parts: tuple[str, ...]) -> tuple[str, str]:
-    if not parts:  # a name such as "." names no file
-        raise DatasetError("a zip entry has no file name")
     suffix = PurePosixPath(parts[-1]).suffix.lower()
     path = "/".join(parts)
     if suffix not in IMAGE_SUFFIXES:

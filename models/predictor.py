@@ -42,7 +42,10 @@ class Predictor:
         self._logits = self.network
         if runtime == "onnx" and self.task == IMAGE_TASK:
             self._logits = self._onnx_network(checkpoint)
-        self.runtime = "onnx" if isinstance(self._logits, OnnxNetwork) else "torch"
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if isinstance(self._logits, OnnxNetwork) else "torch"
 
     def _onnx_network(self, checkpoint: dict) -> OnnxNetwork | torch.nn.Module:
         example = example_input(checkpoint, self.network)

@@ -67,6 +67,20 @@ def texts(count: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, rng.integers(1, 12))) for _ in range(count)]
 
 
+def new_batcher(predictor: Predictor, max_size: int, budget_s: float):
+    """A batcher labelled "m", with the metrics and arrival counter it reports to."""
+    metrics, arrivals = Metrics(), Arrivals()
+    batcher = Batcher(
+        predictor,
+        max_size=max_size,
+        budget_s=budget_s,
+        arrivals=arrivals,
+        metrics=metrics.batch,
+        label="m",
+    )
+    return batcher, metrics, arrivals
+
+
 async def submit_concurrently(batcher: Batcher, requests: list[list], arrivals: Arrivals):
     """Like the route: each request counts as arriving until it has joined the queue."""
 
@@ -98,10 +112,7 @@ def batch_sizes(metrics: Metrics) -> tuple[float, float]:
     ids=["tutorial_cnn", "tutorial_cnn_onnx", "bag_of_embeddings", "text_cnn"],
 )
 def test_batched_answers_are_the_single_request_answers(predictor, examples):
-    metrics, arrivals = Metrics(), Arrivals()
-    batcher = Batcher(
-        predictor, max_size=8, budget_s=0.05, arrivals=arrivals, metrics=metrics.batch, label="m"
-    )
+    batcher, metrics, arrivals = new_batcher(predictor, max_size=8, budget_s=0.05)
     requests = [[example] for example in examples[:30]] + [examples[30:35], examples[35:]]
     answers = asyncio.run(submit_concurrently(batcher, requests, arrivals))
     alone = [predictor.predict_requests([request], [3])[0] for request in requests]
@@ -142,15 +153,7 @@ def test_a_network_that_does_not_export_is_served_by_pytorch(monkeypatch):
 
 
 def test_a_lone_request_does_not_wait_for_the_budget():
-    metrics, arrivals = Metrics(), Arrivals()
-    batcher = Batcher(
-        image_predictor(),
-        max_size=64,
-        budget_s=5.0,
-        arrivals=arrivals,
-        metrics=metrics.batch,
-        label="m",
-    )
+    batcher, _, _ = new_batcher(image_predictor(), max_size=64, budget_s=5.0)
 
     async def lone():
         started = time.perf_counter()
@@ -161,15 +164,7 @@ def test_a_lone_request_does_not_wait_for_the_budget():
 
 
 def test_a_bad_example_fails_only_its_own_request():
-    metrics, arrivals = Metrics(), Arrivals()
-    batcher = Batcher(
-        image_predictor(),
-        max_size=8,
-        budget_s=0.05,
-        arrivals=arrivals,
-        metrics=metrics.batch,
-        label="m",
-    )
+    batcher, metrics, arrivals = new_batcher(image_predictor(), max_size=8, budget_s=0.05)
     good = images(3)
     requests = [[good[0]], [b"not an image"], [good[1], b"nor this"], [good[2]]]
     answers = asyncio.run(submit_concurrently(batcher, requests, arrivals))
