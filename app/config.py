@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="onnx: image networks answer through ONNX Runtime where they export (2 to "
         "5 times faster on a CPU), text networks through PyTorch; torch: all through PyTorch.",
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's own OpenTelemetry traces, metrics and logs, sent to the "
+        "providers the process configures. Off, a request skips the check for them (a "
+        "seventh of /predict's event-loop time); /metrics is always on.",
+    )
     registry_poll_seconds: float = Field(
         1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."
     )

@@ -89,10 +89,18 @@ class KeyCache:
 
     async def find(self, token: str) -> ApiKey | None:
         """The token's key, revoked or not; None for an unknown token."""
+        key = self.cached(token)
+        if key is None:
+            return await asyncio.shield(self._read_once(hash_token(token)))
+        return key
+
+    def cached(self, token: str) -> ApiKey | None:
+        """The token's key if this process holds a copy (read again in the background once
+        it is old), else None: only `find` waits for the database."""
         key_hash = hash_token(token)
         cached = self._keys.get(key_hash)
         if cached is None:
-            return await asyncio.shield(self._read_once(key_hash))
+            return None
         if self._clock() - cached[1] >= self._ttl:
             self._read_once(key_hash)
         return cached[0]

@@ -17,6 +17,7 @@ from starlette.routing import Match
 from app.config import Settings, get_settings
 from app.db import get_session_factory
 from app.deps import reject_unknown_query, require_scope
+from app.fastlane import FastLane
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.lane import PredictLane
 from app.limits import BodySizeLimit
@@ -46,6 +47,7 @@ PROTECTED_RESPONSES = {
     503: error("The database cannot be reached; retry shortly.") | {"headers": RETRY_AFTER},
 }
 DATABASE_RETRY_AFTER_S = 5
+NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
 
 
 def protected(scope: str) -> dict:
@@ -68,6 +70,7 @@ async def lifespan(app: FastAPI):
     sweeper.start()
     app.state.rate_limits = TokenBuckets()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.fast_lane = FastLane(app, settings)  # used by app.fastlane.PredictProtocol
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -144,6 +147,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Train PyTorch models from uploaded data and serve their predictions.",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
     app.state.metrics = Metrics()
     [predict_route] = predict.predict_router.routes

@@ -2,7 +2,7 @@
 
 import time
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import BatchMetrics
@@ -49,6 +49,13 @@ class Metrics:
             "trainserve_models_loaded", "Model versions loaded.", registry=self.registry
         )
         self.jobs = Gauge("trainserve_jobs", "Jobs by status.", ["status"], registry=self.registry)
+        self.lane = Counter(
+            "trainserve_predict_lane_requests",
+            "POST /predict requests the uvicorn protocol's lane answered, or passed to the app "
+            "(app/fastlane.py).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def render(self, jobs_by_status: dict[str, int], models_loaded: int) -> bytes:
         self.jobs.clear()  # a status with no job left reads as absent, not as its old count

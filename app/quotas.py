@@ -34,13 +34,20 @@ class TokenBuckets:
         return 0.0 if granted else (1 - tokens) / rate
 
 
-def charge_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> None:
-    """Count one request against the key's rate limit; 429 with Retry-After when over it."""
+def take_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> float:
+    """Count one request against the key's rate limit: 0, or the seconds to wait when the
+    key is over it (the request is then not counted)."""
     rate = _override(key.rate_limit_per_second, settings.rate_limit_per_second)
     if rate <= 0:
-        return
-    wait = buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
+        return 0.0
+    return buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
+
+
+def charge_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> None:
+    """Count one request against the key's rate limit; 429 with Retry-After when over it."""
+    wait = take_request(buckets, key, settings)
     if wait:
+        rate = _override(key.rate_limit_per_second, settings.rate_limit_per_second)
         raise HTTPException(
             429,
             f"this key's rate limit is {rate:g} requests per second; retry in {wait:.2f} s",

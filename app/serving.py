@@ -219,13 +219,20 @@ class ModelServer:
 
     # ---- answering requests --------------------------------------------------------------
 
+    def loaded(self, reference: str | None, task: str) -> Served | None:
+        """The version answering a request's `model` if it is loaded now, else None (then
+        `resolve` finds and loads it)."""
+        ref = self._parse(reference, task)
+        if ref.kind == "id":  # ids are not kept in service: they would never leave the cache
+            return self.cache.get(self.snapshot.versions.get(ref.value, ""))
+        return self.cache.get(self._serving.get(ref, ""))
+
     async def resolve(self, reference: str | None, task: str) -> Served:
         """The loaded version for a request's `model`. Raises UnknownModel."""
+        served = self.loaded(reference, task)
+        if served is not None:
+            return served
         ref = self._parse(reference, task)
-        if ref.kind != "id":  # ids are not kept in service: they would never leave the cache
-            served = self.cache.get(self._serving.get(ref, ""))
-            if served is not None:
-                return served
         target = self.snapshot.target(ref)
         if target is None:  # perhaps just trained or moved, and not polled yet
             await self.refresh()

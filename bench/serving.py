@@ -1,17 +1,18 @@
 """Serving figures: trainserve against TorchServe and the in-process limit, in one run.
 
     .venv/bin/python bench/serving.py [--torchserve /work/ts-venv/bin/torchserve]
-                                      [--seconds 8] [--memory-requests 100000]
+                                      [--seconds 8] [--warmup 60] [--memory-requests 100000]
 
 It starts its own trainserve (API and worker, embedded defaults, in a temporary
 folder), trains the seed's tutorial_cnn on CIFAR-10 test images and a
 bag_of_embeddings on MR (two versions each), stops the worker, and then, for each
-model at concurrency 1, 8 and 64:
+model, after `--warmup` seconds of load on each server, at concurrency 1, 8 and 64:
 
 - limit: the same checkpoint's decode + batched forward in this process, one torch
   thread as in each server process (batch = c: every request answered at once);
 - trainserve: POST /predict over HTTP (multipart 32x32 PNG, or JSON text), uvicorn
-  with `--api-workers` processes (default 2) and no access log;
+  with `--api-workers` processes (default 2), the prediction lane
+  (app/fastlane.py) and no access log;
 - TorchServe 0.12 (its own virtual environment; 2 workers, batch size 8, 5 ms
   maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py,
   sent the same request bodies.
@@ -45,7 +46,7 @@ from pathlib import Path
 import httpx
 import torch
 from client import PROJECT, SHARED_DATA, Service
-from loadgen import LoadResult, http_request, multipart, run_load
+from loadgen import LoadResult, http_request, multipart, run, run_load
 from PIL import Image
 
 from app.config import get_settings
@@ -246,9 +247,9 @@ def limit_cell(predictor: Predictor, examples: list, concurrency: int, seconds: 
 
 def http_cell(port: int, requests: list[bytes], concurrency: int, seconds: float, server: int):
     """The load's result, and the server's CPU microseconds per answered request."""
-    asyncio.run(run_load(HOST, port, requests, concurrency, 300 * concurrency, max_seconds=2))
+    run(run_load(HOST, port, requests, concurrency, 300 * concurrency, max_seconds=2))
     cpu_before = cpu_seconds(server)
-    result = asyncio.run(run_load(HOST, port, requests, concurrency, 10**9, max_seconds=seconds))
+    result = run(run_load(HOST, port, requests, concurrency, 10**9, max_seconds=seconds))
     cpu = (cpu_seconds(server) - cpu_before) / max(1, len(result.latencies)) * 1e6
     return result, cpu
 
@@ -338,6 +339,8 @@ class Bench:
             [
                 venv / "uvicorn",
                 "app.main:app",
+                "--http",
+                "app.fastlane:PredictProtocol",
                 "--host",
                 HOST,
                 "--port",
@@ -430,16 +433,24 @@ class Bench:
         return port
 
 
+def warm_up(port: int, requests: list[bytes], seconds: float) -> None:
+    """Load before the measured cells: TorchServe's Java front end answered half as many
+    requests in its first minute as once its JIT had compiled the hot paths."""
+    run(run_load(HOST, port, requests, 64, 10**9, max_seconds=seconds))
+
+
 def measure_model(bench: Bench, name: str, version: dict, examples: list, bodies: dict) -> None:
     seconds = bench.args.seconds
     weights = bench.admin.http.get(f"/models/{version['id']}/weights").content
     predictor = Predictor(load_plain(io.BytesIO(weights)), get_settings().serving_runtime)
     rows = [row("limit", c, limit_cell(predictor, examples, c, seconds)) for c in CONCURRENCY]
+    warm_up(bench.port, bodies["trainserve"], bench.args.warmup)
     for c in CONCURRENCY:
         result, cpu = http_cell(bench.port, bodies["trainserve"], c, seconds, bench.api.pid)
         rows.append(row("trainserve", c, result, rss_mib(bench.api.pid), cpu))
     port = bench.start_torchserve(name, weights)
     try:
+        warm_up(port, bodies["torchserve"](port), bench.args.warmup)
         for c in CONCURRENCY:
             pid = bench.torchserve.pid
             result, cpu = http_cell(port, bodies["torchserve"](port), c, seconds, pid)
@@ -455,10 +466,10 @@ def measure_model(bench: Bench, name: str, version: dict, examples: list, bodies
 
 def memory_run(bench: Bench, requests: list[bytes], total: int) -> None:
     first = 10_000
-    asyncio.run(run_load(HOST, bench.port, requests, 64, first))
+    run(run_load(HOST, bench.port, requests, 64, first))
     at_first = rss_mib(bench.api.pid)
     started = time.perf_counter()
-    rest = asyncio.run(run_load(HOST, bench.port, requests, 64, total - first))
+    rest = run(run_load(HOST, bench.port, requests, 64, total - first))
     at_total = rss_mib(bench.api.pid)
     print(
         f"\nmemory: trainserve RSS {at_first:.0f} MiB after {first} requests, {at_total:.0f} MiB "
@@ -490,7 +501,7 @@ def alias_run(bench: Bench, name: str, versions: list[dict], pngs: list[bytes]) 
             await asyncio.sleep(0.6)
         return await load
 
-    result = asyncio.run(moves_under_load())
+    result = run(moves_under_load())
     served = Counter(json.loads(body)["model_id"][:8] for body in result.bodies)
     first, second = (v["id"][:8] for v in versions)
     print(
@@ -506,6 +517,9 @@ def main() -> None:
     parser.add_argument("--torchserve", default="/work/ts-venv/bin/torchserve")
     parser.add_argument("--seconds", type=float, default=8, help="measured seconds a cell")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument(
+        "--warmup", type=float, default=60, help="seconds of load on each server before its cells"
+    )
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn --workers")
     parser.add_argument(
         "--no-auth", action="store_true", help="TRAINSERVE_AUTH_ENABLED=false, as TorchServe runs"

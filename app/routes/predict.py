@@ -7,6 +7,7 @@ to its model's batcher (app/batching.py), whose forward runs in a thread.
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
@@ -79,35 +80,55 @@ async def predict(request: Request) -> Response:
     server: ModelServer = request.app.state.model_server
     content_type = request.headers.get("content-type", "")
     with server.arrivals.expect():
-        if content_type.startswith("multipart/form-data"):
-            examples, many, model_ref, top_k = await _image_request(request)
-            task = IMAGE_TASK
-        elif content_type.startswith("application/json"):
-            body = await _text_request(request)
-            examples, many, model_ref, top_k = (
-                body.examples,
-                body.texts is not None,
-                body.model,
-                body.top_k,
-            )
-            task = TEXT_TASK
-        else:
-            raise HTTPException(
-                415,
-                "send an image as multipart/form-data (field 'file') or "
-                "text as application/json ({'text': ...})",
-            )
-        served = await _resolve(server, model_ref, task)
-        answer = served.batcher.submit(examples, top_k)
-    ranked = await _answers(answer, "files" if many and task == IMAGE_TASK else "file")
+        asked = predict_request(content_type, await request.body())
+        served = await _resolve(server, asked.model_ref, asked.task)
+        answer = served.batcher.submit(asked.examples, asked.top_k)
+    ranked = await _answers(answer, asked.field)
+    return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What a /predict body asks for."""
+
+    task: str
+    examples: list[bytes] | list[str]
+    many: bool  # a list was sent: a list comes back
+    model_ref: str | None
+    top_k: int
+
+    @property
+    def field(self) -> str:
+        """The field that a bad example is named by in the 422."""
+        return "files" if self.many and self.task == IMAGE_TASK else "file"
+
+
+def predict_request(content_type: str, body: bytes) -> PredictRequest:
+    """The request a /predict body makes, by its content type; HTTPException for a bad one."""
+    if content_type.startswith("multipart/form-data"):
+        return _image_request(content_type, body)
+    if content_type.startswith("application/json"):
+        text = _text_request(body)
+        return PredictRequest(
+            TEXT_TASK, text.examples, text.texts is not None, text.model, text.top_k
+        )
+    raise HTTPException(
+        415,
+        "send an image as multipart/form-data (field 'file') or "
+        "text as application/json ({'text': ...})",
+    )
+
+
+def predictions_json(served: Served, ranked: list[Ranked], many: bool) -> bytes:
+    """The answer's body. Built by hand: validating it again would cost as much as the
+    forward."""
     predictions = [_prediction(served, r) for r in ranked]
-    # Built by hand: validating the answer again would cost as much as the forward.
-    return Response(json.dumps(predictions if many else predictions[0]), media_type=JSON)
+    return json.dumps(predictions if many else predictions[0]).encode()
 
 
-async def _image_request(request: Request) -> tuple[list[bytes], bool, str | None, int]:
+def _image_request(content_type: str, body: bytes) -> PredictRequest:
     try:
-        parts = parse_multipart(await request.body(), request.headers["content-type"])
+        parts = parse_multipart(body, content_type)
     except MultipartError as exc:
         raise HTTPException(400, str(exc)) from exc
     fields: dict[str, list[bytes]] = {}
@@ -122,12 +143,12 @@ async def _image_request(request: Request) -> tuple[list[bytes], bool, str | Non
     if not top_k.isdigit() or not 1 <= int(top_k) <= 100:
         raise HTTPException(422, "top_k must be a whole number from 1 to 100")
     model_ref = fields["model"][0].decode() if fields.get("model", [b""])[0] else None
-    return files or one, bool(files), model_ref, int(top_k)
+    return PredictRequest(IMAGE_TASK, files or one, bool(files), model_ref, int(top_k))
 
 
-async def _text_request(request: Request) -> TextPredictRequest:
+def _text_request(body: bytes) -> TextPredictRequest:
     try:
-        return TextPredictRequest.model_validate_json(await request.body())
+        return TextPredictRequest.model_validate_json(body)
     except ValidationError as exc:
         raise HTTPException(422, _errors(exc)) from exc
 

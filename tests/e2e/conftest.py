@@ -149,6 +149,8 @@ class Stack:
             "-m",
             "uvicorn",
             "app.main:app",
+            "--http",
+            "app.fastlane:PredictProtocol",
             "--host",
             "127.0.0.1",
             "--port",

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from models.data import (
     DatasetError,
@@ -14,6 +15,8 @@ from models.data import (
     TextData,
     UnsupportedFormat,
     data_from_state,
+    decode_image,
+    plain_png,
     read_upload,
     with_test_split,
 )
@@ -201,3 +204,62 @@ def test_preprocessing_normalises_and_decodes_to_the_network_input(two_class_zip
     big_grey = png_bytes(np.full((40, 30), 200, np.uint8))
     decoded = preprocessing.decode(big_grey)
     assert decoded.shape == (3, 16, 16) and int(decoded[0, 0, 0]) == 200
+
+
+def encoded(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def saved_png(array: np.ndarray, **options) -> bytes:
+    return encoded(Image.fromarray(array), "PNG", **options)
+
+
+def decoded_by_pil(data: bytes, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    array = decode_image(data, size, "L" if channels == 1 else "RGB")
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("channels", "options"),
+    [
+        (3, {}),
+        (3, {"interlace": 1}),
+        (3, {"transparency": (0, 0, 0)}),
+        (1, {}),
+        (1, {"optimize": True}),
+    ],
+)
+def test_plain_pngs_decode_through_libpng_to_the_pixels_pil_gives(channels, options):
+    rng = np.random.default_rng(channels)
+    shape = (12, 20, 3) if channels == 3 else (12, 20)
+    data = saved_png(rng.integers(0, 256, shape, dtype=np.uint8), **options)
+    pixels = plain_png(data, channels, (12, 20))
+    assert pixels is not None and pixels.shape == (channels, 12, 20)
+    assert torch.equal(pixels, decoded_by_pil(data, channels, (12, 20)))
+    preprocessing = ImagePreprocessing(channels, 12, 20, [0.5] * channels, [0.2] * channels)
+    assert torch.equal(preprocessing.decode(data), pixels)
+
+
+def test_other_images_are_left_to_pil():
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    others = {
+        "another size": saved_png(colour),
+        "grey for a colour network": saved_png(colour[:, :, 0]),
+        "RGBA": saved_png(np.dstack([colour, colour[:, :, :1]])),
+        "palette": encoded(Image.fromarray(colour).convert("P"), "PNG"),
+        "16-bit": saved_png(colour[:, :, 0].astype(np.uint16) * 200),
+        "JPEG": encoded(Image.fromarray(colour), "JPEG"),
+        "truncated": saved_png(colour)[:60],
+    }
+    for what, data in others.items():
+        channels = 1 if what == "16-bit" else 3
+        size = (8, 8) if what == "another size" else (12, 20)
+        assert plain_png(data, channels, size) is None, what
+    preprocessing = ImagePreprocessing(3, 8, 8, [0.5] * 3, [0.2] * 3)
+    assert preprocessing.decode(others["another size"]).shape == (3, 8, 8)  # resized by PIL
+    with pytest.raises(DatasetError, match="not a decodable image"):
+        ImagePreprocessing(3, 12, 20, [0.5] * 3, [0.2] * 3).decode(others["truncated"])

@@ -1,0 +1,190 @@
+"""POST /predict answered inside uvicorn's HTTP protocol, past ASGI.
+
+    uvicorn app.main:app --http app.fastlane:PredictProtocol
+
+Through ASGI a prediction's event-loop time went mostly to the machinery around it: a
+task, the scope and message dicts, the middleware chain, the request and response
+objects (bench/serving.py: an empty ASGI app under uvicorn costs twice a bare
+httptools protocol, and trainserve's route four times more again). `PredictProtocol`
+is uvicorn's own httptools protocol, except that a plain prediction (a small body of
+known length, a key this process holds, a model it has loaded) goes from the parser's
+last callback straight to the model's batcher, and its answer is written to the
+socket from the batch's callback.
+
+Anything else goes on through the app as before, and the app stays the one place
+that answers errors: a request the lane cannot take whole (an unknown or stale key, a
+key over its rate, a query string, a malformed body, a model not loaded yet, an image
+that does not decode) is handed to FastAPI with its body, which answers it exactly as
+without the lane. Without this protocol (`uvicorn app.main:app`, tests'
+TestClient) every request goes through the app: slower, not different.
+"""
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException
+from pydantic import ValidationError
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr
+
+from app.config import Settings
+from app.quotas import take_request
+from app.routes.predict import predict_request, predictions_json
+from app.serving import Served
+from app.tables import ApiKey
+
+PATH = "/predict"
+JSON_HEADERS = b"content-type: application/json\r\ncontent-length: %d\r\n"
+
+
+class FastLane:
+    """The state a lane answers from: the app's, once its lifespan has started."""
+
+    def __init__(self, app: FastAPI, settings: Settings):
+        self.settings = settings
+        self.state = app.state
+        # Bodies the protocol holds whole without pausing the socket, and the app accepts.
+        self.max_body = min(HIGH_WATER_LIMIT, settings.max_upload_bytes)
+        metrics = app.state.metrics
+        self.latency = metrics.requests.labels(method="POST", route=PATH, status="200")
+        self.answered, self.passed = (
+            metrics.lane.labels(outcome=o) for o in ("answered", "passed")
+        )
+
+    @staticmethod
+    def is_for(scope: dict) -> bool:
+        return scope["method"] == "POST" and scope["path"] == PATH
+
+    def takes(self, scope: dict) -> bool:
+        """Whether a prediction may try the lane: no query, a small body of known length."""
+        if scope["query_string"]:
+            return False
+        length = _header(scope, b"content-length")
+        return length is not None and length.isdigit() and int(length) <= self.max_body
+
+    def answer(self, cycle: RequestResponseCycle, pass_on: Callable[[], None]) -> bool:
+        """Queue the request for its batch and answer it when the batch is done; False, having
+        touched nothing, when the app must answer it. `pass_on` hands it to the app later."""
+        started = time.perf_counter()
+        scope = cycle.scope
+        key = self._key(scope)
+        if key is False:
+            return False
+        try:
+            asked = predict_request(_header(scope, b"content-type") or "", bytes(cycle.body))
+        except (HTTPException, ValidationError):
+            return False
+        served = self.state.model_server.loaded(asked.model_ref, asked.task)
+        if served is None or served.version.task != asked.task:
+            return False
+        if key is not None and take_request(self.state.rate_limits, key, self.settings):
+            return False  # over its rate: the app answers the 429
+        future = served.batcher.submit(asked.examples, asked.top_k)
+        future.add_done_callback(partial(self._reply, cycle, served, asked.many, started, pass_on))
+        return True
+
+    def _key(self, scope: dict) -> ApiKey | Literal[False] | None:
+        """The request's key if this process holds it, active and of scope predict or admin
+        (what app.deps.authorize checks); None with auth off; False for the app to answer."""
+        if not self.settings.auth_enabled:
+            return None
+        scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        key = self.state.key_cache.cached(token)
+        if key is None or key.revoked_at is not None or key.scope not in ("predict", "admin"):
+            return False
+        return key
+
+    def _reply(self, cycle, served: Served, many: bool, started: float, pass_on, future) -> None:
+        if cycle.disconnected or future.cancelled():
+            return
+        if future.exception() is not None:
+            # A bad image: the app names it in its 422 (and counts it against the key's
+            # rate a second time).
+            self.pass_on(pass_on)
+            return
+        body = predictions_json(served, future.result(), many)
+        _write(cycle, body)
+        self.latency.observe(time.perf_counter() - started)
+        self.answered.inc()
+
+    def pass_on(self, pass_on: Callable[[], None]) -> None:
+        self.passed.inc()
+        pass_on()
+
+
+class PredictProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the prediction lane (see the module's docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.api = _fastapi_app(self.app)
+        self.waiting: tuple[RequestResponseCycle, Callable] | None = None  # its body to come
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
+        lane = self._lane() if app is self.app and not self.pipeline else None
+        if lane is None or not lane.is_for(cycle.scope):
+            super()._start_asgi_task(cycle, app)
+        elif not lane.takes(cycle.scope):
+            lane.pass_on(partial(super()._start_asgi_task, cycle, app))
+        elif cycle.more_body:  # the body is on its way: on_message_complete goes on
+            self.waiting = (cycle, app)
+        else:
+            self._answer(lane, cycle, app)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.waiting is not None and self.waiting[0] is self.cycle:
+            (cycle, app), self.waiting = self.waiting, None
+            self._answer(self._lane(), cycle, app)
+
+    def _answer(self, lane: FastLane, cycle: RequestResponseCycle, app) -> None:
+        pass_on = partial(super()._start_asgi_task, cycle, app)
+        if not lane.answer(cycle, pass_on):
+            lane.pass_on(pass_on)
+
+    def _lane(self) -> FastLane | None:
+        return getattr(self.api.state, "fast_lane", None) if self.api else None
+
+
+def _fastapi_app(app) -> FastAPI | None:
+    """The FastAPI app inside uvicorn's wrappers (proxy headers, message logger)."""
+    while app is not None and not isinstance(app, FastAPI):
+        app = getattr(app, "app", None)
+    return app
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    """The first value of a header (uvicorn gives names in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _write(cycle: RequestResponseCycle, body: bytes) -> None:
+    """A 200 with a JSON body, as RequestResponseCycle.send writes one, then what uvicorn
+    does when a response completes (keep-alive, the next pipelined request)."""
+    head = [STATUS_LINE[200]]
+    head += [b"%s: %s\r\n" % header for header in cycle.default_headers]
+    head.append(JSON_HEADERS % len(body))
+    if not cycle.keep_alive:
+        head.append(b"connection: close\r\n")
+    cycle.transport.write(b"".join(head) + b"\r\n" + body)
+    cycle.response_started = cycle.response_complete = True
+    if cycle.access_log:
+        scope = cycle.scope
+        cycle.access_logger.info(
+            '%s - "POST %s HTTP/%s" 200', get_client_addr(scope), PATH, scope["http_version"]
+        )
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()

@@ -1,0 +1,126 @@
+"""POST /predict through a real uvicorn running app.fastlane.PredictProtocol: the lane's
+answers are the app's, and what the lane does not take whole, the app answers as ever."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.app.test_api import upload
+from tests.app.test_registry import TOP_IMAGE, train
+from tests.conftest import ADMIN_KEY, PROJECT, app_client, bearer, class_pattern, png_bytes
+
+LANE = ("--http", "app.fastlane:PredictProtocol")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(embedded_settings, two_class_zip):
+    """A trained version, the in-process app (the answers without the lane), and a uvicorn
+    process with the lane on the same database."""
+    with app_client() as in_process:
+        dataset_id = upload(in_process, two_class_zip, "d.zip").json()["id"]
+        version = train(in_process, dataset_id)
+        train_key = in_process.post("/keys", json={"scope": "train"}).json()["key"]
+        port = free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
+            cwd=PROJECT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(url)
+            with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as lane:
+                yield {"lane": lane, "app": in_process, "version": version, "train": train_key}
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
+
+
+def wait_until_ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("uvicorn with the lane did not become ready")
+
+
+def lane_counts(client) -> dict[str, float]:
+    counts = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("trainserve_predict_lane_requests_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def post_image(client, image: bytes = TOP_IMAGE, **kwargs) -> httpx.Response:
+    return client.post("/predict", files={"file": ("x.png", image)}, **kwargs)
+
+
+def test_the_lane_answers_what_the_app_answers(served):
+    lane, app = served["lane"], served["app"]
+    rng = np.random.default_rng(0)
+    images = [png_bytes(class_pattern(label % 2, 16, rng)) for label in range(12)]
+    for image in images:
+        through_lane = post_image(lane, image)
+        assert through_lane.status_code == 200
+        assert through_lane.headers["content-type"] == "application/json"
+        assert through_lane.json() == post_image(app, image).json()
+    assert through_lane.json()["model_id"] == served["version"]["id"]
+    # The first request's key was new to the process: the app read it. The lane answered
+    # the rest, all on one keep-alive connection.
+    assert lane_counts(lane) == {"answered": len(images) - 1, "passed": 1}
+    metrics = lane.get("/metrics").text
+    assert f'route="/predict",status="200"}} {len(images)}.0' in metrics
+
+
+def test_what_the_lane_does_not_take_the_app_answers_alike(served):
+    lane, app = served["lane"], served["app"]
+    cases = [
+        {"headers": bearer("ts_never-seen-token")},  # 401: no key this process holds
+        {"headers": bearer(served["train"])},  # 403: a train key
+        {"params": {"limt": "3"}},  # 422: an unknown query parameter
+        {"data": {"model": "nobody@production"}},  # 404
+        {"data": {"top_k": "0"}},  # 422
+    ]
+    for case in cases:
+        through_lane, through_app = post_image(lane, **case), post_image(app, **case)
+        assert through_lane.status_code == through_app.status_code >= 400, case
+        assert through_lane.json() == through_app.json(), case
+    not_an_image = post_image(lane, b"\x89PNG\r\n\x1a\nnot really")
+    assert not_an_image.status_code == 422
+    assert not_an_image.json() == post_image(app, b"\x89PNG\r\n\x1a\nnot really").json()
+    assert lane_counts(lane) == {"answered": 0, "passed": len(cases) + 1}
+
+
+def test_big_and_chunked_bodies_and_connection_close_go_through(served):
+    lane = served["lane"]
+    many = [("files", (f"{i}.png", TOP_IMAGE)) for i in range(150)]  # over 64 KiB: the app's
+    answers = lane.post("/predict", files=many)
+    assert answers.status_code == 200 and len(answers.json()) == 150
+    chunked = lane.post(
+        "/predict",
+        content=iter([b'{"text": "fine"}']),  # no Content-Length: chunked
+        headers={"content-type": "application/json"},
+    )
+    assert chunked.status_code == 404  # no text model: the app says so
+    assert "no trained text_sentiment model" in chunked.json()["detail"]
+    closing = post_image(lane, headers={"connection": "close"})
+    assert closing.status_code == 200 and closing.headers["connection"] == "close"
+    assert lane_counts(lane) == {"answered": 1, "passed": 2}
