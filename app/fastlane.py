@@ -19,6 +19,7 @@ without the lane. Without this protocol (`uvicorn app.main:app`, tests'
 TestClient) every request goes through the app: slower, not different.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -40,6 +41,7 @@ from app.routes.predict import predict_request, predictions_json
 from app.serving import Served
 from app.tables import ApiKey
 
+log = logging.getLogger("trainserve.fastlane")
 PATH = "/predict"
 JSON_HEADERS = b"content-type: application/json\r\ncontent-length: %d\r\n"
 
@@ -148,7 +150,12 @@ class PredictProtocol(HttpToolsProtocol):
 
     def _answer(self, lane: FastLane, cycle: RequestResponseCycle, app) -> None:
         pass_on = partial(super()._start_asgi_task, cycle, app)
-        if not lane.answer(cycle, pass_on):
+        try:
+            answered = lane.answer(cycle, pass_on)
+        except Exception:  # a bug here must not leave the client waiting: the app answers
+            log.exception("the prediction lane failed; the app answers the request")
+            answered = False
+        if not answered:
             lane.pass_on(pass_on)
 
     def _lane(self) -> FastLane | None:

@@ -1,7 +1,7 @@
 """The /predict multipart reader's header parameters, against python-multipart's parser."""
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from python_multipart.multipart import parse_options_header
 
@@ -29,11 +29,14 @@ quoted_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_si
 
 
 @given(name=st.sampled_from(["name", "filename", "boundary"]), value=quoted_text)
+@example(name="name", value="\\")  # an escaped backslash before the closing quote
+@example(name="filename", value='a "quoted" name')
 def test_quoted_values_come_back_unquoted(name, value):
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     header = f'form-data; {name}="{escaped}"; other=1'.encode()
-    assert parameters(header)[name.encode()] == value.encode()
-    assert parameters(header) == parse_options_header(header)[1]
+    assert parameters(header) == {name.encode(): value.encode(), b"other": b"1"}
+    if "\\" not in value:  # python-multipart takes `"\\"` for an escaped quote
+        assert parameters(header) == parse_options_header(header)[1]
 
 
 def test_a_body_parses_with_a_quoted_boundary():
