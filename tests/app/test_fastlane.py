@@ -124,3 +124,20 @@ def test_big_and_chunked_bodies_and_connection_close_go_through(served):
     closing = post_image(lane, headers={"connection": "close"})
     assert closing.status_code == 200 and closing.headers["connection"] == "close"
     assert lane_counts(lane) == {"answered": 1, "passed": 2}
+
+
+def test_a_client_waiting_for_100_continue_gets_it(served):
+    body = b'{"text": "fine"}'
+    port = int(str(served["lane"].base_url).rsplit(":", 1)[1])
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")  # not a 5 s wait
+        sock.sendall(body)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 404")  # no text model: the app's answer
+    assert lane_counts(served["lane"]) == {"answered": 0, "passed": 1}
