@@ -62,8 +62,13 @@ async def authorize(request: Request, scope: str) -> ApiKey | None:
     return key
 
 
+def scope_allows(key: ApiKey, scope: str) -> bool:
+    """Whether the key may call a route of this scope: its own, or any as admin."""
+    return key.scope in (scope, "admin")
+
+
 def _check_scope(key: ApiKey | None, scope: str) -> None:
-    if key is not None and key.scope not in (scope, "admin"):
+    if key is not None and not scope_allows(key, scope):
         raise HTTPException(
             403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
         )

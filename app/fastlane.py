@@ -39,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.protocols.utils import get_client_addr
 
 from app.config import Settings
+from app.deps import scope_allows
 from app.quotas import take_request
 from app.routes.predict import predict_request, predictions_json
 from app.serving import Served
@@ -104,7 +105,7 @@ class FastLane:
         if scheme.lower() != "bearer" or not token:
             return False
         key = self.state.key_cache.cached(token)
-        if key is None or key.revoked_at is not None or key.scope not in ("predict", "admin"):
+        if key is None or key.revoked_at is not None or not scope_allows(key, "predict"):
             return False
         return key
 
@@ -131,11 +132,13 @@ class PredictProtocol(HttpToolsProtocol):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.api = _fastapi_app(self.app)
+        # Connections are accepted once the app's lifespan has started and made the lane.
+        api = _fastapi_app(self.app)
+        self.lane: FastLane | None = getattr(api.state, "fast_lane", None) if api else None
         self.waiting: tuple[RequestResponseCycle, Callable] | None = None  # its body to come
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
-        lane = self._lane() if app is self.app and not self.pipeline else None
+        lane = self.lane if app is self.app and not self.pipeline else None
         if lane is None or not lane.is_for(cycle.scope):
             super()._start_asgi_task(cycle, app)
         elif cycle.waiting_for_100_continue or not lane.takes(cycle.scope):
@@ -150,7 +153,7 @@ class PredictProtocol(HttpToolsProtocol):
         super().on_message_complete()
         if self.waiting is not None and self.waiting[0] is self.cycle:
             (cycle, app), self.waiting = self.waiting, None
-            self._answer(self._lane(), cycle, app)
+            self._answer(self.lane, cycle, app)
 
     def _answer(self, lane: FastLane, cycle: RequestResponseCycle, app) -> None:
         pass_on = partial(super()._start_asgi_task, cycle, app)
@@ -161,9 +164,6 @@ class PredictProtocol(HttpToolsProtocol):
             answered = False
         if not answered:
             lane.pass_on(pass_on)
-
-    def _lane(self) -> FastLane | None:
-        return getattr(self.api.state, "fast_lane", None) if self.api else None
 
 
 def _fastapi_app(app) -> FastAPI | None:

@@ -37,7 +37,7 @@ class TokenBuckets:
 def take_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> float:
     """Count one request against the key's rate limit: 0, or the seconds to wait when the
     key is over it (the request is then not counted)."""
-    rate = _override(key.rate_limit_per_second, settings.rate_limit_per_second)
+    rate = _rate(key, settings)
     if rate <= 0:
         return 0.0
     return buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
@@ -47,12 +47,16 @@ def charge_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> No
     """Count one request against the key's rate limit; 429 with Retry-After when over it."""
     wait = take_request(buckets, key, settings)
     if wait:
-        rate = _override(key.rate_limit_per_second, settings.rate_limit_per_second)
         raise HTTPException(
             429,
-            f"this key's rate limit is {rate:g} requests per second; retry in {wait:.2f} s",
+            f"this key's rate limit is {_rate(key, settings):g} requests per second; "
+            f"retry in {wait:.2f} s",
             headers={"Retry-After": str(math.ceil(wait))},
         )
+
+
+def _rate(key: ApiKey, settings: Settings) -> float:
+    return _override(key.rate_limit_per_second, settings.rate_limit_per_second)
 
 
 def check_job_quota(session: Session, key: ApiKey | None, settings: Settings) -> None:

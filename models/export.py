@@ -61,6 +61,13 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.Bytes
     return path
 
 
+def onnx_bytes(network: nn.Module, example: torch.Tensor) -> bytes:
+    """The network's ONNX graph (as export_onnx writes it), in memory."""
+    buffer = io.BytesIO()
+    export_onnx(network, example, buffer)
+    return buffer.getvalue()
+
+
 def example_input(checkpoint: dict, network: nn.Module) -> torch.Tensor:
     """One input of the shape the network takes: a normalised image, or token ids."""
     if checkpoint["task"] == IMAGE_TASK:
@@ -75,9 +82,7 @@ def onnx_with_metadata(checkpoint: dict) -> bytes:
     import onnx
 
     network = network_from_checkpoint(checkpoint)
-    buffer = io.BytesIO()
-    export_onnx(network, example_input(checkpoint, network), buffer)
-    model = onnx.load_from_string(buffer.getvalue())
+    model = onnx.load_from_string(onnx_bytes(network, example_input(checkpoint, network)))
     keys = ("task", "arch", "classes", "preprocessing")
     onnx.helper.set_model_props(model, {key: json.dumps(checkpoint[key]) for key in keys})
     return model.SerializeToString()
@@ -109,9 +114,7 @@ class OnnxNetwork:
     @classmethod
     def of(cls, network: nn.Module, example: torch.Tensor, threads: int) -> "OnnxNetwork":
         """The network exported in memory and loaded into ONNX Runtime."""
-        buffer = io.BytesIO()
-        export_onnx(network, example, buffer)
-        return cls(buffer.getvalue(), threads)
+        return cls(onnx_bytes(network, example), threads)
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         [logits] = self.session.run(None, {"input": inputs.numpy()})
