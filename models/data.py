@@ -15,7 +15,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import BinaryIO, ClassVar
 
@@ -111,26 +111,24 @@ def with_test_split(train: LabelledData, test: LabelledData) -> LabelledData:
             f"the validation dataset's classes {test.classes} differ from {train.classes}"
         )
     keep = ~train.is_test
-    merged = {
-        "classes": train.classes,
-        "labels": torch.cat([train.labels[keep], test.labels]),
-        "is_test": torch.cat(
-            [
-                torch.zeros(int(keep.sum()), dtype=torch.bool),
-                torch.ones(len(test.labels), dtype=torch.bool),
-            ]
-        ),
-        "source_format": train.source_format,
-    }
-    if isinstance(train, TextData):
+    labels = torch.cat([train.labels[keep], test.labels])
+    is_test = torch.cat(
+        [
+            torch.zeros(int(keep.sum()), dtype=torch.bool),
+            torch.ones(len(test.labels), dtype=torch.bool),
+        ]
+    )
+    if isinstance(train, TextData) and isinstance(test, TextData):
         texts = [text for text, kept in zip(train.texts, keep.tolist(), strict=True) if kept]
-        return TextData(**merged, texts=texts + test.texts)
+        return replace(train, labels=labels, is_test=is_test, texts=texts + test.texts)
+    assert isinstance(train, ImageData) and isinstance(test, ImageData)  # same type, checked
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DatasetError(
             f"validation images are {tuple(test.images.shape[1:])} (CxHxW), training images "
             f"{tuple(train.images.shape[1:])}: upload one of them with a 'resize'"
         )
-    return ImageData(**merged, images=torch.cat([train.images[keep], test.images]))
+    images = torch.cat([train.images[keep], test.images])
+    return replace(train, labels=labels, is_test=is_test, images=images)
 
 
 def data_from_state(state: dict) -> ImageData | TextData:
@@ -389,10 +387,10 @@ def decode_image(data: bytes, resize: tuple[int, int] | None = None, mode: str |
                 )
             image.load()
             target = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            image = image.convert(target)
-            if resize and image.size != (resize[1], resize[0]):
-                image = image.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            converted = image.convert(target)
+            if resize and converted.size != (resize[1], resize[0]):
+                converted = converted.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+            return np.asarray(converted, dtype=np.uint8)
     except UnidentifiedImageError as exc:
         raise DatasetError("not a decodable image (unknown or corrupt format)") from exc
     except Image.DecompressionBombError as exc:

@@ -48,7 +48,8 @@ def export_onnx(network: nn.Module, example: torch.Tensor, path: Path | io.Bytes
             torch.onnx.export(
                 copy.deepcopy(network).eval(),
                 (example,),
-                path if isinstance(path, io.BytesIO) else str(path),
+                # torch.onnx.export writes to a buffer too, though its annotation says path
+                path if isinstance(path, io.BytesIO) else str(path),  # type: ignore[arg-type]
                 input_names=["input"],
                 output_names=["logits"],
                 dynamic_axes={"input": dynamic, "logits": {0: "batch"}},

@@ -61,7 +61,7 @@ class SmallImageResNet18(ResNet):
         self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.maxpool = nn.Identity()
         if dropout:
-            self.fc = nn.Sequential(nn.Dropout(dropout), self.fc)
+            self.fc: nn.Module = nn.Sequential(nn.Dropout(dropout), self.fc)
 
 
 class FastResNet(nn.Module):
