@@ -9,11 +9,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.db import get_db
 from app.metrics import Metrics
 from app.quotas import charge_request
 from app.serving import ModelServer
-from app.tables import ApiKey
+from app.store.db import get_db
+from app.store.tables import ApiKey
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -43,7 +43,7 @@ from app.deps import scope_allows
 from app.quotas import take_request
 from app.routes.predict import predict_request, predictions_json
 from app.serving import Served
-from app.tables import ApiKey
+from app.store.tables import ApiKey
 
 log = logging.getLogger("trainserve.fastlane")
 PATH = "/predict"

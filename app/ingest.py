@@ -10,9 +10,9 @@ from pathlib import PurePosixPath
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import repository
 from app.config import Settings
-from app.tables import Dataset
+from app.store.datasets import add_dataset, find_dataset_by_fingerprint
+from app.store.tables import Dataset
 from models.data import NamedFile, ReadOptions, read_upload
 from models.files import save_atomically
 
@@ -44,7 +44,7 @@ def ingest_upload(
     sha256 = upload_sha256(files)
     options_key = json.dumps(asdict(options), sort_keys=True)
     fingerprint = hashlib.sha256(f"{sha256}|{options_key}".encode()).hexdigest()
-    existing = repository.find_dataset_by_fingerprint(session, fingerprint)
+    existing = find_dataset_by_fingerprint(session, fingerprint)
     if existing:
         return existing, False
     data = read_upload(files, options)  # raises DatasetError before anything is stored
@@ -63,10 +63,10 @@ def ingest_upload(
         path=str(path),
     )
     try:
-        repository.add_dataset(session, dataset)
+        add_dataset(session, dataset)
     except IntegrityError:  # the same upload, stored by a concurrent request: same file
         session.rollback()
-        return repository.find_dataset_by_fingerprint(session, fingerprint), False
+        return find_dataset_by_fingerprint(session, fingerprint), False
     except Exception:
         path.unlink(missing_ok=True)  # no file without its row
         raise

@@ -20,11 +20,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import repository
 from app.config import Settings
-from app.db import get_session_factory
 from app.schemas import SCOPES
-from app.tables import ApiKey
+from app.store.db import get_session_factory
+from app.store.keys import (
+    add_key,
+    count_active_admin_keys,
+    find_key_by_hash,
+    get_key,
+    list_keys,
+    revoke_key,
+)
+from app.store.tables import ApiKey
 
 TOKEN_PREFIX = "ts_"
 log = logging.getLogger("trainserve.keys")
@@ -57,18 +64,18 @@ def create_key(
         rate_limit_per_second=rate_limit_per_second,
         max_concurrent_jobs=max_concurrent_jobs,
     )
-    return repository.add_key(session, key), token
+    return add_key(session, key), token
 
 
 def revoke(session: Session, key: ApiKey) -> ApiKey:
     """Revoke the key (again, harmlessly, if it is revoked already)."""
     if key.revoked_at is not None:
         return key
-    if key.scope == "admin" and repository.count_active_admin_keys(session) <= 1:
+    if key.scope == "admin" and count_active_admin_keys(session) <= 1:
         raise LastAdminKey(
             f"key {key.id} is the last active admin key: create another admin key first"
         )
-    return repository.revoke_key(session, key)
+    return revoke_key(session, key)
 
 
 class KeyCache:
@@ -135,7 +142,7 @@ class KeyCache:
 
 def _read_key(key_hash: str) -> ApiKey | None:
     with get_session_factory()() as session:  # the key leaves it detached, its fields loaded
-        return repository.find_key_by_hash(session, key_hash)
+        return find_key_by_hash(session, key_hash)
 
 
 def bootstrap_admin_key(session: Session, settings: Settings) -> str | None:
@@ -143,10 +150,10 @@ def bootstrap_admin_key(session: Session, settings: Settings) -> str | None:
     active admin key, make one. Return the token of a key made here, to be shown once."""
     if settings.admin_key is not None:
         token = settings.admin_key.get_secret_value()
-        if repository.find_key_by_hash(session, hash_token(token)) is None:
+        if find_key_by_hash(session, hash_token(token)) is None:
             create_key(session, scope="admin", name="TRAINSERVE_ADMIN_KEY", token=token)
         return None
-    if repository.count_active_admin_keys(session) == 0:
+    if count_active_admin_keys(session) == 0:
         return create_key(session, scope="admin", name="first admin key")[1]
     return None
 
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 def _print_keys(session: Session) -> None:
     cursor = None
     while True:
-        keys, cursor = repository.list_keys(session, 200, cursor)
+        keys, cursor = list_keys(session, 200, cursor)
         for key in keys:
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
             print(f"{key.id}  {key.prefix}…  {key.scope:8} {state:18} {key.name}")
@@ -192,7 +199,7 @@ def _print_keys(session: Session) -> None:
 
 
 def _revoke_by_id(session: Session, key_id: str) -> None:
-    key = repository.get_key(session, key_id)
+    key = get_key(session, key_id)
     if key is None:
         sys.exit(f"no key with id {key_id!r}")
     try:

@@ -14,20 +14,21 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.broker import make_celery
 from app.config import Settings, get_settings
-from app.db import get_session_factory
 from app.deps import reject_unknown_query, require_scope
 from app.fastlane import FastLane
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.lane import PredictLane
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, RequestMetrics
-from app.queue import make_celery
 from app.quotas import TokenBuckets
-from app.repository import InvalidCursor, VersionAliased
 from app.routes import datasets, health, jobs, keys, models, predict
 from app.schemas import error
 from app.serving import ModelFileCorrupt, ModelServer, UnknownModel
+from app.store.db import get_session_factory
+from app.store.pages import InvalidCursor
+from app.store.versions import VersionAliased
 from app.sweeper import Sweeper
 from models.data import DatasetError, UnsupportedFormat
 

@@ -7,9 +7,10 @@ import time
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
-from app import repository
 from app.config import Settings
-from app.tables import ApiKey
+from app.store.jobs import count_open_jobs
+from app.store.keys import lock_key
+from app.store.tables import ApiKey
 
 # How long a client over its job quota should wait before asking again: jobs take minutes.
 JOB_QUOTA_RETRY_AFTER_S = 30
@@ -67,8 +68,8 @@ def check_job_quota(session: Session, key: ApiKey | None, settings: Settings) ->
     limit = _override(key.max_concurrent_jobs, settings.max_concurrent_jobs)
     if limit <= 0:
         return
-    repository.lock_key(session, key.id)
-    open_jobs = repository.count_open_jobs(session, key.id)
+    lock_key(session, key.id)
+    open_jobs = count_open_jobs(session, key.id)
     if open_jobs >= limit:
         raise HTTPException(
             429,

@@ -19,12 +19,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from app import repository
 from app.batching import Arrivals, Batcher
 from app.config import Settings
-from app.db import get_session_factory
 from app.metrics import Metrics
-from app.tables import ModelVersion
+from app.store.db import get_session_factory
+from app.store.tables import ModelVersion
+from app.store.versions import (
+    LATEST,
+    PRODUCTION,
+    all_aliases,
+    find_model,
+    newest_name_per_task,
+    version_ids,
+)
 from models.files import file_sha256, load_plain
 from models.predictor import Predictor
 
@@ -87,23 +94,21 @@ class RegistrySnapshot:
         if ref.kind == "alias":
             return self.aliases.get((ref.value, ref.alias))
         name = self.default_names.get(ref.value) if ref.kind == "task" else ref.value
-        return self.aliases.get((name, repository.PRODUCTION)) or self.aliases.get(
-            (name, repository.LATEST)
-        )
+        return self.aliases.get((name, PRODUCTION)) or self.aliases.get((name, LATEST))
 
 
 def read_snapshot() -> RegistrySnapshot:
     with get_session_factory()() as session:
         return RegistrySnapshot(
-            aliases=repository.all_aliases(session),
-            default_names=repository.newest_name_per_task(session),
-            versions=repository.version_ids(session),
+            aliases=all_aliases(session),
+            default_names=newest_name_per_task(session),
+            versions=version_ids(session),
         )
 
 
 def read_version(version_id: str) -> VersionInfo | None:
     with get_session_factory()() as session:
-        row = repository.find_model(session, version_id)
+        row = find_model(session, version_id)
         return VersionInfo.of(row) if row else None
 
 

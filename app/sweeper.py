@@ -12,11 +12,12 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from app import repository
+from app.broker import enqueue_training, queue_length
 from app.config import Settings
-from app.db import get_session_factory
-from app.queue import enqueue_training, queue_length
-from app.tables import utcnow
+from app.store.db import get_session_factory
+from app.store.jobs import count_queued, queued_job_ids
+from app.store.lifecycle import expired_leases, recover_expired
+from app.store.tables import utcnow
 
 log = logging.getLogger("trainserve.sweeper")
 
@@ -24,9 +25,9 @@ log = logging.getLogger("trainserve.sweeper")
 def recover_lost_workers(session: Session, celery: Celery) -> dict[str, str]:
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
-    for job in repository.expired_leases(session):
+    for job in expired_leases(session):
         job_id, owner = job.id, job.lease_owner
-        outcome = repository.recover_expired(session, job)
+        outcome = recover_expired(session, job)
         if outcome is None:
             continue  # a heartbeat arrived in between
         outcomes[job_id] = outcome
@@ -42,11 +43,11 @@ def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float)
     Any message makes a worker run the oldest queued job, so counting is enough. Jobs
     queued in the last `grace_seconds` are left out: their message may still be on its way.
     """
-    queued = repository.count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
+    queued = count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
     missing = queued - queue_length(celery)
     if missing <= 0:
         return 0
-    job_ids = repository.queued_job_ids(session, limit=missing)
+    job_ids = queued_job_ids(session, limit=missing)
     for job_id in job_ids:
         enqueue_training(celery, job_id)
     log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)

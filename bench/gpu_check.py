@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from app.schemas import JobCreate
+from app.jobspec import JobSpec
 from models.data import NamedFile, ReadOptions, read_upload, with_test_split
 from workers.recipe import prepare_run
 from workers.training import EpochResult
@@ -53,7 +53,7 @@ def main() -> None:
     started = time.perf_counter()
     data = cifar10(args.limit)
     print(f"decoded {len(data.labels)} images in {time.perf_counter() - started:.1f} s")
-    spec = JobCreate.model_validate(
+    spec = JobSpec.model_validate(
         {
             "task": "image_classification",
             "dataset_id": "cifar10",

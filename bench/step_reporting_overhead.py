@@ -20,12 +20,13 @@ import time
 import torch
 from client import SHARED_DATA
 
-from app import repository
 from app.config import get_settings
-from app.db import get_engine, get_session_factory
 from app.ingest import ingest_upload
-from app.schemas import JobCreate
-from app.tables import Base
+from app.jobspec import JobSpec
+from app.store.db import get_engine, get_session_factory
+from app.store.jobs import add_job
+from app.store.lifecycle import claim_job
+from app.store.tables import Base
 from models.data import NamedFile, ReadOptions, data_from_state
 from models.files import load_plain
 from workers.lease import Lease
@@ -68,7 +69,7 @@ def main() -> None:
             for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
         ]
         dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
-        spec = JobCreate.model_validate(
+        spec = JobSpec.model_validate(
             {
                 "task": "image_classification",
                 "dataset_id": dataset.id,
@@ -76,8 +77,8 @@ def main() -> None:
                 "hyperparameters": {"batch_size": 64, "lr": 0.01},
             }
         )
-        job = repository.add_job(session, spec)
-        repository.claim_job(session, job.id, "bench", settings.lease_seconds)
+        job = add_job(session, spec)
+        claim_job(session, job.id, "bench", settings.lease_seconds)
         run = prepare_run(spec, data_from_state(load_plain(dataset.path)))
         rates: dict[str, list[float]] = {"bare loop": [], "with per-step reporting": []}
         with Lease(job.id, "bench", settings) as lease:

@@ -1,12 +1,12 @@
-"""Alembic environment: the URL from app.config, the schema from app.tables."""
+"""Alembic environment: the URL from app.config, the schema from app.store.tables."""
 
 from logging.config import fileConfig
 
 from alembic import context
 
 from app.config import get_settings
-from app.db import make_engine
-from app.tables import Base
+from app.store.db import make_engine
+from app.store.tables import Base
 
 if context.config.config_file_name:
     fileConfig(context.config.config_file_name, disable_existing_loggers=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from models.registry import build_network
+from models.architectures import build_network
 
 FORMAT_VERSION = 1
 

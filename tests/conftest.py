@@ -90,7 +90,7 @@ def sentiment_csv() -> bytes:
 
 def clear_cached_settings() -> None:
     from app.config import get_settings
-    from app.db import get_engine, get_session_factory
+    from app.store.db import get_engine, get_session_factory
 
     for cached in (get_settings, get_engine, get_session_factory):
         cached.cache_clear()

@@ -6,8 +6,8 @@ import os
 import torch
 from celery.signals import worker_process_init, worker_shutting_down
 
+from app.broker import make_celery
 from app.config import get_settings
-from app.queue import make_celery
 from workers.lease import worker_stopping
 
 celery_app = make_celery(get_settings())

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-from app import repository
 from app.config import get_settings
-from app.db import get_session_factory
-from app.schemas import JobCreate
+from app.jobspec import JobSpec
+from app.store.datasets import get_dataset
+from app.store.db import get_session_factory
+from app.store.jobs import get_job
+from app.store.versions import find_model
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, ImagePreprocessing, data_from_state, with_test_split
 from models.export import ExportError, OnnxNetwork, export_onnx, quantize_int8, quantize_onnx_int8
@@ -31,7 +33,7 @@ from workers.recipe import split_indices
 LATENCY_SAMPLES = 200  # single-example calls timed for the latency column
 
 
-def validation_examples(spec: JobCreate, checkpoint: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_examples(spec: JobSpec, checkpoint: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The job's validation split (same seed, same split), preprocessed as serving does."""
     with get_session_factory()() as session:
         data = _dataset(session, spec.dataset_id)
@@ -48,7 +50,7 @@ def validation_examples(spec: JobCreate, checkpoint: dict) -> tuple[torch.Tensor
 
 
 def _dataset(session, dataset_id: str):
-    return data_from_state(load_plain(Path(repository.get_dataset(session, dataset_id).path)))
+    return data_from_state(load_plain(Path(get_dataset(session, dataset_id).path)))
 
 
 def measure(predict: Callable, inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> dict:
@@ -90,10 +92,10 @@ def variants(network, example: torch.Tensor, folder: Path, threads: int) -> dict
 
 def report(model_or_job_id: str, batch: int, threads: int) -> None:
     with get_session_factory()() as session:
-        model = repository.find_model(session, model_or_job_id)
+        model = find_model(session, model_or_job_id)
         if model is None:
             raise SystemExit(f"no model version or succeeded job {model_or_job_id!r}")
-        spec = JobCreate.model_validate(repository.get_job(session, model.job_id).spec)
+        spec = JobSpec.model_validate(get_job(session, model.job_id).spec)
         path = Path(model.checkpoint_path)
     checkpoint = load_plain(path)
     network = network_from_checkpoint(checkpoint)

@@ -16,10 +16,9 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import repository
 from app.config import Settings
-from app.db import get_session_factory
-from app.repository import LeaseLost
+from app.store.db import get_session_factory
+from app.store.lifecycle import LeaseLost, confirm_cancelled, renew_lease
 
 log = logging.getLogger("trainserve.worker")
 
@@ -84,7 +83,7 @@ class Lease:
         with get_session_factory()() as session:
             while not self._done.wait(self.settings.heartbeat_seconds):
                 try:
-                    status = repository.renew_lease(
+                    status = renew_lease(
                         session, self.job_id, self.owner, self.settings.lease_seconds
                     )
                 except SQLAlchemyError as exc:  # the database may come back before the lease ends
@@ -106,5 +105,5 @@ class Lease:
             self.cancel_requested.set()
         elif now - self._cancel_seen_at > self.settings.cancel_grace_seconds:
             log.error("job %s: no training step ended since the cancel; stopping hard", self.job_id)
-            repository.confirm_cancelled(session, self.job_id, self.owner)
+            confirm_cancelled(session, self.job_id, self.owner)
             self.hard_stop()

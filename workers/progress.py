@@ -9,8 +9,8 @@ from collections import deque
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import repository
-from app.db import get_session_factory
+from app.store.db import get_session_factory
+from app.store.records import record_steps
 from workers.lease import Lease
 
 log = logging.getLogger("trainserve.worker")
@@ -73,7 +73,7 @@ class StepReporter:
                 for (step, _, lr), value in zip(taken, losses, strict=True)
             ]
             try:
-                repository.record_steps(self._session, self.job_id, steps)
+                record_steps(self._session, self.job_id, steps)
             except SQLAlchemyError:
                 self._session.rollback()
                 self.pending.extendleft(reversed(taken))  # kept for the next try

@@ -15,11 +15,11 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from app.schemas import Hyperparameters, JobCreate
+from app.jobspec import Hyperparameters, JobSpec
+from models.architectures import ARCHITECTURES, Architecture, build_network
 from models.augment import ImageAugmentation
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
 from models.pretrained import SentenceEncoderClassifier, WordPieceTokenizer
-from models.registry import ARCHITECTURES, Architecture, build_network
 from models.text import Vocabulary, pad_batch
 from workers.training import Batches, EpochResult, StepOptions, fit
 
@@ -105,7 +105,7 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def split_indices(
-    data: LabelledData, spec: JobCreate, generator: torch.Generator
+    data: LabelledData, spec: JobSpec, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training and validation example indices, as the spec's validation source says."""
     test = data.is_test.nonzero().flatten()
@@ -134,7 +134,7 @@ class Inputs:
     make_train: Callable[[torch.Tensor], torch.Tensor] | None = None  # augmented, if different
 
 
-def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
+def prepare_run(spec: JobSpec, data: LabelledData) -> TrainingRun:
     hyper = spec.hyperparameters
     use_deterministic_kernels(hyper.deterministic)
     torch.manual_seed(spec.seed)
@@ -192,7 +192,7 @@ def prepare_run(spec: JobCreate, data: LabelledData) -> TrainingRun:
     )
 
 
-def network_arguments(spec: JobCreate, arch: Architecture, input_args: dict, classes: int):
+def network_arguments(spec: JobSpec, arch: Architecture, input_args: dict, classes: int):
     """The plain arguments that rebuild the network: from the data, the spec and the arch."""
     args = input_args | {"num_classes": classes} | dict(arch.fixed_args)
     if spec.hyperparameters.dropout is not None:
@@ -247,7 +247,7 @@ def step_options(hyper: Hyperparameters, device: torch.device, arch: Architectur
 
 
 def _image_inputs(
-    data: ImageData, train_index, spec: JobCreate, generator, device, channels_last: bool
+    data: ImageData, train_index, spec: JobSpec, generator, device, channels_last: bool
 ) -> Inputs:
     """Normalisation fitted on (a sample of) the training images; uint8 kept on the device."""
     sample = train_index[torch.randperm(len(train_index), generator=generator)[:STATS_SAMPLE]]
@@ -271,7 +271,7 @@ def _image_inputs(
     )
 
 
-def image_augmentation(spec: JobCreate, image: ImagePreprocessing) -> ImageAugmentation:
+def image_augmentation(spec: JobSpec, image: ImagePreprocessing) -> ImageAugmentation:
     default = ImageAugmentation.default_for(image.channels, image.height, image.width)
     asked = spec.augmentation
     return ImageAugmentation(
@@ -283,7 +283,7 @@ def image_augmentation(spec: JobCreate, image: ImagePreprocessing) -> ImageAugme
 
 
 def _text_inputs(
-    data: TextData, train_index: torch.Tensor, spec: JobCreate, arch: Architecture
+    data: TextData, train_index: torch.Tensor, spec: JobSpec, arch: Architecture
 ) -> Inputs:
     """Token ids for every text, padded once into one tensor; batches cut to their longest.
 

@@ -7,12 +7,23 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from app import repository
 from app.config import Settings, get_settings
-from app.db import get_session_factory
-from app.repository import LeaseLost
-from app.schemas import EarlyStopping, JobCreate
-from app.tables import Job, ModelVersion
+from app.jobspec import EarlyStopping, JobSpec
+from app.store.datasets import get_dataset
+from app.store.db import get_session_factory
+from app.store.jobs import get_job, queued_job_ids
+from app.store.lifecycle import (
+    LeaseLost,
+    claim_job,
+    confirm_cancelled,
+    fail_job,
+    finish_job,
+    hand_back_job,
+    retry_or_fail,
+    set_device,
+)
+from app.store.records import record_epoch, resume_job
+from app.store.tables import Job, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
@@ -68,9 +79,7 @@ class EpochRecorder:
             self.best_sha256 = save_atomically(checkpoint, self.best_path)
             self.best = result
         step = result.epoch * len(self.run.train)
-        repository.record_epoch(
-            self.session, self.job_id, self.owner, result.as_dict(), step, is_best
-        )
+        record_epoch(self.session, self.job_id, self.owner, result.as_dict(), step, is_best)
         self.history.append(result)
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
@@ -113,9 +122,9 @@ def run_job(job_id: str) -> None:
 
 
 def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
-    for candidate in [job_id, *repository.queued_job_ids(session, limit=20)]:
-        if repository.claim_job(session, candidate, owner, settings.lease_seconds):
-            return repository.get_job(session, candidate)
+    for candidate in [job_id, *queued_job_ids(session, limit=20)]:
+        if claim_job(session, candidate, owner, settings.lease_seconds):
+            return get_job(session, candidate)
     return None
 
 
@@ -123,34 +132,34 @@ def _attempt(session: Session, job: Job, owner: str, lease: Lease, settings: Set
     try:
         _train(session, job, owner, lease, settings)
     except JobCancelled:
-        repository.confirm_cancelled(session, job.id, owner)
+        confirm_cancelled(session, job.id, owner)
         log.info("job %s: cancelled", job.id)
     except LeaseLost:
         log.warning("job %s: lease lost; this attempt stops without writing", job.id)
     except WorkerStopping:
-        repository.hand_back_job(session, job.id, owner)
+        hand_back_job(session, job.id, owner)
         log.info("job %s: handed back to the queue, the worker is stopping", job.id)
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
-        repository.fail_job(session, job.id, owner, str(exc), "invalid")
+        fail_job(session, job.id, owner, str(exc), "invalid")
     except Exception as exc:
         log.exception("job %s: crashed", job.id)
         error = f"training crashed: {type(exc).__name__}: {exc}"
-        if repository.retry_or_fail(session, job, owner, error):
+        if retry_or_fail(session, job, owner, error):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
 
 def _load_data(session: Session, dataset_id: str) -> LabelledData:
-    dataset = repository.get_dataset(session, dataset_id)
+    dataset = get_dataset(session, dataset_id)
     if dataset is None:
         raise DatasetError(f"dataset {dataset_id} no longer exists")
     return data_from_state(load_plain(Path(dataset.path)))
 
 
 def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Settings) -> None:
-    spec = JobCreate.model_validate(job.spec)
+    spec = JobSpec.model_validate(job.spec)
     device = resolve_device(spec.device)
-    repository.set_device(session, job.id, owner, str(device))
+    set_device(session, job.id, owner, str(device))
     data = _load_data(session, spec.dataset_id)
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
@@ -179,7 +188,7 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
         reason = "time_limit"
     if recorder.best is None:
         error = "limits.max_run_seconds ran out before the first epoch ended"
-        repository.fail_job(session, job.id, owner, error, "time_limit")
+        fail_job(session, job.id, owner, error, "time_limit")
         return
     _register_model(session, job, owner, spec, run, recorder, reason)
 
@@ -199,7 +208,7 @@ def _resume(
     checkpoint = load_plain(last)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
-    repository.resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
+    resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
     recorder = EpochRecorder(session, job, owner, run, folder, early_stopping)
     if not any(result.epoch == epoch for result in recorder.history):
@@ -209,7 +218,7 @@ def _resume(
     return epoch, recorder
 
 
-def _deadline(spec: JobCreate, history: list[EpochResult]) -> float:
+def _deadline(spec: JobSpec, history: list[EpochResult]) -> float:
     limit = spec.limits.max_run_seconds
     if limit is None:
         return float("inf")
@@ -229,8 +238,8 @@ def _register_model(session, job, owner, spec, run, recorder: EpochRecorder, rea
         checkpoint_path=str(recorder.best_path),
         sha256=recorder.best_sha256,
     )
-    if not repository.finish_job(session, job.id, owner, model, reason):
-        if repository.get_job(session, job.id).status == "cancelling":
+    if not finish_job(session, job.id, owner, model, reason):
+        if get_job(session, job.id).status == "cancelling":
             raise JobCancelled(job.id)  # asked to stop after its last step: it stops unserved
         raise LeaseLost(job.id)
     log.info(

@@ -1,6 +1,6 @@
 """Thin Celery tasks: take a job id, hand it to the runner."""
 
-from app.queue import TRAIN_TASK
+from app.broker import TRAIN_TASK
 from workers.celery_app import celery_app
 from workers.runner import run_job
 

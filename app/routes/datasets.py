@@ -2,10 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 
-from app import repository
 from app.deps import SessionDep, SettingsDep, require_multipart
 from app.ingest import ingest_upload
 from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, error
+from app.store import datasets
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -114,13 +114,13 @@ def list_datasets(
     cursor: str | None = None,
 ) -> DatasetsPublic:
     """Datasets, newest first."""
-    items, next_cursor = repository.list_datasets(session, limit, cursor)
+    items, next_cursor = datasets.list_datasets(session, limit, cursor)
     return DatasetsPublic(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", responses={404: error("No such dataset.")})
 def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
-    dataset = repository.get_dataset(session, dataset_id)
+    dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None:
         raise HTTPException(404, f"no dataset with id {dataset_id!r}")
     return dataset

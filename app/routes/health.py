@@ -3,9 +3,9 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from app import repository
 from app.deps import CeleryDep, MetricsDep, ModelServerDep, SessionDep
 from app.schemas import error
+from app.store import jobs
 
 router = APIRouter(tags=["health"])
 
@@ -44,5 +44,5 @@ def _check_dependencies(session, celery) -> None:
 @router.get("/metrics", response_class=Response)
 def metrics(*, session: SessionDep, metrics: MetricsDep, server: ModelServerDep) -> Response:
     """Prometheus text format: requests, latency, batches, model loads, jobs by status."""
-    body = metrics.render(repository.count_jobs_by_status(session), len(server.cache))
+    body = metrics.render(jobs.count_jobs_by_status(session), len(server.cache))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -12,23 +12,15 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import repository
+from app.broker import enqueue_training
 from app.config import get_settings
-from app.db import get_session_factory
 from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
-from app.queue import enqueue_training
+from app.jobspec import JobSpec, Task
 from app.quotas import check_job_quota
-from app.schemas import (
-    JobCreate,
-    JobPublic,
-    JobsPublic,
-    JobStatus,
-    MetricName,
-    MetricSeries,
-    Task,
-    error,
-)
-from app.tables import ENDED, Dataset, Job, JobEvent
+from app.schemas import JobPublic, JobsPublic, MetricName, MetricSeries, error
+from app.store import datasets, jobs, lifecycle, records
+from app.store.db import get_session_factory
+from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
@@ -51,7 +43,7 @@ def create_job(
     settings: SettingsDep,
     celery: CeleryDep,
     key: CurrentKeyDep,
-    spec: JobCreate,
+    spec: JobSpec,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -74,7 +66,7 @@ def create_job(
     _check_datasets(session, spec)
     check_job_quota(session, key, settings)
     try:
-        job = repository.add_job(
+        job = jobs.add_job(
             session,
             spec,
             idempotency_key=idempotency_key,
@@ -90,7 +82,7 @@ def create_job(
 
 
 def _job_for_key(session: Session, key: str, request_sha256: str) -> Job | None:
-    job = repository.find_job_by_idempotency_key(session, key)
+    job = jobs.find_job_by_idempotency_key(session, key)
     if job is not None and job.request_sha256 != request_sha256:
         raise HTTPException(
             409, f"this Idempotency-Key was used for job {job.id} with another body"
@@ -108,7 +100,7 @@ def _send(celery, job: Job) -> None:
     log.info("job %s: queued %s %s", job.id, job.task, job.spec["model"]["arch"])
 
 
-def _check_datasets(session: Session, spec: JobCreate) -> None:
+def _check_datasets(session: Session, spec: JobSpec) -> None:
     dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
     if spec.validation.dataset_id:
         held_out = _dataset_for(
@@ -123,7 +115,7 @@ def _check_datasets(session: Session, spec: JobCreate) -> None:
 
 
 def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Dataset:
-    dataset = repository.get_dataset(session, dataset_id)
+    dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None:
         raise HTTPException(422, f"{field} {dataset_id!r} is not a known dataset")
     if dataset.task != task:
@@ -143,12 +135,12 @@ def list_jobs(
     cursor: str | None = None,
 ) -> JobsPublic:
     """Jobs, newest first, filtered before they are paged."""
-    items, next_cursor = repository.list_jobs(session, limit, cursor, status, task)
+    items, next_cursor = jobs.list_jobs(session, limit, cursor, status, task)
     return JobsPublic(items=[JobPublic.from_job(job) for job in items], next_cursor=next_cursor)
 
 
 def _existing_job(session: Session, job_id: str) -> Job:
-    job = repository.get_job(session, job_id)
+    job = jobs.get_job(session, job_id)
     if job is None:
         raise HTTPException(404, f"no job with id {job_id!r}")
     return job
@@ -180,7 +172,7 @@ def cancel_job(*, session: SessionDep, job: ExistingJobDep, response: Response) 
     step and turns `cancelled` once its worker confirms. Repeating a cancel is harmless."""
     _refuse_if_finished(job)
     if job.status in ("queued", "running"):
-        repository.request_cancel(session, job.id)
+        lifecycle.request_cancel(session, job.id)
         job = _existing_job(session, job.id)
         _refuse_if_finished(job)  # it may have ended meanwhile
         log.info("job %s: cancel requested, now %s", job.id, job.status)
@@ -228,8 +220,8 @@ async def job_events(
 def _events_after(job_id: str, seq: int) -> tuple[list[JobEvent], bool]:
     with get_session_factory()() as session:
         # Status first: if it has ended, the events read next include the final one.
-        ended = repository.get_job(session, job_id).status in ENDED
-        return repository.events_after(session, job_id, seq), ended
+        ended = jobs.get_job(session, job_id).status in ENDED
+        return records.events_after(session, job_id, seq), ended
 
 
 @router.get("/{job_id}/metrics", responses=NOT_FOUND)
@@ -243,5 +235,5 @@ def job_metrics(
     """A metric over training steps: per step (`loss`, `lr`) or per epoch (`train_loss`,
     `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
     the database; each point has the bucket's last step, mean, min, max and count."""
-    points = repository.metric_series(session, job.id, name, max_points)
+    points = records.metric_series(session, job.id, name, max_points)
     return MetricSeries(job_id=job.id, name=name, points=[p._asdict() for p in points])

@@ -2,10 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from app import repository
 from app.deps import SessionDep
 from app.keys import create_key, revoke
 from app.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeysPublic, error
+from app.store import keys
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -31,7 +31,7 @@ def list_api_keys(
     cursor: str | None = None,
 ) -> ApiKeysPublic:
     """Keys, revoked ones included, newest first. Tokens are never shown again."""
-    items, next_cursor = repository.list_keys(session, limit, cursor)
+    items, next_cursor = keys.list_keys(session, limit, cursor)
     return ApiKeysPublic(items=items, next_cursor=next_cursor)
 
 
@@ -45,7 +45,7 @@ def list_api_keys(
 def revoke_api_key(*, request: Request, session: SessionDep, key_id: str) -> ApiKeyPublic:
     """Revoke a key: its requests get 401 from now on (from other API processes, within
     TRAINSERVE_KEY_CACHE_SECONDS). Revoking twice changes nothing."""
-    key = repository.get_key(session, key_id)
+    key = keys.get_key(session, key_id)
     if key is None:
         raise HTTPException(404, f"no key with id {key_id!r}")
     revoked = revoke(session, key)

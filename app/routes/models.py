@@ -15,7 +15,6 @@ from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import repository
 from app.deps import CurrentKeyDep, ModelServerDep, SessionDep
 from app.schemas import (
     ALIAS_NAME,
@@ -27,7 +26,8 @@ from app.schemas import (
     error,
 )
 from app.serving import ModelFileCorrupt, ModelServer
-from app.tables import ApiKey, ModelVersion
+from app.store import versions
+from app.store.tables import ApiKey, ModelVersion
 from models.export import ExportError, onnx_with_metadata
 from models.files import file_sha256, load_plain
 
@@ -40,7 +40,7 @@ NOT_FOUND = {404: error("No such model version.")}
 
 
 def _version(session: Session, model_id: str) -> ModelVersion:
-    model = repository.find_model(session, model_id)
+    model = versions.find_model(session, model_id)
     if model is None:
         raise HTTPException(404, f"model {model_id!r} is neither a model id nor a job's")
     return model
@@ -55,8 +55,8 @@ def list_models(
     cursor: str | None = None,
 ) -> ModelsPublic:
     """Model versions, newest first; `name` keeps one model's versions."""
-    rows, next_cursor = repository.list_models(session, limit, cursor, name)
-    aliases = repository.aliases_of_versions(session, [row.id for row in rows])
+    rows, next_cursor = versions.list_models(session, limit, cursor, name)
+    aliases = versions.aliases_of_versions(session, [row.id for row in rows])
     return ModelsPublic(
         items=[ModelPublic.of(row, aliases.get(row.id, [])) for row in rows],
         next_cursor=next_cursor,
@@ -68,7 +68,7 @@ def get_model(*, session: SessionDep, model_id: str) -> ModelPublic:
     """One version, by its id or its job's."""
     model = _version(session, model_id)
     return ModelPublic.of(
-        model, repository.aliases_of_versions(session, [model.id]).get(model.id, [])
+        model, versions.aliases_of_versions(session, [model.id]).get(model.id, [])
     )
 
 
@@ -129,7 +129,7 @@ async def delete_model(*, session: SessionDep, server: ModelServerDep, model_id:
     """Delete a version and its checkpoint; refused while an alias points at it."""
     model = await run_in_threadpool(_version, session, model_id)
     try:
-        await run_in_threadpool(repository.delete_model, session, model)
+        await run_in_threadpool(versions.delete_model, session, model)
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
         raise HTTPException(409, f"model {model.id}: an alias now points at it") from exc
     Path(model.checkpoint_path).unlink(missing_ok=True)
@@ -142,7 +142,7 @@ async def delete_model(*, session: SessionDep, server: ModelServerDep, model_id:
 @router.get("/models/{name}/aliases")
 def list_aliases(*, session: SessionDep, name: str) -> list[AliasPublic]:
     """Where each alias of a model name points now."""
-    return [AliasPublic.model_validate(a) for a in repository.aliases_of_name(session, name)]
+    return [AliasPublic.model_validate(a) for a in versions.aliases_of_name(session, name)]
 
 
 @router.put(
@@ -182,13 +182,13 @@ async def rollback_alias(
     *, session: SessionDep, server: ModelServerDep, key: CurrentKeyDep, name: str, alias: str
 ) -> AliasMovePublic:
     """Move an alias back to where it pointed before its last move."""
-    moves = await run_in_threadpool(repository.alias_moves, session, name, alias, 1)
+    moves = await run_in_threadpool(versions.alias_moves, session, name, alias, 1)
     if not moves:
         raise HTTPException(404, f"model {name!r} has no alias {alias!r}")
     previous = moves[0].from_version_id
     if previous is None:
         raise HTTPException(409, f"{name}@{alias} was created by its last move: no way back")
-    if await run_in_threadpool(repository.find_model, session, previous) is None:
+    if await run_in_threadpool(versions.find_model, session, previous) is None:
         raise HTTPException(409, f"{name}@{alias} pointed at {previous}, which was deleted")
     return await _move(session, server, name, alias, previous, "rolled_back", key)
 
@@ -198,7 +198,7 @@ def alias_history(
     *, session: SessionDep, name: str, alias: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[AliasMovePublic]:
     """Every move of the alias, newest first."""
-    moves = repository.alias_moves(session, name, alias, limit)
+    moves = versions.alias_moves(session, name, alias, limit)
     return [AliasMovePublic.model_validate(m) for m in moves]
 
 
@@ -214,7 +214,7 @@ async def _move(
     moved_by = key.id if key else None  # None with TRAINSERVE_AUTH_ENABLED=false
     try:
         move = await run_in_threadpool(
-            repository.move_alias,
+            versions.move_alias,
             session,
             name,
             alias,

@@ -5,8 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from app.db import get_session_factory
-from app.queue import make_celery
+from app.broker import make_celery
+from app.store.db import get_session_factory
 from app.sweeper import resend_lost_messages
 from tests.conftest import app_client, class_pattern, png_bytes
 from workers.runner import run_job

@@ -9,11 +9,11 @@ import torch
 
 from app.batching import Arrivals, Batcher
 from app.metrics import Metrics
+from models.architectures import build_network
 from models.checkpoint import make_checkpoint
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.export import ExportError, OnnxNetwork
 from models.predictor import Predictor
-from models.registry import build_network
 from models.text import Vocabulary
 from tests.conftest import png_bytes
 

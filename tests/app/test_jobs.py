@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app import repository
-from app.db import get_session_factory
+from app.store.db import get_session_factory
+from app.store.records import record_steps
 from tests.app.test_api import IMAGE_JOB, upload
 from tests.app.test_auth import new_key
 from tests.conftest import app_client, bearer
@@ -113,7 +113,7 @@ def test_metrics_are_downsampled_by_the_database(client, image_spec, embedded_se
     job_id = client.post("/jobs", json=image_spec).json()["id"]
     with get_session_factory()() as session:
         # 1000 steps of loss = step number: buckets of 100 average to their middle.
-        repository.record_steps(session, job_id, [(s, 1, float(s), 0.1) for s in range(1, 1001)])
+        record_steps(session, job_id, [(s, 1, float(s), 0.1) for s in range(1, 1001)])
     series = client.get(f"/jobs/{job_id}/metrics", params={"name": "loss", "max_points": 10})
     points = series.json()["points"]
     assert [p["step"] for p in points] == list(range(100, 1001, 100))

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from app.tables import Base
+from app.store.tables import Base
 from tests.conftest import alembic_config, migrate
 
 

@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from models.architectures import build_network
 from models.checkpoint import make_checkpoint, network_from_checkpoint
 from models.data import TEXT_TASK
 from models.export import (
@@ -14,7 +15,6 @@ from models.export import (
     quantize_int8,
     quantize_onnx_int8,
 )
-from models.registry import build_network
 
 
 def test_int8_copy_quantises_linear_layers_and_keeps_the_answers():

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from models.architectures import ARCHITECTURES, build_network
 from models.checkpoint import make_checkpoint, network_from_checkpoint
 from models.data import IMAGE_TASK, TEXT_TASK
 from models.files import file_sha256, load_plain, save_atomically
 from models.predictor import Predictor
 from models.pretrained import WordPieceTokenizer
-from models.registry import ARCHITECTURES, build_network
 from models.text import Vocabulary, pad_batch, tokenize, with_ngrams
 from tests.conftest import png_bytes
 

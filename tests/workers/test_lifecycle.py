@@ -13,11 +13,13 @@ import pytest
 import torch
 from sqlalchemy import update
 
-from app import repository
-from app.db import get_session_factory
-from app.queue import make_celery
+from app.broker import make_celery
+from app.store.datasets import get_dataset
+from app.store.db import get_session_factory
+from app.store.lifecycle import LeaseLost, claim_job, renew_lease, request_cancel
+from app.store.records import events_after
+from app.store.tables import Job, utcnow
 from app.sweeper import recover_lost_workers
-from app.tables import Job, utcnow
 from models.files import load_plain
 from tests.conftest import PROJECT
 from tests.workers.test_runner import queue_image_job, reloaded
@@ -50,7 +52,7 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> Non
 
 def steps_recorded(session, job_id: str) -> int:
     session.expire_all()
-    return sum(e.kind == "step" for e in repository.events_after(session, job_id, 0, 100_000))
+    return sum(e.kind == "step" for e in events_after(session, job_id, 0, 100_000))
 
 
 def test_a_running_job_stops_at_its_next_step_when_cancelled(
@@ -60,7 +62,7 @@ def test_a_running_job_stops_at_its_next_step_when_cancelled(
     worker = threading.Thread(target=run_job, args=(job_id,))
     worker.start()
     wait_until(lambda: steps_recorded(session, job_id) > 0, what="the first steps")
-    assert repository.request_cancel(session, job_id)
+    assert request_cancel(session, job_id)
     asked = time.monotonic()
     worker.join(timeout=30)
     stopped_within = time.monotonic() - asked
@@ -69,9 +71,7 @@ def test_a_running_job_stops_at_its_next_step_when_cancelled(
     assert job.status == "cancelled" and job.end_reason == "cancelled"
     assert job.epoch < 300 and job.model is None and job.lease_owner is None
     statuses = [
-        e.data["status"]
-        for e in repository.events_after(session, job_id, 0, 100_000)
-        if e.kind == "status"
+        e.data["status"] for e in events_after(session, job_id, 0, 100_000) if e.kind == "status"
     ]
     assert statuses == ["queued", "running", "cancelling", "cancelled"]
 
@@ -124,7 +124,7 @@ def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
     job_id = queue_image_job(
         session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
     )
-    dataset_file = Path(repository.get_dataset(session, reloaded(session, job_id).dataset_id).path)
+    dataset_file = Path(get_dataset(session, reloaded(session, job_id).dataset_id).path)
     hidden = dataset_file.rename(dataset_file.with_suffix(".away"))  # the store is unavailable
     run_job(job_id)
     job = reloaded(session, job_id)
@@ -137,7 +137,7 @@ def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
 
 def test_a_job_out_of_attempts_fails_saying_why(session, embedded_settings, two_class_zip):
     job_id = queue_image_job(session, embedded_settings, two_class_zip, limits={"max_attempts": 1})
-    assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
+    assert claim_job(session, job_id, "ghost-worker", lease_seconds=0)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "failed"}
     job = reloaded(session, job_id)
     assert job.status == "failed" and job.end_reason == "attempts_exhausted"
@@ -146,29 +146,29 @@ def test_a_job_out_of_attempts_fails_saying_why(session, embedded_settings, two_
 
 def test_a_cancel_whose_worker_died_ends_cancelled(session, embedded_settings, two_class_zip):
     job_id = queue_image_job(session, embedded_settings, two_class_zip)
-    assert repository.claim_job(session, job_id, "ghost-worker", lease_seconds=0)
-    assert repository.request_cancel(session, job_id)
+    assert claim_job(session, job_id, "ghost-worker", lease_seconds=0)
+    assert request_cancel(session, job_id)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "cancelled"}
     assert reloaded(session, job_id).status == "cancelled"
 
 
 def test_a_live_lease_is_not_taken_away(session, embedded_settings, two_class_zip):
     job_id = queue_image_job(session, embedded_settings, two_class_zip)
-    assert repository.claim_job(session, job_id, "busy-worker", lease_seconds=60)
+    assert claim_job(session, job_id, "busy-worker", lease_seconds=60)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {}
-    assert repository.renew_lease(session, job_id, "busy-worker", 60) == "running"
-    assert repository.renew_lease(session, job_id, "another-worker", 60) is None
+    assert renew_lease(session, job_id, "busy-worker", 60) == "running"
+    assert renew_lease(session, job_id, "another-worker", 60) is None
 
 
 def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class_zip):
     job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
-    assert repository.claim_job(session, job_id, "slow-worker", lease_seconds=60)
+    assert claim_job(session, job_id, "slow-worker", lease_seconds=60)
     with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
         session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
         recover_lost_workers(session, make_celery(fast_heartbeat))  # it was presumed dead
         wait_until(lease.lost.is_set, what="the lease to be lost")
-        with pytest.raises(repository.LeaseLost):
+        with pytest.raises(LeaseLost):
             lease.check()
 
 
@@ -177,10 +177,10 @@ def test_a_cancel_not_honoured_in_time_stops_the_process(
 ):
     monkeypatch.setattr(fast_heartbeat, "cancel_grace_seconds", 0.2)
     job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
-    assert repository.claim_job(session, job_id, "stuck-worker", lease_seconds=60)
+    assert claim_job(session, job_id, "stuck-worker", lease_seconds=60)
     stopped = threading.Event()
     with Lease(job_id, "stuck-worker", fast_heartbeat, hard_stop=stopped.set):
-        repository.request_cancel(session, job_id)  # and no training step ever checks
+        request_cancel(session, job_id)  # and no training step ever checks
         assert stopped.wait(timeout=10)
     assert reloaded(session, job_id).status == "cancelled"
 

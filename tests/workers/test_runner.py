@@ -5,11 +5,12 @@ import io
 import pytest
 import torch
 
-from app import repository
-from app.db import get_session_factory
 from app.ingest import ingest_upload
-from app.schemas import JobCreate
-from app.tables import Job
+from app.jobspec import JobSpec
+from app.store.db import get_session_factory
+from app.store.jobs import add_job, get_job
+from app.store.tables import Job
+from app.store.versions import all_aliases
 from models.data import NamedFile, ReadOptions
 from models.files import file_sha256, load_plain
 from workers.runner import run_job
@@ -24,8 +25,8 @@ def session(embedded_settings):
 def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str:
     files = [NamedFile(name, io.BytesIO(upload))]
     dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
-    spec = JobCreate.model_validate({"dataset_id": dataset.id, **spec_fields})
-    return repository.add_job(session, spec).id
+    spec = JobSpec.model_validate({"dataset_id": dataset.id, **spec_fields})
+    return add_job(session, spec).id
 
 
 def queue_image_job(session, settings, zip_bytes: bytes, **spec_fields) -> str:
@@ -54,7 +55,7 @@ def queue_text_job(session, settings, csv_bytes: bytes, **spec_fields) -> str:
 
 def reloaded(session, job_id: str) -> Job:
     session.expire_all()
-    return repository.get_job(session, job_id)
+    return get_job(session, job_id)
 
 
 def test_run_job_records_history_checkpoints_and_model(session, embedded_settings, two_class_zip):
@@ -77,7 +78,7 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
     assert last["epoch"] == 3 and "optimizer" in last
     assert last["optimizer"]["param_groups"][0]["lr"] < 1e-6  # the schedule ran to its end
     assert last["scheduler"]["last_epoch"] == 3 * 5  # 40 images in batches of 8, 3 epochs
-    assert repository.all_aliases(session)[("image_classification", "latest")] == model.id
+    assert all_aliases(session)[("image_classification", "latest")] == model.id
 
 
 def test_run_job_fails_with_an_actionable_error(session, embedded_settings, sentiment_csv):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from app.schemas import Hyperparameters, JobCreate
+from app.jobspec import Hyperparameters, JobSpec
+from models.architectures import ARCHITECTURES
 from models.data import DatasetError, ImageData, TextData
-from models.registry import ARCHITECTURES
 from workers.recipe import (
     autocast_dtype,
     cpu_has_native_bf16,
@@ -25,7 +25,7 @@ def separable_images(count: int) -> ImageData:
     )
 
 
-def spec(task: str = "image_classification", arch: str = "tutorial_cnn", **overrides) -> JobCreate:
+def spec(task: str = "image_classification", arch: str = "tutorial_cnn", **overrides) -> JobSpec:
     fields = {
         "task": task,
         "dataset_id": "d",
@@ -33,7 +33,7 @@ def spec(task: str = "image_classification", arch: str = "tutorial_cnn", **overr
         "seed": 1,
         "hyperparameters": {"epochs": 3, "batch_size": 16, "lr": 0.05},
     }
-    return JobCreate.model_validate(fields | overrides)
+    return JobSpec.model_validate(fields | overrides)
 
 
 def test_batches_cover_every_example_once_per_epoch():

@@ -1,7 +1,10 @@
-"""SQLAlchemy tables. ("models" is kept for networks: these are tables.)"""
+"""SQLAlchemy tables, and the values of their state columns. ("models" is kept for
+networks: these are tables.)"""
 
+import re
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -19,14 +22,45 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# A job's life: queued → running → succeeded | failed, or → cancelling → cancelled.
-# An infrastructure failure sends a running job back to queued (a new attempt).
-LEASED = ("running", "cancelling")  # a worker holds the job, renewing its lease
-ENDED = ("succeeded", "failed", "cancelled")
+
+class JobStatus(StrEnum):
+    """A job's life: queued → running → succeeded | failed, or → cancelling → cancelled.
+    An infrastructure failure sends a running job back to queued (a new attempt)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class EndReason(StrEnum):
+    """Why a job ended."""
+
+    COMPLETED = "completed"  # every epoch ran
+    EARLY_STOPPED = "early_stopped"
+    TIME_LIMIT = "time_limit"  # limits.max_run_seconds
+    CANCELLED = "cancelled"
+    INVALID = "invalid"  # bad spec or data: never retried
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+
+LEASED = (JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the job, renewing its lease
+ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_id(value: str) -> bool:
+    """Ids are 32 hex digits: anything else matches no row and never reaches the database
+    (PostgreSQL refuses some strings, such as those holding NUL, with an error)."""
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 def utcnow() -> datetime:
@@ -96,10 +130,8 @@ class Job(Base):
     task: Mapped[str] = mapped_column(String(40), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
-    # Why the job ended: completed, early_stopped, time_limit, cancelled, invalid,
-    # attempts_exhausted.
-    end_reason: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), index=True, default=JobStatus.QUEUED)
+    end_reason: Mapped[str | None] = mapped_column(String(40))  # an EndReason
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
@@ -215,7 +247,8 @@ class AliasMove(Base):
     from_version_id: Mapped[str | None] = mapped_column(String(32))
     to_version_id: Mapped[str] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(20))  # job_succeeded, moved, rolled_back
-    moved_by: Mapped[str | None] = mapped_column(String(64))  # the API key, once keys exist
+    # The id of the API key that moved it; None for a job's success or with auth off.
+    moved_by: Mapped[str | None] = mapped_column(String(64))
     moved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_alias_moves_name_alias_id", "name", "alias", "id"),)

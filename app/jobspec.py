@@ -1,0 +1,217 @@
+"""What a job is: the spec a client posts to POST /jobs and a worker trains from.
+
+Shared by the API (which validates it) and the worker (which re-reads it from the job's
+row), so it holds no HTTP concerns: the response models stay in app/schemas.py.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.architectures import ARCHITECTURES
+from models.data import TASKS, TEXT_TASK
+
+Task = Literal[TASKS]
+Arch = Literal[tuple(ARCHITECTURES)]
+MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alias)
+
+# What every epoch reports (the epoch_metrics table's columns, the metric series of each
+# job, early stopping's choices), and what every training step reports.
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+STEP_METRICS = ("loss", "lr")
+EpochMetric = Literal[EPOCH_METRICS]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+ARCH_HELP = "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values())
+
+
+class ModelSpec(Strict):
+    arch: Arch = Field(description=ARCH_HELP)
+    embedding_dim: int | None = Field(None, ge=8, le=1024, description="Text networks only.")
+    width: int | None = Field(
+        None, ge=8, le=512, description="fast_resnet only: channels of its first stage (32)."
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_arch(self) -> "ModelSpec":
+        arch = ARCHITECTURES[self.arch]
+        if self.width is not None and self.arch != "fast_resnet":
+            raise ValueError(f"model.width is for fast_resnet, not {self.arch}")
+        if self.embedding_dim is not None and (arch.task != TEXT_TASK or arch.pretrained):
+            raise ValueError("model.embedding_dim is for text networks trained from scratch")
+        return self
+
+
+class TextSpec(Strict):
+    max_tokens: int = Field(256, ge=8, le=4096, description="Tokens kept per text.")
+    min_freq: int = Field(2, ge=1, le=1000, description="Rarer tokens and n-grams become <unk>.")
+    ngrams: int | None = Field(None, ge=1, le=3, description="Default: the network's own.")
+
+
+class Hyperparameters(Strict):
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    dropout: float | None = Field(None, ge=0, lt=1, description="Default: the network's own.")
+    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
+        "constant",
+        description="Stepped after every optimizer step. cosine: decay lr to zero over the run; "
+        "onecycle: rise from lr/25 to lr, then anneal to about zero; step: multiply lr by "
+        "lr_gamma every lr_step_epochs.",
+    )
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Linear warm-up from lr/100 over this many epochs (fractions allowed). "
+        "Default 0; for onecycle, the rising phase (default 30 % of the run).",
+    )
+    lr_step_epochs: int = Field(30, ge=1, le=1000, description="step schedule only.")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule only.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the gradients' global L2 norm to this before each step."
+    )
+    accumulate_batches: int = Field(
+        1, ge=1, le=1024, description="Add up the gradients of this many batches per step."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Mixed precision (autocast). auto: bf16 on a GPU that has it, else fp16; "
+        "bf16 on a CPU with native bf16 (AMX/AVX512-BF16) for convolutional image networks; "
+        "fp32 otherwise.",
+    )
+    channels_last: bool | None = Field(
+        None, description="Default: on for convolutional image networks (resnet18, fast_resnet)."
+    )
+    compile: bool = Field(False, description="torch.compile the network (slow first epoch).")
+    deterministic: bool = Field(
+        False, description="Deterministic kernels only: the same seed gives the same weights."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_run(self) -> "Hyperparameters":
+        if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+            raise ValueError("hyperparameters.warmup_epochs must be shorter than the run")
+        return self
+
+
+class AugmentationSpec(Strict):
+    """Image jobs only; applied to training batches, never to validation or prediction."""
+
+    crop_padding: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Random crop after zero padding by this many pixels (0: off). Default: "
+        "1/8 of the smaller side for colour images (4 at 32x32), 1/14 for grey (2 at 28x28).",
+    )
+    horizontal_flip: bool | None = Field(
+        None, description="Default: on for colour images, off for grey ones (digits)."
+    )
+
+
+class ValidationSpec(Strict):
+    source: Literal["auto", "test_split", "holdout", "dataset"] = Field(
+        "auto",
+        description="auto: dataset_id when given, else the dataset's own test split when it "
+        "has one, else a holdout of `fraction`.",
+    )
+    fraction: float = Field(0.1, gt=0, lt=1, description="Share of training data held out.")
+    dataset_id: str | None = Field(
+        None, max_length=64, description="Another uploaded dataset, same classes, to validate on."
+    )
+
+    @model_validator(mode="after")
+    def _dataset_id_fits_source(self) -> "ValidationSpec":
+        if self.source == "dataset" and not self.dataset_id:
+            raise ValueError("validation.source 'dataset' needs validation.dataset_id")
+        if self.dataset_id and self.source not in ("auto", "dataset"):
+            raise ValueError(f"validation.dataset_id cannot be combined with {self.source!r}")
+        return self
+
+
+class EarlyStopping(Strict):
+    monitor: EpochMetric = "val_loss"
+    patience: int = Field(3, ge=1, le=1000, description="Epochs without improvement to stop.")
+    min_delta: float = Field(0.0, ge=0, description="Smaller changes are not improvements.")
+
+
+class Limits(Strict):
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Attempts allowed after infrastructure failures (a lost worker, a crash); "
+        "a bad spec or bad data is never retried.",
+    )
+    max_run_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="Training time over all attempts. When reached, the job ends with its best "
+        "epoch so far (end_reason 'time_limit').",
+    )
+
+
+class JobSpec(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "image_classification",
+                    "dataset_id": "3f1c…",
+                    "model": {"arch": "tutorial_cnn"},
+                    "hyperparameters": {
+                        "epochs": 10,
+                        "batch_size": 64,
+                        "optimizer": "sgd",
+                        "lr": 0.01,
+                        "momentum": 0.9,
+                        "weight_decay": 0.0005,
+                        "dropout": 0.0,
+                    },
+                    "validation": {"fraction": 0.1},
+                    "seed": 0,
+                    "device": "auto",
+                }
+            ]
+        },
+    )
+
+    task: Task
+    dataset_id: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=MODEL_NAME,
+        description="Model name (default: the task); no '@' or '/'.",
+    )
+    model: ModelSpec
+    hyperparameters: Hyperparameters = Hyperparameters()
+    text: TextSpec = TextSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
+    validation: ValidationSpec = ValidationSpec()
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop when the monitored metric stops improving."
+    )
+    limits: Limits = Limits()
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _arch_fits_task(self) -> "JobSpec":
+        arch_task = ARCHITECTURES[self.model.arch].task
+        if arch_task != self.task:
+            raise ValueError(f"model.arch {self.model.arch!r} is for {arch_task}, not {self.task}")
+        return self

@@ -1,0 +1,115 @@
+"""What training reports about a job: per-step losses, epochs, the event stream, and the
+metric series drawn from them."""
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from app.jobspec import EPOCH_METRICS, STEP_METRICS
+from app.store.lifecycle import LeaseLost, held_by, transition, update_job
+from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
+
+
+def resume_job(session: Session, job_id: str, owner: str, epoch: int, step: int) -> None:
+    """Record that this attempt continues after `epoch`; forget what came after it."""
+    session.execute(
+        delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
+    )
+    session.execute(
+        delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
+    )
+    if not transition(session, job_id, held_by(owner), resumed_from_epoch=epoch, epoch=epoch):
+        raise LeaseLost(job_id)
+
+
+def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, float, float]]):
+    """Per-step (step, epoch, loss, learning rate): metric points and one event per step."""
+    if not steps:
+        return
+    first_seq = _reserve_events(session, job_id, len(steps)) - len(steps) + 1
+    now = utcnow()
+    # Core bulk inserts (executemany): several hundred rows a second, off the training's time.
+    session.execute(
+        insert(JobEvent),
+        [
+            {
+                "job_id": job_id,
+                "seq": seq,
+                "kind": "step",
+                "data": {"step": step, "epoch": epoch, "loss": loss, "lr": lr},
+                "created_at": now,
+            }
+            for seq, (step, epoch, loss, lr) in enumerate(steps, start=first_seq)
+        ],
+    )
+    session.execute(
+        insert(MetricPoint),
+        [
+            {"job_id": job_id, "name": name, "step": step, "value": value}
+            for step, _, *values in steps
+            for name, value in zip(STEP_METRICS, values, strict=True)
+        ],
+    )
+    session.commit()
+
+
+def _reserve_events(session: Session, job_id: str, count: int) -> int:
+    return update_job(
+        session, job_id, (), (Job.event_seq,), event_seq=Job.event_seq + count
+    ).event_seq
+
+
+def record_epoch(
+    session: Session, job_id: str, owner: str, metrics: dict, step: int, is_best: bool
+) -> None:
+    """An epoch's metrics: history row, metric points at its last step, and an event."""
+    values = {"epoch": metrics["epoch"]}
+    if is_best:
+        values |= {"best_epoch": metrics["epoch"], "best_val_accuracy": metrics["val_accuracy"]}
+    row = update_job(
+        session, job_id, held_by(owner), (Job.event_seq,), **values, event_seq=Job.event_seq + 1
+    )
+    if row is None:
+        session.rollback()
+        raise LeaseLost(job_id)
+    session.add(EpochMetrics(job_id=job_id, **metrics))
+    session.add_all(
+        MetricPoint(job_id=job_id, name=name, step=step, value=metrics[name])
+        for name in EPOCH_METRICS
+    )
+    session.add(JobEvent(job_id=job_id, seq=row.event_seq, kind="epoch", data=metrics))
+    session.commit()
+
+
+def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
+    )
+
+
+def metric_series(session: Session, job_id: str, name: str, max_points: int) -> list:
+    """A metric's points, averaged by the database into at most max_points step buckets."""
+    where = (MetricPoint.job_id == job_id, MetricPoint.name == name)
+    first, last = session.execute(
+        select(func.min(MetricPoint.step), func.max(MetricPoint.step)).where(*where)
+    ).one()
+    if first is None:
+        return []
+    width = -(-(last - first + 1) // max_points)  # steps per bucket, rounded up
+    bucket = (MetricPoint.step - first) // width
+    return session.execute(
+        select(
+            func.max(MetricPoint.step).label("step"),
+            func.avg(MetricPoint.value).label("value"),
+            func.min(MetricPoint.value).label("min"),
+            func.max(MetricPoint.value).label("max"),
+            func.count().label("count"),
+        )
+        .where(*where)
+        .group_by(bucket)
+        .order_by(func.max(MetricPoint.step))
+    ).all()

@@ -1,0 +1,151 @@
+"""Model versions (one per succeeded job) and the aliases of each model name."""
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.store.pages import page
+from app.store.tables import AliasMove, Dataset, Job, ModelAlias, ModelVersion, is_id, utcnow
+
+LATEST = "latest"
+PRODUCTION = "production"
+
+
+class VersionAliased(Exception):
+    """A model version an alias points at cannot be deleted."""
+
+    def __init__(self, aliases: list[str]):
+        super().__init__(f"aliases point at this version: {', '.join(aliases)}")
+        self.aliases = aliases
+
+
+def add_version(session: Session, job: Job, model: ModelVersion) -> None:
+    """Stage a succeeded job's model with its spec and data hash, and move its `latest`;
+    the caller commits, with the job's end."""
+    model.spec = job.spec
+    model.data_sha256 = session.scalar(select(Dataset.sha256).where(Dataset.id == job.dataset_id))
+    session.add(model)
+    session.flush()
+    _move_alias(session, model.name, LATEST, model.id, action="job_succeeded")
+
+
+def list_models(session: Session, limit: int, cursor: str | None, name: str | None = None):
+    filters = [ModelVersion.name == name] if name else []
+    return page(session, ModelVersion, limit, cursor, *filters)
+
+
+def find_model(session: Session, model_or_job_id: str) -> ModelVersion | None:
+    """A model by its own id or by the id of the job that trained it."""
+    if not is_id(model_or_job_id):
+        return None
+    return session.scalar(
+        select(ModelVersion).where(
+            (ModelVersion.id == model_or_job_id) | (ModelVersion.job_id == model_or_job_id)
+        )
+    )
+
+
+def delete_model(session: Session, model: ModelVersion) -> None:
+    """Raises VersionAliased while an alias points at the version."""
+    aliases = [a.alias for a in aliases_of_versions(session, [model.id]).get(model.id, [])]
+    if aliases:
+        raise VersionAliased(aliases)
+    session.delete(model)
+    session.commit()
+
+
+def version_ids(session: Session) -> dict[str, str]:
+    """Version id and job id -> version id, for every model version."""
+    found = {}
+    for version_id, job_id in session.execute(select(ModelVersion.id, ModelVersion.job_id)):
+        found[version_id] = found[job_id] = version_id
+    return found
+
+
+def newest_name_per_task(session: Session) -> dict[str, str]:
+    newest = (
+        select(ModelVersion.task, func.max(ModelVersion.created_at).label("at"))
+        .group_by(ModelVersion.task)
+        .subquery()
+    )
+    rows = session.execute(
+        select(ModelVersion.task, ModelVersion.name)
+        .join(
+            newest,
+            (ModelVersion.task == newest.c.task) & (ModelVersion.created_at == newest.c.at),
+        )
+        .order_by(ModelVersion.id)
+    ).all()
+    return {task: name for task, name in rows}
+
+
+# ---- aliases -----------------------------------------------------------------------------
+
+
+def all_aliases(session: Session) -> dict[tuple[str, str], str]:
+    """(name, alias) -> version id, for every alias."""
+    rows = session.execute(select(ModelAlias.name, ModelAlias.alias, ModelAlias.version_id))
+    return {(name, alias): version_id for name, alias, version_id in rows}
+
+
+def aliases_of_name(session: Session, name: str) -> list[ModelAlias]:
+    return list(
+        session.scalars(
+            select(ModelAlias).where(ModelAlias.name == name).order_by(ModelAlias.alias)
+        )
+    )
+
+
+def aliases_of_versions(session: Session, version_ids: list[str]) -> dict[str, list[ModelAlias]]:
+    found: dict[str, list[ModelAlias]] = {}
+    for alias in session.scalars(
+        select(ModelAlias).where(ModelAlias.version_id.in_(version_ids)).order_by(ModelAlias.alias)
+    ):
+        found.setdefault(alias.version_id, []).append(alias)
+    return found
+
+
+def move_alias(
+    session: Session, name: str, alias: str, version_id: str, *, action: str, moved_by: str | None
+) -> AliasMove:
+    move = _move_alias(session, name, alias, version_id, action=action, moved_by=moved_by)
+    session.commit()
+    return move
+
+
+def _move_alias(
+    session: Session,
+    name: str,
+    alias: str,
+    version_id: str,
+    *,
+    action: str,
+    moved_by: str | None = None,
+) -> AliasMove:
+    current = session.get(ModelAlias, (name, alias), with_for_update=True)
+    from_version_id = current.version_id if current else None
+    if current is None:
+        session.add(ModelAlias(name=name, alias=alias, version_id=version_id))
+    else:
+        current.version_id, current.moved_at = version_id, utcnow()
+    move = AliasMove(
+        name=name,
+        alias=alias,
+        from_version_id=from_version_id,
+        to_version_id=version_id,
+        action=action,
+        moved_by=moved_by,
+    )
+    session.add(move)
+    return move
+
+
+def alias_moves(session: Session, name: str, alias: str, limit: int) -> list[AliasMove]:
+    """The alias's moves, newest first."""
+    return list(
+        session.scalars(
+            select(AliasMove)
+            .where(AliasMove.name == name, AliasMove.alias == alias)
+            .order_by(AliasMove.id.desc())
+            .limit(limit)
+        )
+    )
