@@ -31,13 +31,14 @@ api: migrate
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
-test: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: lint
 	$(VENV)/bin/pytest
 
+# Style, and the import contract of pyproject.toml (which package may import which).
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo
 
 clean:
 	rm -rf var

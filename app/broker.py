@@ -13,8 +13,12 @@ def make_celery(settings: Settings) -> Celery:
     celery.conf.update(
         task_default_queue=QUEUE,
         task_ignore_result=True,  # job state lives in the database, not a result backend
-        # Acknowledged when the task returns: a worker that dies before claiming its job
-        # leaves the message for another. Once claimed, the job's lease decides.
+        # Acknowledged when the task returns, not when it starts. That helps only if the
+        # whole worker dies first: Redis then redelivers after the visibility timeout. A
+        # pool child that dies (killed, or os._exit after an unheeded cancel) has its message
+        # acknowledged anyway (task_reject_on_worker_lost is off), and the filesystem broker
+        # deletes a message as it reads it. So a message only wakes a worker: the job's lease
+        # and the API's sweeper (re-queue, re-send) are what make every job run.
         task_acks_late=True,
         worker_prefetch_multiplier=1,  # a worker reserves one long job at a time
         broker_connection_retry_on_startup=True,

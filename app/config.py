@@ -55,7 +55,11 @@ class Settings(BaseSettings):
         4, ge=0, description="Queued or running jobs per API key; 0 means no limit."
     )
     model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
-    torch_threads: int = Field(0, description="Threads for torch; 0 means one per core.")
+    torch_threads: int = Field(
+        0,
+        description="Threads for torch; 0 means one per core in a worker, and one per core "
+        "less one (at least one) in an API process, whose event loop keeps a core.",
+    )
     lease_seconds: float = Field(
         30.0, gt=0, description="A job whose worker sends no heartbeat this long is re-queued."
     )

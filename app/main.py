@@ -21,14 +21,15 @@ from app.fastlane import FastLane
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.lane import PredictLane
 from app.limits import BodySizeLimit
+from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.quotas import TokenBuckets
 from app.routes import datasets, health, jobs, keys, models, predict
 from app.schemas import error
-from app.serving import ModelFileCorrupt, ModelServer, UnknownModel
+from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
 from app.store.pages import InvalidCursor
-from app.store.versions import VersionAliased
+from app.store.versions import ModelFileCorrupt, VersionAliased
 from app.sweeper import Sweeper
 from models.data import DatasetError, UnsupportedFormat
 
@@ -142,7 +143,7 @@ def _error(status: int):
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     app = FastAPI(
         title="trainserve",
         version="0.1.0",

@@ -17,7 +17,6 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 from app.batching import Arrivals, Batcher
 from app.config import Settings
@@ -28,18 +27,15 @@ from app.store.versions import (
     LATEST,
     PRODUCTION,
     all_aliases,
+    checkpoint_of,
     find_model,
     newest_name_per_task,
     version_ids,
 )
-from models.files import file_sha256, load_plain
+from models.files import load_plain
 from models.predictor import Predictor
 
 log = logging.getLogger("trainserve.serving")
-
-
-class ModelFileCorrupt(RuntimeError):
-    pass
 
 
 class UnknownModel(LookupError):
@@ -113,10 +109,7 @@ def read_version(version_id: str) -> VersionInfo | None:
 
 
 def load_predictor(version: VersionInfo, runtime: str) -> Predictor:
-    path = Path(version.checkpoint_path)
-    if file_sha256(path) != version.sha256:
-        raise ModelFileCorrupt(f"model {version.id}: checkpoint does not match its sha256")
-    return Predictor(load_plain(path), runtime)
+    return Predictor(load_plain(checkpoint_of(version)), runtime)
 
 
 class PredictorCache:

@@ -6,7 +6,6 @@ accepted job is ever stranded.
 """
 
 import logging
-import threading
 from datetime import timedelta
 
 from celery import Celery
@@ -14,15 +13,16 @@ from sqlalchemy.orm import Session
 
 from app.broker import enqueue_training, queue_length
 from app.config import Settings
+from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
-from app.store.tables import utcnow
+from app.store.tables import JobStatus, utcnow
 
 log = logging.getLogger("trainserve.sweeper")
 
 
-def recover_lost_workers(session: Session, celery: Celery) -> dict[str, str]:
+def recover_lost_workers(session: Session, celery: Celery) -> dict[str, JobStatus]:
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
     for job in expired_leases(session):
@@ -32,7 +32,7 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, str]:
             continue  # a heartbeat arrived in between
         outcomes[job_id] = outcome
         log.warning("job %s: worker %s lost; job %s", job_id, owner, outcome)
-        if outcome == "queued":
+        if outcome == JobStatus.QUEUED:
             enqueue_training(celery, job_id)
     return outcomes
 
@@ -64,22 +64,16 @@ class Sweeper:
 
     def __init__(self, settings: Settings, celery: Celery):
         self.settings, self.celery = settings, celery
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+        # A database or broker outage is logged by Periodic, and the next sweep tries again.
+        self._sweeps = Periodic(self._sweep_once, settings.sweep_seconds, name="sweeper")
 
     def start(self) -> None:
         if self.settings.sweep_seconds > 0:
-            self._thread.start()
+            self._sweeps.start()
 
     def stop(self) -> None:
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._sweeps.stop()
 
-    def _loop(self) -> None:
-        while not self._done.wait(self.settings.sweep_seconds):
-            try:
-                with get_session_factory()() as session:
-                    sweep(session, self.celery, self.settings)
-            except Exception:  # a database or broker outage: log it and try again next time
-                log.exception("sweep failed")
+    def _sweep_once(self) -> None:
+        with get_session_factory()() as session:
+            sweep(session, self.celery, self.settings)

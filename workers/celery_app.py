@@ -1,6 +1,5 @@
 """The worker's Celery instance: `celery -A workers.celery_app worker`."""
 
-import logging
 import os
 
 import torch
@@ -8,6 +7,7 @@ from celery.signals import worker_process_init, worker_shutting_down
 
 from app.broker import make_celery
 from app.config import get_settings
+from app.logs import configure_logging
 from workers.lease import worker_stopping
 
 celery_app = make_celery(get_settings())
@@ -16,7 +16,7 @@ celery_app.conf.include = ["workers.tasks"]
 
 @worker_process_init.connect
 def _configure_process(**_) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     torch.set_num_threads(get_settings().torch_threads or os.cpu_count() or 1)
 
 

@@ -22,7 +22,7 @@ from app.jobspec import JobSpec
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job
-from app.store.versions import find_model
+from app.store.versions import checkpoint_of, find_model
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, ImagePreprocessing, data_from_state, with_test_split
 from models.export import ExportError, OnnxNetwork, export_onnx, quantize_int8, quantize_onnx_int8
@@ -96,7 +96,7 @@ def report(model_or_job_id: str, batch: int, threads: int) -> None:
         if model is None:
             raise SystemExit(f"no model version or succeeded job {model_or_job_id!r}")
         spec = JobSpec.model_validate(get_job(session, model.job_id).spec)
-        path = Path(model.checkpoint_path)
+        path = checkpoint_of(model)
     checkpoint = load_plain(path)
     network = network_from_checkpoint(checkpoint)
     inputs, labels = validation_examples(spec, checkpoint)

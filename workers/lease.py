@@ -17,8 +17,10 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
+from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.lifecycle import LeaseLost, confirm_cancelled, renew_lease
+from app.store.tables import JobStatus
 
 log = logging.getLogger("trainserve.worker")
 
@@ -47,7 +49,11 @@ def exit_process() -> None:
 
 
 class Lease:
-    """Renews the job's lease every heartbeat; `check()` raises in the training thread."""
+    """Renews the job's lease every heartbeat; `check()` raises in the training thread.
+
+    Leave the `with` block before writing the attempt's outcome: the heartbeat stops there,
+    so that no beat lands after the final commit and mistakes the lease it gave up for one
+    taken away."""
 
     def __init__(
         self,
@@ -59,17 +65,17 @@ class Lease:
         self.job_id, self.owner, self.settings, self.hard_stop = job_id, owner, settings, hard_stop
         self.cancel_requested = threading.Event()
         self.lost = threading.Event()
-        self._done = threading.Event()
         self._cancel_seen_at: float | None = None
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+        self._session = get_session_factory()()
+        self._heartbeat = Periodic(self.renew, settings.heartbeat_seconds, name=f"lease-{job_id}")
 
     def __enter__(self) -> "Lease":
-        self._thread.start()
+        self._heartbeat.start()
         return self
 
     def __exit__(self, *_) -> None:
-        self._done.set()
-        self._thread.join()
+        self._heartbeat.stop()
+        self._session.close()
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -79,25 +85,24 @@ class Lease:
         if worker_stopping.is_set():
             raise WorkerStopping(self.job_id)
 
-    def _beat(self) -> None:
-        with get_session_factory()() as session:
-            while not self._done.wait(self.settings.heartbeat_seconds):
-                try:
-                    status = renew_lease(
-                        session, self.job_id, self.owner, self.settings.lease_seconds
-                    )
-                except SQLAlchemyError as exc:  # the database may come back before the lease ends
-                    log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
-                    session.rollback()
-                    continue
-                if status is None:
-                    log.warning("job %s: lease lost, another worker may run it", self.job_id)
-                    self.lost.set()
-                    return
-                if status == "cancelling":
-                    self._on_cancel(session)
+    def renew(self) -> None:
+        """One heartbeat: extend the lease, and notice a cancel or a lease taken away."""
+        try:
+            status = renew_lease(
+                self._session, self.job_id, self.owner, self.settings.lease_seconds
+            )
+        except SQLAlchemyError as exc:  # the database may come back before the lease ends
+            log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+            self._session.rollback()
+            return
+        if status is None:
+            log.warning("job %s: lease lost, another worker may run it", self.job_id)
+            self.lost.set()
+            self._heartbeat.stop()
+        elif status == JobStatus.CANCELLING:
+            self._on_cancel()
 
-    def _on_cancel(self, session) -> None:
+    def _on_cancel(self) -> None:
         now = time.monotonic()
         if self._cancel_seen_at is None:
             log.info("job %s: cancel requested", self.job_id)
@@ -105,5 +110,5 @@ class Lease:
             self.cancel_requested.set()
         elif now - self._cancel_seen_at > self.settings.cancel_grace_seconds:
             log.error("job %s: no training step ended since the cancel; stopping hard", self.job_id)
-            confirm_cancelled(session, self.job_id, self.owner)
+            confirm_cancelled(self._session, self.job_id, self.owner)
             self.hard_stop()

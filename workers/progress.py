@@ -9,6 +9,7 @@ from collections import deque
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.records import record_steps
 from workers.lease import Lease
@@ -37,20 +38,18 @@ class StepReporter:
     ):
         self.job_id, self.lease, self.optimizer = job_id, lease, optimizer
         self.steps_per_epoch, self.step = steps_per_epoch, first_step
-        self.deadline, self.flush_seconds = deadline, flush_seconds
+        self.deadline = deadline
         self.pending: deque[tuple[int, torch.Tensor, float]] = deque()  # appends are atomic
         self._lock = threading.Lock()
-        self._done = threading.Event()
         self._session = get_session_factory()()
-        self._writer = threading.Thread(target=self._write, name=f"steps-{job_id}", daemon=True)
+        self._writer = Periodic(self._write, flush_seconds, name=f"steps-{job_id}")
 
     def __enter__(self) -> "StepReporter":
         self._writer.start()
         return self
 
     def __exit__(self, *_) -> None:
-        self._done.set()
-        self._writer.join()
+        self._writer.stop()
         self._session.close()
 
     def __call__(self, loss: torch.Tensor) -> None:
@@ -80,8 +79,7 @@ class StepReporter:
                 raise
 
     def _write(self) -> None:
-        while not self._done.wait(self.flush_seconds):
-            try:
-                self.flush()
-            except SQLAlchemyError as exc:  # the epoch's end will try again, and fail loudly
-                log.warning("job %s: could not store steps: %s", self.job_id, exc)
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:  # the epoch's end will try again, and fail loudly
+            log.warning("job %s: could not store steps: %s", self.job_id, exc)

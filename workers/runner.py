@@ -23,7 +23,7 @@ from app.store.lifecycle import (
     set_device,
 )
 from app.store.records import record_epoch, resume_job
-from app.store.tables import Job, ModelVersion
+from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
@@ -117,8 +117,7 @@ def run_job(job_id: str) -> None:
             log.info("no queued job to run (message for %s)", job_id)
             return
         log.info("job %s: attempt %d of %d by %s", job.id, job.attempt, job.max_attempts, owner)
-        with Lease(job.id, owner, settings) as lease:
-            _attempt(session, job, owner, lease, settings)
+        _attempt(session, job, owner, settings)
 
 
 def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
@@ -128,9 +127,13 @@ def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job
     return None
 
 
-def _attempt(session: Session, job: Job, owner: str, lease: Lease, settings: Settings) -> None:
+def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None:
+    """Train while the lease's heartbeat runs; write the outcome once it has stopped, so
+    that no beat lands after the final commit and reports the lease it gave up as lost."""
     try:
-        _train(session, job, owner, lease, settings)
+        with Lease(job.id, owner, settings) as lease:
+            model, reason = _train(session, job, owner, lease, settings)
+        _finish(session, job, owner, model, reason)
     except JobCancelled:
         confirm_cancelled(session, job.id, owner)
         log.info("job %s: cancelled", job.id)
@@ -139,9 +142,12 @@ def _attempt(session: Session, job: Job, owner: str, lease: Lease, settings: Set
     except WorkerStopping:
         hand_back_job(session, job.id, owner)
         log.info("job %s: handed back to the queue, the worker is stopping", job.id)
+    except TimeLimitReached:  # before the first epoch ended: there is nothing to serve
+        error = "limits.max_run_seconds ran out before the first epoch ended"
+        fail_job(session, job.id, owner, error, EndReason.TIME_LIMIT)
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
-        fail_job(session, job.id, owner, str(exc), "invalid")
+        fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
     except Exception as exc:
         log.exception("job %s: crashed", job.id)
         error = f"training crashed: {type(exc).__name__}: {exc}"
@@ -156,7 +162,11 @@ def _load_data(session: Session, dataset_id: str) -> LabelledData:
     return data_from_state(load_plain(Path(dataset.path)))
 
 
-def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Settings) -> None:
+def _train(
+    session: Session, job: Job, owner: str, lease: Lease, settings: Settings
+) -> tuple[ModelVersion, EndReason]:
+    """Train to the end, recording each epoch; returns the model to register and why the
+    training ended."""
     spec = JobSpec.model_validate(job.spec)
     device = resolve_device(spec.device)
     set_device(session, job.id, owner, str(device))
@@ -175,7 +185,7 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
         deadline=_deadline(spec, recorder.history),
         flush_seconds=settings.step_flush_seconds,
     )
-    reason = "completed"
+    reason = EndReason.COMPLETED
     try:
         with recorder.steps:
             run.fit(
@@ -185,12 +195,12 @@ def _train(session: Session, job: Job, owner: str, lease: Lease, settings: Setti
                 on_step=recorder.steps,
             )
     except TimeLimitReached:
-        reason = "time_limit"
-    if recorder.best is None:
-        error = "limits.max_run_seconds ran out before the first epoch ended"
-        fail_job(session, job.id, owner, error, "time_limit")
-        return
-    _register_model(session, job, owner, spec, run, recorder, reason)
+        if recorder.best is None:
+            raise
+        reason = EndReason.TIME_LIMIT
+    if reason == EndReason.COMPLETED and recorder.stopped_early:
+        reason = EndReason.EARLY_STOPPED
+    return _model_version(job, spec, run, recorder), reason
 
 
 def _resume(
@@ -225,10 +235,11 @@ def _deadline(spec: JobSpec, history: list[EpochResult]) -> float:
     return time.monotonic() + limit - sum(result.seconds for result in history)
 
 
-def _register_model(session, job, owner, spec, run, recorder: EpochRecorder, reason) -> None:
-    if reason == "completed" and recorder.stopped_early:
-        reason = "early_stopped"
-    model = ModelVersion(
+def _model_version(
+    job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder
+) -> ModelVersion:
+    """The model a succeeded job registers: its best epoch."""
+    return ModelVersion(
         job_id=job.id,
         name=spec.name or spec.task,
         task=spec.task,
@@ -238,8 +249,11 @@ def _register_model(session, job, owner, spec, run, recorder: EpochRecorder, rea
         checkpoint_path=str(recorder.best_path),
         sha256=recorder.best_sha256,
     )
+
+
+def _finish(session: Session, job: Job, owner: str, model: ModelVersion, reason: EndReason) -> None:
     if not finish_job(session, job.id, owner, model, reason):
-        if get_job(session, job.id).status == "cancelling":
+        if get_job(session, job.id).status == JobStatus.CANCELLING:
             raise JobCancelled(job.id)  # asked to stop after its last step: it stops unserved
         raise LeaseLost(job.id)
     log.info(
@@ -247,6 +261,6 @@ def _register_model(session, job, owner, spec, run, recorder: EpochRecorder, rea
         job.id,
         reason,
         model.id,
-        recorder.best.epoch,
-        recorder.best.val_accuracy,
+        model.metrics["epoch"],
+        model.metrics["val_accuracy"],
     )

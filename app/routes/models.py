@@ -25,11 +25,11 @@ from app.schemas import (
     ModelsPublic,
     error,
 )
-from app.serving import ModelFileCorrupt, ModelServer
+from app.serving import ModelServer
 from app.store import versions
 from app.store.tables import ApiKey, ModelVersion
 from models.export import ExportError, onnx_with_metadata
-from models.files import file_sha256, load_plain
+from models.files import load_plain
 
 router = APIRouter(tags=["models"])
 
@@ -91,9 +91,7 @@ def download_weights(
     batch size; output `logits`), with task, arch, classes and preprocessing as JSON
     metadata. 422 for a network that has no ONNX form (`bag_of_embeddings`)."""
     model = _version(session, model_id)
-    path = Path(model.checkpoint_path)
-    if file_sha256(path) != model.sha256:
-        raise ModelFileCorrupt(f"model {model.id}: checkpoint does not match its sha256")
+    path = versions.checkpoint_of(model)
     headers = {"ETag": f'"{model.sha256}"'}
     if format == "pt":
         return FileResponse(path, filename=f"{model.name}-{model.id}.pt", headers=headers)

@@ -1,13 +1,20 @@
 """Model versions (one per succeeded job) and the aliases of each model name."""
 
+from pathlib import Path
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.store.pages import page
 from app.store.tables import AliasMove, Dataset, Job, ModelAlias, ModelVersion, is_id, utcnow
+from models.files import file_sha256
 
 LATEST = "latest"
 PRODUCTION = "production"
+
+
+class ModelFileCorrupt(RuntimeError):
+    """A checkpoint no longer matches the sha256 recorded with its version."""
 
 
 class VersionAliased(Exception):
@@ -26,6 +33,15 @@ def add_version(session: Session, job: Job, model: ModelVersion) -> None:
     session.add(model)
     session.flush()
     _move_alias(session, model.name, LATEST, model.id, action="job_succeeded")
+
+
+def checkpoint_of(version) -> Path:
+    """The checkpoint file of a version (a row, or anything with its id, checkpoint_path and
+    sha256), once its bytes are checked against the sha256 recorded when training wrote it."""
+    path = Path(version.checkpoint_path)
+    if file_sha256(path) != version.sha256:
+        raise ModelFileCorrupt(f"model {version.id}: checkpoint does not match its sha256")
+    return path
 
 
 def list_models(session: Session, limit: int, cursor: str | None, name: str | None = None):

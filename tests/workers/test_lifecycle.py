@@ -172,6 +172,31 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
             lease.check()
 
 
+class BeatsOnExit(Lease):
+    """A lease whose heartbeat fires once more as the lease is given up: the last moment
+    a beat can land, made certain instead of left to the clock."""
+
+    def __exit__(self, *exc) -> None:
+        self.renew()
+        super().__exit__(*exc)
+
+
+def test_no_heartbeat_after_a_job_ends_reports_its_lease_lost(
+    session, embedded_settings, monkeypatch, caplog, two_class_zip
+):
+    monkeypatch.setattr(embedded_settings, "heartbeat_seconds", 3600)  # only the exit beat
+    monkeypatch.setattr("workers.runner.Lease", BeatsOnExit)
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
+    )
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded"
+    assert "lease lost" not in caplog.text
+    # The exit beat found the job still running and renewed it: the outcome came after.
+    assert job.heartbeat_at > job.started_at
+
+
 def test_a_cancel_not_honoured_in_time_stops_the_process(
     session, fast_heartbeat, monkeypatch, two_class_zip
 ):
