@@ -22,7 +22,7 @@ from app.store.lifecycle import (
     retry_or_fail,
     set_device,
 )
-from app.store.records import record_epoch, resume_job
+from app.store.records import forget_progress_after, record_epoch, resume_job
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
@@ -150,7 +150,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
     except Exception as exc:
         log.exception("job %s: crashed", job.id)
-        error = f"training crashed: {type(exc).__name__}: {exc}"
+        # The log has the whole traceback; the job keeps the message's first line (a database
+        # error's text goes on with the SQL statement and its parameters).
+        first_line = str(exc).strip().partition("\n")[0]
+        error = f"training crashed: {type(exc).__name__}: {first_line}"
         if retry_or_fail(session, job, owner, error):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
@@ -214,6 +217,8 @@ def _resume(
     """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
     last = folder / "last.pt"
     if not last.exists():
+        # An earlier attempt may have stored steps of its first epoch before it stopped.
+        forget_progress_after(session, job.id)
         return 0, EpochRecorder(session, job, owner, run, folder, early_stopping)
     checkpoint = load_plain(last)
     epoch = checkpoint["epoch"]

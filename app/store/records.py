@@ -11,14 +11,21 @@ from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
 
 def resume_job(session: Session, job_id: str, owner: str, epoch: int, step: int) -> None:
     """Record that this attempt continues after `epoch`; forget what came after it."""
+    forget_progress_after(session, job_id, epoch, step)
+    if not transition(session, job_id, held_by(owner), resumed_from_epoch=epoch, epoch=epoch):
+        raise LeaseLost(job_id)
+
+
+def forget_progress_after(session: Session, job_id: str, epoch: int = 0, step: int = 0) -> None:
+    """Delete the steps and epochs earlier attempts recorded past (`epoch`, `step`); by
+    default all of them, for an attempt that starts over: it records the same steps again."""
     session.execute(
         delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
     )
     session.execute(
         delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
     )
-    if not transition(session, job_id, held_by(owner), resumed_from_epoch=epoch, epoch=epoch):
-        raise LeaseLost(job_id)
+    session.commit()
 
 
 def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, float, float]]):

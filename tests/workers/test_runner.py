@@ -9,6 +9,7 @@ from app.ingest import ingest_upload
 from app.jobspec import JobSpec
 from app.store.db import get_session_factory
 from app.store.jobs import add_job, get_job
+from app.store.records import metric_series, record_steps
 from app.store.tables import Job
 from app.store.versions import all_aliases
 from models.data import NamedFile, ReadOptions
@@ -114,3 +115,20 @@ def test_a_cuda_job_runs_on_a_gpu_or_fails_saying_there_is_none(
         assert job.status == "succeeded" and job.device.startswith("cuda")
     else:
         assert job.status == "failed" and "no CUDA GPU" in job.error
+
+
+def test_an_attempt_that_starts_over_replaces_the_steps_an_earlier_one_stored(
+    session, embedded_settings, two_class_zip
+):
+    """An attempt stopped in its first epoch (no last.pt) leaves steps behind; the next
+    attempt records the same step numbers again instead of crashing on them."""
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1, "batch_size": 8}
+    )
+    record_steps(session, job_id, [(step, 1, 9.0, 0.01) for step in range(1, 4)])
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded", job.error
+    losses = metric_series(session, job_id, "loss", max_points=100)
+    assert [point.step for point in losses] == [1, 2, 3, 4, 5]
+    assert all(point.value != 9.0 for point in losses)  # this attempt's losses, not the old
