@@ -192,9 +192,16 @@ def _write(cycle: RequestResponseCycle, body: bytes) -> None:
     cycle.transport.write(b"".join(head) + b"\r\n" + body)
     cycle.response_started = cycle.response_complete = True
     if cycle.access_log:
+        # uvicorn's AccessFormatter unpacks exactly these five arguments: any other list
+        # raises inside logging, which prints a traceback per request and answers anyway.
         scope = cycle.scope
         cycle.access_logger.info(
-            '%s - "POST %s HTTP/%s" 200', get_client_addr(scope), PATH, scope["http_version"]
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            "POST",
+            PATH,
+            scope["http_version"],
+            200,
         )
     if not cycle.keep_alive:
         cycle.transport.close()

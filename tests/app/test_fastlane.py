@@ -24,25 +24,33 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(embedded_settings, two_class_zip):
+def served(embedded_settings, two_class_zip, tmp_path):
     """A trained version, the in-process app (the answers without the lane), and a uvicorn
-    process with the lane on the same database."""
+    process with the lane on the same database, its access log on as `make run` has it."""
     with app_client() as in_process:
         dataset_id = upload(in_process, two_class_zip, "d.zip").json()["id"]
         version = train(in_process, dataset_id)
         train_key = in_process.post("/keys", json={"scope": "train"}).json()["key"]
         port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
-            cwd=PROJECT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        log = tmp_path / "uvicorn.log"
+        with open(log, "wb") as output:
+            api = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
+                cwd=PROJECT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url)
             with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as lane:
-                yield {"lane": lane, "app": in_process, "version": version, "train": train_key}
+                yield {
+                    "lane": lane,
+                    "app": in_process,
+                    "version": version,
+                    "train": train_key,
+                    "log": log,
+                }
         finally:
             api.terminate()
             api.wait(timeout=30)
@@ -88,6 +96,20 @@ def test_the_lane_answers_what_the_app_answers(served):
     assert lane_counts(lane) == {"answered": len(images) - 1, "passed": 1}
     metrics = lane.get("/metrics").text
     assert f'route="/predict",status="200"}} {len(images)}.0' in metrics
+
+
+def test_the_access_log_has_a_line_per_lane_answer_and_no_error(served):
+    lane = served["lane"]
+    for _ in range(5):
+        assert post_image(lane).status_code == 200
+    assert post_image(lane, params={"limt": "3"}).status_code == 422  # the app's answer
+    assert lane_counts(lane) == {"answered": 4, "passed": 2}
+    log = served["log"].read_text()
+    # A log call whose arguments do not fit uvicorn's access formatter prints a traceback
+    # per request, and the client still gets its answer: only the log shows it.
+    assert "Logging error" not in log and "Traceback" not in log, log[-3000:]
+    assert log.count('"POST /predict HTTP/1.1" 200') == 5
+    assert log.count('"POST /predict?limt=3 HTTP/1.1" 422') == 1
 
 
 def test_what_the_lane_does_not_take_the_app_answers_alike(served):
