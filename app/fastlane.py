@@ -56,6 +56,7 @@ class FastLane:
     def __init__(self, app: FastAPI, settings: Settings):
         self.settings = settings
         self.state = app.state
+        self.arrivals = app.state.model_server.arrivals
         # Bodies the protocol holds whole without pausing the socket, and the app accepts.
         self.max_body = min(HIGH_WATER_LIMIT, settings.max_upload_bytes)
         metrics = app.state.metrics
@@ -145,15 +146,26 @@ class PredictProtocol(HttpToolsProtocol):
             # The app's first receive() sends the 100 Continue such a client waits for.
             lane.pass_on(partial(super()._start_asgi_task, cycle, app))
         elif cycle.more_body:  # the body is on its way: on_message_complete goes on
+            # Arriving, as through the app: a batch being formed waits for it, in budget.
             self.waiting = (cycle, app)
-        else:
+            lane.arrivals.arrive()
+        else:  # arrives and reaches its queue (or the app) in this one call
             self._answer(lane, cycle, app)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.waiting is not None and self.waiting[0] is self.cycle:
             (cycle, app), self.waiting = self.waiting, None
-            self._answer(self.lane, cycle, app)
+            try:
+                self._answer(self.lane, cycle, app)
+            finally:
+                self.lane.arrivals.leave()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting is not None:  # its body will not come
+            self.waiting = None
+            self.lane.arrivals.leave()
+        super().connection_lost(exc)
 
     def _answer(self, lane: FastLane, cycle: RequestResponseCycle, app) -> None:
         pass_on = partial(super()._start_asgi_task, cycle, app)

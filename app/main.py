@@ -165,7 +165,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
-    # /predict first: routes are matched in order, and it is the one called all day.
+    # POST /predict never reaches the router: PredictLane hands it to its handler. The route
+    # is included for the docs and OpenAPI, and for the 405 other methods at its path get.
     app.include_router(predict.predict_router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))

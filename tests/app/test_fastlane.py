@@ -163,3 +163,53 @@ def test_a_client_waiting_for_100_continue_gets_it(served):
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 404")  # no text model: the app's answer
     assert lane_counts(served["lane"]) == {"answered": 0, "passed": 1}
+
+
+def arriving(client) -> float:
+    [value] = [
+        float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("trainserve_predict_requests_arriving ")
+    ]
+    return value
+
+
+@pytest.mark.parametrize("protocol", [LANE, ()], ids=["lane", "stock"])
+def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(
+    embedded_settings, tmp_path, protocol
+):
+    """Through the lane as through the app, a batch being formed waits for such a request."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", *protocol, "--port", str(port)]
+    with open(tmp_path / "uvicorn.log", "wb") as log:
+        api = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url)
+        body = b'{"text": "a fine film"}'
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+        )
+        with httpx.Client(base_url=url) as client:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                assert arriving(client) == 0
+                sock.sendall(head.encode() + body[:5])
+                wait_for(lambda: arriving(client) == 1, "the request to count as arriving")
+                sock.sendall(body[5:])
+                assert sock.recv(4096).startswith(b"HTTP/1.1 404")  # no text model yet
+                assert arriving(client) == 0
+                sock.sendall(head.encode() + body[:5])
+                wait_for(lambda: arriving(client) == 1, "the second request to count")
+            # The client went away before its body came: the request is no longer awaited.
+            wait_for(lambda: arriving(client) == 0, "the count to drop on disconnect")
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def wait_for(condition, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.05)

@@ -31,6 +31,10 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
+# What a healthy process never writes: a traceback (a bug, or an error logged with its
+# stack), or logging's own report of a log call whose arguments do not fit its format. Both
+# leave every answer correct, so only the logs show them.
+LOG_FAULTS = ("Traceback (most recent call last)", "--- Logging error ---")
 
 
 def free_port() -> int:
@@ -98,6 +102,10 @@ class Stack:
             "TRAINSERVE_MAX_DECODED_BYTES": str(E2E_MAX_DECODED_BYTES),
         }
         self.processes: dict[str, subprocess.Popen] = {}
+        self.checked: dict[Path, int] = {}  # how far each log has been checked for faults
+        # Why this stack's logs may hold faults (a test that breaks its processes on
+        # purpose); None: stop() fails on any.
+        self.faults_expected: str | None = None
 
     def start(self, name: str, *command: str) -> None:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
@@ -180,6 +188,28 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{self.log(name)}" for name in ("api", "worker"))
 
+    def new_faults(self) -> list[str]:
+        """The lines of LOG_FAULTS written to any of this stack's logs since the last call,
+        each with what follows it: the error that was raised."""
+        faults = []
+        for log in sorted(self.folder.glob("*.log")):
+            with open(log, "rb") as file:
+                file.seek(self.checked.get(log, 0))
+                lines = file.read().decode(errors="replace").splitlines()
+                self.checked[log] = file.tell()
+            faults += [
+                f"{log.name}: " + " | ".join(lines[i : i + 12])
+                for i, line in enumerate(lines)
+                if any(fault in line for fault in LOG_FAULTS)
+            ]
+        return faults
+
+    def assert_clean_logs(self) -> None:
+        faults = self.new_faults()
+        assert not faults, "the stack's logs hold tracebacks or logging errors:\n" + "\n".join(
+            faults
+        )
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -188,6 +218,8 @@ class Stack:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self.faults_expected is None:
+            self.assert_clean_logs()  # shutdown included
 
 
 @pytest.fixture(scope="session")
@@ -197,6 +229,21 @@ def stack(tmp_path_factory, postgres_url, redis_url):
     stack.start_api()
     yield stack
     stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_stay_clean(request):
+    """A test that used the session's stack fails if the stack's logs gained a traceback or
+    a logging error meanwhile, unless it is marked `log_faults_expected(why)`: a test that
+    breaks processes on purpose."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack = request.getfixturevalue("stack")
+    if request.node.get_closest_marker("log_faults_expected"):
+        stack.new_faults()  # passed over: the next test is checked from here
+    else:
+        stack.assert_clean_logs()
 
 
 @pytest.fixture(scope="session")
