@@ -17,11 +17,10 @@ from starlette.routing import Match
 from app.config import Settings, get_settings
 from app.db import get_session_factory
 from app.deps import reject_unknown_query, require_scope
-from app.fastlane import FastLane
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
-from app.lane import PredictLane
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, RequestMetrics
+from app.past_router import PredictPastRouter
 from app.queue import make_celery
 from app.quotas import TokenBuckets
 from app.repository import InvalidCursor, VersionAliased
@@ -70,7 +69,6 @@ async def lifespan(app: FastAPI):
     sweeper.start()
     app.state.rate_limits = TokenBuckets()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.fast_lane = FastLane(app, settings)  # used by app.fastlane.PredictProtocol
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -151,7 +149,7 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = Metrics()
     [predict_route] = predict.predict_router.routes
-    app.add_middleware(PredictLane, api=app, route=predict_route)  # innermost
+    app.add_middleware(PredictPastRouter, api=app, route=predict_route)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every 413
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -165,7 +163,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
-    # POST /predict never reaches the router: PredictLane hands it to its handler. The route
+    # POST /predict never reaches the router: PredictPastRouter hands it to its handler. The route
     # is included for the docs and OpenAPI, and for the 405 other methods at its path get.
     app.include_router(predict.predict_router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))

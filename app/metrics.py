@@ -58,7 +58,7 @@ class Metrics:
         self.lane = Counter(
             "trainserve_predict_lane_requests",
             "POST /predict requests the uvicorn protocol's lane answered, or passed to the app "
-            "(app/fastlane.py).",
+            "(app/past_asgi.py).",
             ["outcome"],
             registry=self.registry,
         )

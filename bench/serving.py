@@ -13,10 +13,10 @@ system in turn, alone on the machine, after `--warmup` seconds of load, at concu
 
 - limit: the same checkpoint's decode + batched forward in this process, one torch
   thread as in each server process (batch = c: every request answered at once);
-- uvicorn-protocol: `uvicorn --http app.fastlane:PredictProtocol`, the prediction lane
+- uvicorn-protocol: `uvicorn --http app.past_asgi:PredictProtocol`, the prediction lane
   inside uvicorn's HTTP protocol, past ASGI (a subclass of uvicorn's private protocol);
-- uvicorn-asgi: plain `uvicorn`; /predict reaches its handler through app.lane's
-  PredictLane, past FastAPI's router (ASGI only);
+- uvicorn-asgi: plain `uvicorn`; /predict reaches its handler through app.past_router's
+  PredictPastRouter, past FastAPI's router (ASGI only);
 - granian-asgi: Granian's ASGI interface serving the same app;
 - torchserve: TorchServe (its own virtual environment; 2 workers, batch size 8, 5 ms
   maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py.
@@ -364,7 +364,7 @@ def trainserve_command(system: str, port: int, workers: int) -> list:
     address = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
     if system == "granian-asgi":
         return [venv / "granian", "--interface", "asgi", "--access-log", *address, "app.main:app"]
-    protocol = ["--http", "app.fastlane:PredictProtocol"] if system == "uvicorn-protocol" else []
+    protocol = ["--http", "app.past_asgi:PredictProtocol"] if system == "uvicorn-protocol" else []
     return [venv / "uvicorn", "app.main:app", *protocol, *address]
 
 

@@ -20,7 +20,7 @@ from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
 router = APIRouter(tags=["predict"])
-# Requests reach /predict through app.lane.PredictLane, past FastAPI's dependencies: it
+# Requests reach /predict through app.past_router, past FastAPI's dependencies: it
 # checks its key itself (app.deps.authorize), and is included without the router
 # dependencies of app.main.protected; its docs name the key it needs.
 predict_router = APIRouter(tags=["predict"])

@@ -158,7 +158,7 @@ class Stack:
             "uvicorn",
             "app.main:app",
             "--http",
-            "app.fastlane:PredictProtocol",
+            "app.past_asgi:PredictProtocol",
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,4 +1,4 @@
-"""POST /predict through a real uvicorn running app.fastlane.PredictProtocol: the lane's
+"""POST /predict through a real uvicorn running app.past_asgi.PredictProtocol: the lane's
 answers are the app's, and what the lane does not take whole, the app answers as ever."""
 
 import socket
@@ -9,12 +9,15 @@ import time
 import httpx
 import numpy as np
 import pytest
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from app.past_asgi import LANE_UVICORN, protocol_for
+from app.past_asgi_uvicorn import LaneProtocol
 from tests.app.test_api import upload
 from tests.app.test_registry import TOP_IMAGE, train
 from tests.conftest import ADMIN_KEY, PROJECT, app_client, bearer, class_pattern, png_bytes
 
-LANE = ("--http", "app.fastlane:PredictProtocol")
+LANE = ("--http", "app.past_asgi:PredictProtocol")
 
 
 def free_port() -> int:
@@ -213,3 +216,12 @@ def wait_for(condition, what: str, timeout_s: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
         time.sleep(0.05)
+
+
+def test_the_lane_is_served_on_its_uvicorn_release_only(caplog):
+    assert protocol_for(f"{LANE_UVICORN}.3") is LaneProtocol
+    assert not caplog.records
+    assert protocol_for("0.55.0") is AutoHTTPProtocol
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING" and "uvicorn 0.55.0 is not the 0.54.x" in warning.message
+    assert "stock protocol" in warning.message
