@@ -140,11 +140,16 @@ def pss_by_process(root_pid: int) -> dict[str, float]:
 
 def _program(command: list[bytes]) -> str:
     """A short name: the program, or for an interpreter the script or module it runs."""
-    words = [Path(w.decode(errors="replace")).name for w in command if w]
+    line = b" ".join(command).decode(errors="replace")
+    if "resource_tracker" in line:
+        return "multiprocessing resource tracker"
+    if "spawn_main" in line:
+        return "worker (multiprocessing spawn)"
+    words = [Path(word).name for word in line.split()]
     if words and words[0].startswith("python") and len(words) > 1:
-        words = words[1:] if words[1] not in ("-m", "-c") else words[2:]
+        words = words[2:] if words[1] == "-m" else words[1:]
     if words and words[0] == "java":
-        return "java"
+        return "java (TorchServe's front end)"
     return " ".join(words[:2])[:40] or "?"
 
 
@@ -496,7 +501,7 @@ class Bench:
             [described] = httpx.get(f"http://{HOST}:{management}/models/{name}").json()
             return sum(w["status"] == "READY" for w in described["workers"]) == 2
 
-        wait_until(ready, "TorchServe", 40)
+        wait_until(ready, "TorchServe", 240)  # its Java front end starts slowly on a busy machine
         return port
 
 
@@ -728,17 +733,28 @@ def main() -> None:
                 for model in args.models
             }
             rows, memory = {model: [] for model in args.models}, {}
-            if "limit" in args.only:
-                for model in args.models:
-                    rows[model] += limit_rows(predictors[model], examples[model], args.seconds)
-            for system in TRAINSERVE_SYSTEMS:
-                if system in args.only:
-                    measure_trainserve(bench, trained, system, rows, memory)
-            if "torchserve" in args.only:
-                for model in args.models:
-                    measure_torchserve(bench, trained, model, rows, memory)
+            try:
+                measure_all(bench, trained, examples, predictors, rows, memory)
+            finally:  # what there is, if a system failed
+                print_results(args, trained, predictors, rows, memory)
         finally:
             bench.processes.stop_all()
+
+
+def measure_all(bench: Bench, trained, examples, predictors, rows, memory) -> None:
+    args = bench.args
+    if "limit" in args.only:
+        for model in args.models:
+            rows[model] += limit_rows(predictors[model], examples[model], args.seconds)
+    for system in TRAINSERVE_SYSTEMS:
+        if system in args.only:
+            measure_trainserve(bench, trained, system, rows, memory)
+    if "torchserve" in args.only:
+        for model in args.models:
+            measure_torchserve(bench, trained, model, rows, memory)
+
+
+def print_results(args, trained: Trained, predictors: dict, rows: dict, memory: dict) -> None:
     for model in args.models:
         network, runtime = trained.versions[model][1]["network"], predictors[model].runtime
         title = f"{model} ({network}, answering through {runtime}), {args.seconds:.0f} s a cell"
