@@ -4,9 +4,9 @@
 
 On the uvicorn release it was written for (LANE_UVICORN, as pyproject.toml pins it),
 `PredictProtocol` is app/past_asgi_uvicorn.py's subclass of uvicorn's httptools protocol,
-which answers a plain prediction from the parser's callbacks: about 1.7x the requests a
-second of PredictPastRouter on plain uvicorn at c=64 with the access log on, in server CPU
-per request (bench/serving.py). It reaches into uvicorn's private classes, so on any other
+which answers a plain prediction from the parser's callbacks, skipping the ASGI layer
+(bench/serving.py compares it with PredictPastRouter on plain uvicorn and on Granian, with
+the access log on). It reaches into uvicorn's private classes, so on any other
 release, or where they cannot be imported, `PredictProtocol` is uvicorn's stock protocol
 and a warning says so: every request then goes through the app, answered the same, slower.
 """

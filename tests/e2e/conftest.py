@@ -31,6 +31,10 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
+# uvicorn's --http for the API: the prediction lane as `make run` serves it, or the stock
+# protocol it falls back to on another uvicorn release (every request through the app).
+LANE_PROTOCOL = ("--http", "app.past_asgi:PredictProtocol")
+STOCK_PROTOCOL = ()
 # What a healthy process never writes: a traceback (a bug, or an error logged with its
 # stack), or logging's own report of a log call whose arguments do not fit its format. Both
 # leave every answer correct, so only the logs show them.
@@ -63,12 +67,6 @@ def fresh_postgres_database():
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    with fresh_postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
 def redis_url():
     client = redis.Redis.from_url(REDIS_URL)
     try:
@@ -82,8 +80,10 @@ def redis_url():
 class Stack:
     """The API and a worker as separate processes, configured like production."""
 
-    def __init__(self, folder: Path, database_url: str, broker_url: str):
-        self.folder = folder
+    def __init__(
+        self, folder: Path, database_url: str, broker_url: str, http: tuple = LANE_PROTOCOL
+    ):
+        self.folder, self.http = folder, http
         self.port = free_port()
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
@@ -157,8 +157,7 @@ class Stack:
             "-m",
             "uvicorn",
             "app.main:app",
-            "--http",
-            "app.past_asgi:PredictProtocol",
+            *self.http,
             "--host",
             "127.0.0.1",
             "--port",
@@ -222,13 +221,19 @@ class Stack:
             self.assert_clean_logs()  # shutdown included
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory, postgres_url, redis_url):
-    stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url)
-    stack.start_worker()
-    stack.start_api()
-    yield stack
-    stack.stop()
+@pytest.fixture(
+    scope="session", params=[LANE_PROTOCOL, STOCK_PROTOCOL], ids=["lane", "stock-protocol"]
+)
+def stack(request, tmp_path_factory, redis_url):
+    """The session's stack, once with each protocol (every test through both paths), each on
+    a database and broker of its own."""
+    redis.Redis.from_url(redis_url).flushdb()
+    with fresh_postgres_database() as postgres_url:
+        stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url, request.param)
+        stack.start_worker()
+        stack.start_api()
+        yield stack
+        stack.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -255,7 +260,9 @@ def api(stack):
 def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}").json()
+        answer = api.get(f"/jobs/{job_id}")
+        assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{stack.logs()}"
+        job = answer.json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.5)
