@@ -33,4 +33,4 @@ USER trainserve
 
 EXPOSE 8000
 
-CMD ["sh", "-c", "alembic upgrade head && exec uvicorn app.main:app --http app.fastlane:PredictProtocol --host 0.0.0.0 --port 8000"]
+CMD ["sh", "-c", "alembic upgrade head && exec uvicorn app.main:app --http app.past_asgi:PredictProtocol --host 0.0.0.0 --port 8000"]

@@ -23,10 +23,10 @@ migrate: install
 run: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1 & \
 	worker=$$!; trap "kill $$worker" EXIT INT TERM; \
-	$(VENV)/bin/uvicorn app.main:app --http app.fastlane:PredictProtocol --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn app.main:app --http app.past_asgi:PredictProtocol --host $(HOST) --port $(PORT)
 
 api: migrate
-	$(VENV)/bin/uvicorn app.main:app --http app.fastlane:PredictProtocol --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn app.main:app --http app.past_asgi:PredictProtocol --host $(HOST) --port $(PORT)
 
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1

@@ -26,13 +26,20 @@ class Arrivals:
     def __init__(self):
         self.count = 0
 
+    def arrive(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        """The request reached its queue, or will not."""
+        self.count -= 1
+
     @contextmanager
     def expect(self) -> Iterator[None]:
-        self.count += 1
+        self.arrive()
         try:
             yield
         finally:
-            self.count -= 1
+            self.leave()
 
 
 @dataclass

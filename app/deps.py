@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.metrics import Metrics
-from app.quotas import charge_request
+from app.quotas import TokenBuckets, rate_refusal
 from app.serving import ModelServer
 from app.store.db import get_db
 from app.store.tables import ApiKey
@@ -20,6 +20,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ts_…`")
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+UNKNOWN_OR_REVOKED = "the API key is unknown or revoked"
 
 
 # async, with no session: a key comes from the process's KeyCache, so most requests need
@@ -28,38 +29,36 @@ async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey | None:
-    """The request's active key, charged one request (None with auth off)."""
-    settings = get_settings()
-    if not settings.auth_enabled:
+    """The request's key as this process holds it, revoked or not (None with auth off); 401
+    without one. Whether it may call the route is `admit`'s to say (`require_scope`)."""
+    if not get_settings().auth_enabled:
         return None
     if credentials is None:
         raise HTTPException(401, "send an API key: 'Authorization: Bearer <key>'", CHALLENGE)
     key = await request.app.state.key_cache.find(credentials.credentials)
-    if key is None or key.revoked_at is not None:
-        raise HTTPException(401, "the API key is unknown or revoked", CHALLENGE)
-    charge_request(request.app.state.rate_limits, key, settings)
+    if key is None:
+        raise HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
     return key
 
 
 CurrentKeyDep = Annotated[ApiKey | None, Depends(authenticate)]
 
 
-def require_scope(scope: str):
-    """A router dependency: a key with this scope, or admin, which passes every scope."""
-
-    async def check_scope(key: CurrentKeyDep) -> None:  # async: no thread-pool hop per request
-        _check_scope(key, scope)
-
-    return Depends(check_scope)
-
-
-async def authorize(request: Request, scope: str) -> ApiKey | None:
-    """What `require_scope` and `reject_unknown_query` check, called by a handler itself,
-    for the route reached past FastAPI's dependency solving (app.lane)."""
-    key = await authenticate(request, await bearer(request))
-    _check_scope(key, scope)
-    await reject_unknown_query(request)
-    return key
+def admit(
+    key: ApiKey, scope: str, buckets: TokenBuckets, settings: Settings
+) -> HTTPException | None:
+    """The one rule of both ways in, the routes' dependencies and the prediction lane
+    (app/past_asgi_uvicorn.py): the refusal for this key calling a route of `scope` (401
+    revoked, 403 another scope, 429 over its rate), or None, the request then counted
+    against the key's rate. A refused request is not counted, so the lane may ask first
+    and leave the app to answer the refusal."""
+    if key.revoked_at is not None:
+        return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
+    if not scope_allows(key, scope):
+        return HTTPException(
+            403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
+        )
+    return rate_refusal(buckets, key, settings)
 
 
 def scope_allows(key: ApiKey, scope: str) -> bool:
@@ -67,11 +66,30 @@ def scope_allows(key: ApiKey, scope: str) -> bool:
     return key.scope in (scope, "admin")
 
 
-def _check_scope(key: ApiKey | None, scope: str) -> None:
-    if key is not None and not scope_allows(key, scope):
-        raise HTTPException(
-            403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
-        )
+def require_scope(scope: str):
+    """A router dependency: a key `admit`s for this scope (admin passes every scope)."""
+
+    async def check_scope(request: Request, key: CurrentKeyDep) -> None:  # async: no thread hop
+        _admit(request, key, scope)
+
+    return Depends(check_scope)
+
+
+async def authorize(request: Request, scope: str) -> ApiKey | None:
+    """What `require_scope` and `reject_unknown_query` check, called by a handler itself,
+    for the route reached past FastAPI's dependency solving (app.past_router)."""
+    key = await authenticate(request, await bearer(request))
+    _admit(request, key, scope)
+    await reject_unknown_query(request)
+    return key
+
+
+def _admit(request: Request, key: ApiKey | None, scope: str) -> None:
+    if key is None:  # auth is off
+        return
+    refusal = admit(key, scope, request.app.state.rate_limits, get_settings())
+    if refusal is not None:
+        raise refusal
 
 
 def get_celery(request: Request) -> Celery:

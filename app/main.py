@@ -17,12 +17,11 @@ from starlette.routing import Match
 from app.broker import make_celery
 from app.config import Settings, get_settings
 from app.deps import reject_unknown_query, require_scope
-from app.fastlane import FastLane
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
-from app.lane import PredictLane
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
+from app.past_router import PredictPastRouter
 from app.quotas import TokenBuckets
 from app.routes import datasets, health, jobs, keys, models, predict
 from app.schemas import error
@@ -72,7 +71,6 @@ async def lifespan(app: FastAPI):
     sweeper.start()
     app.state.rate_limits = TokenBuckets()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.fast_lane = FastLane(app, settings)  # used by app.fastlane.PredictProtocol
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -153,7 +151,7 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = Metrics()
     [predict_route] = predict.predict_router.routes
-    app.add_middleware(PredictLane, api=app, route=predict_route)  # innermost
+    app.add_middleware(PredictPastRouter, api=app, route=predict_route)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every 413
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -167,7 +165,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
-    # /predict first: routes are matched in order, and it is the one called all day.
+    # POST /predict never reaches the router: PredictPastRouter hands it to its handler. The route
+    # is included for the docs and OpenAPI, and for the 405 other methods at its path get.
     app.include_router(predict.predict_router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))

@@ -49,10 +49,16 @@ class Metrics:
             "trainserve_models_loaded", "Model versions loaded.", registry=self.registry
         )
         self.jobs = Gauge("trainserve_jobs", "Jobs by status.", ["status"], registry=self.registry)
+        self.predictions_arriving = Gauge(
+            "trainserve_predict_requests_arriving",
+            "Prediction requests this process is reading that have not reached a batch queue "
+            "yet (a batch waits for them, within its time budget); read when scraped.",
+            registry=self.registry,
+        )
         self.lane = Counter(
             "trainserve_predict_lane_requests",
             "POST /predict requests the uvicorn protocol's lane answered, or passed to the app "
-            "(app/fastlane.py).",
+            "(app/past_asgi.py).",
             ["outcome"],
             registry=self.registry,
         )

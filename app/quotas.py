@@ -35,25 +35,20 @@ class TokenBuckets:
         return 0.0 if granted else (1 - tokens) / rate
 
 
-def take_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> float:
-    """Count one request against the key's rate limit: 0, or the seconds to wait when the
-    key is over it (the request is then not counted)."""
+def rate_refusal(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> HTTPException | None:
+    """Count one request against the key's rate limit: None, or the 429 (with Retry-After)
+    for a key over it, the request then not counted."""
     rate = _rate(key, settings)
     if rate <= 0:
-        return 0.0
-    return buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
-
-
-def charge_request(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> None:
-    """Count one request against the key's rate limit; 429 with Retry-After when over it."""
-    wait = take_request(buckets, key, settings)
-    if wait:
-        raise HTTPException(
-            429,
-            f"this key's rate limit is {_rate(key, settings):g} requests per second; "
-            f"retry in {wait:.2f} s",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
+        return None
+    wait = buckets.take(key.id, rate, max(settings.rate_limit_burst, math.ceil(rate)))
+    if not wait:
+        return None
+    return HTTPException(
+        429,
+        f"this key's rate limit is {rate:g} requests per second; retry in {wait:.2f} s",
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
 
 
 def _rate(key: ApiKey, settings: Settings) -> float:

@@ -147,6 +147,7 @@ class ModelServer:
         self.settings, self.metrics = settings, metrics
         self.cache = PredictorCache(settings.model_cache_size)
         self.arrivals = Arrivals()
+        metrics.predictions_arriving.set_function(lambda: self.arrivals.count)
         self.snapshot = RegistrySnapshot({}, {}, {})
         self._names: set[str] = set()
         self._serving: dict[Ref, str] = {}  # reference -> the version answering it now

@@ -1,30 +1,36 @@
-"""Serving figures: trainserve against TorchServe and the in-process limit, in one run.
+"""Serving figures: trainserve's HTTP front ends against TorchServe and the in-process
+limit, in one run.
 
-    .venv/bin/python bench/serving.py [--torchserve /work/ts-venv/bin/torchserve]
-                                      [--seconds 8] [--warmup 60] [--memory-requests 100000]
+    .venv/bin/python bench/serving.py [--only uvicorn-asgi,torchserve] [--models cifar-bench]
+        [--seconds 8] [--warmup 60] [--memory-requests 100000] [--ports 18200-18299]
+        [--torchserve /work/ts-venv/bin/torchserve]
 
-It starts its own trainserve (API and worker, embedded defaults, in a temporary
-folder), trains the seed's tutorial_cnn on CIFAR-10 test images and a
-bag_of_embeddings on MR (two versions each), stops the worker, and then, for each
-model, after `--warmup` seconds of load on each server, at concurrency 1, 8 and 64:
+It trains the seed's tutorial_cnn on CIFAR-10 images and a bag_of_embeddings on MR
+(two versions each, one epoch: the figures are speed, not accuracy) with its own
+trainserve (embedded defaults, in a temporary folder), stops it, and then measures each
+system in turn, alone on the machine, after `--warmup` seconds of load, at concurrency
+1, 8 and 64 (`--only` picks some of them):
 
 - limit: the same checkpoint's decode + batched forward in this process, one torch
   thread as in each server process (batch = c: every request answered at once);
-- trainserve: POST /predict over HTTP (multipart 32x32 PNG, or JSON text), uvicorn
-  with `--api-workers` processes (default 2), the prediction lane
-  (app/fastlane.py) and no access log;
-- TorchServe 0.12 (its own virtual environment; 2 workers, batch size 8, 5 ms
-  maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py,
-  sent the same request bodies.
+- uvicorn-protocol: `uvicorn --http app.past_asgi:PredictProtocol`, the prediction lane
+  inside uvicorn's HTTP protocol, past ASGI (a subclass of uvicorn's private protocol);
+- uvicorn-asgi: plain `uvicorn`; /predict reaches its handler through app.past_router's
+  PredictPastRouter, past FastAPI's router (ASGI only);
+- granian-asgi: Granian's ASGI interface serving the same app;
+- torchserve: TorchServe (its own virtual environment; 2 workers, batch size 8, 5 ms
+  maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py.
 
-The models are trained for speed figures, not accuracy: one epoch on 3,000 CIFAR-10
-training images (300 a class), one epoch on MR.
+Every trainserve server runs `--api-workers` processes with its access log on, as users
+have it; after it stops, its log's access lines, "Logging error"s and tracebacks are
+counted. All systems get the same request bodies (multipart 32x32 PNG, or JSON text).
 
-Figures: requests/s, p50 and p99 latency, failed requests, server RSS (TorchServe:
-the Java frontend and its Python workers together). Then trainserve's RSS after 10k
-and after `--memory-requests` requests, and failed requests while `production`
-moves 20 times under load. The machine is shared: compare ratios within one run, and
-read them with the load average printed beside them.
+Memory is the PSS (proportional set size: a shared library's pages divided among the
+processes that map them) of each process of a server and their sum, read from
+/proc/<pid>/smaps_rollup, after 10k and after `--memory-requests` requests at c=64:
+trainserve serving the image and the text model in turn, TorchServe the image model.
+Then failed requests while `production` moves 20 times under load. The machine is
+shared: compare ratios within one run, and read them with the load average beside them.
 """
 
 import argparse
@@ -41,6 +47,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -56,6 +63,14 @@ from models.predictor import Predictor
 CONCURRENCY = (1, 8, 64)
 HOST = "127.0.0.1"
 ADMIN_KEY = "ts_bench-admin-key-0123456789abcdef0123456789abcd"
+# The ways trainserve can be served, by the name --only takes; only the first is past ASGI.
+TRAINSERVE_SYSTEMS = ("uvicorn-protocol", "uvicorn-asgi", "granian-asgi")
+PUBLIC_INTERFACES = ("uvicorn-asgi", "granian-asgi")
+SYSTEMS = ("limit", *TRAINSERVE_SYSTEMS, "torchserve")
+# What `make run` serves with: the alias-move check runs on it.
+DEFAULT_SYSTEM = "uvicorn-asgi"
+MODELS = ("cifar-bench", "mr-bench")
+FIRST_MEMORY_READING = 10_000
 LOG4J = """<Configuration status="WARN">
   <Appenders><Console name="STDOUT" target="SYSTEM_OUT">
     <PatternLayout pattern="%d %-5p %c - %m%n"/></Console></Appenders>
@@ -64,9 +79,30 @@ LOG4J = """<Configuration status="WARN">
 """
 
 
-def free_port() -> int:
+class Ports:
+    """Free ports from a range such as 18200-18299 (any free one without), none twice."""
+
+    def __init__(self, span: str | None):
+        if span:
+            low, high = (int(end) for end in span.split("-"))
+            self._candidates = iter(range(low, high + 1))
+        else:
+            self._candidates = None
+
+    def take(self) -> int:
+        if self._candidates is None:
+            return _bind(0)
+        for port in self._candidates:
+            try:
+                return _bind(port)
+            except OSError:  # in use
+                continue
+        raise RuntimeError("no free port left in the --ports range")
+
+
+def _bind(port: int) -> int:
     with socket.socket() as sock:
-        sock.bind((HOST, 0))
+        sock.bind((HOST, port))
         return sock.getsockname()[1]
 
 
@@ -88,17 +124,33 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def rss_mib(root_pid: int) -> float:
-    """Resident memory of a process and all its descendants."""
-    total = 0
-    for pid in process_tree(root_pid):
+def pss_by_process(root_pid: int) -> dict[str, float]:
+    """PSS in MiB of a process and each of its descendants, by a name with its pid."""
+    memory = {}
+    for pid in sorted(process_tree(root_pid)):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # it exited meanwhile
             continue
-    return total / 1024
+        kib = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+        memory[f"{_program(command)} ({pid})"] = kib / 1024
+    return memory
+
+
+def _program(command: list[bytes]) -> str:
+    """A short name: the program, or for an interpreter the script or module it runs."""
+    line = b" ".join(command).decode(errors="replace")
+    if "resource_tracker" in line:
+        return "multiprocessing resource tracker"
+    if "spawn_main" in line:
+        return "worker (multiprocessing spawn)"
+    words = [Path(word).name for word in line.split()]
+    if words and words[0].startswith("python") and len(words) > 1:
+        words = words[2:] if words[1] == "-m" else words[1:]
+    if words and words[0] == "java":
+        return "java (TorchServe's front end)"
+    return " ".join(words[:2])[:40] or "?"
 
 
 def cpu_seconds(root_pid: int) -> float:
@@ -123,8 +175,8 @@ class Processes:
     def __init__(self, folder: Path):
         self.folder, self.running = folder, {}
 
-    def start(self, name: str, command: list[str], env: dict) -> subprocess.Popen:
-        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+    def start(self, name: str, command: list, env: dict) -> subprocess.Popen:
+        log = open(self.log_path(name), "wb")  # noqa: SIM115 - lives with the process
         process = subprocess.Popen(
             command,
             cwd=PROJECT,
@@ -135,6 +187,9 @@ class Processes:
         )
         self.running[name] = process
         return process
+
+    def log_path(self, name: str) -> Path:
+        return self.folder / f"{name}.log"
 
     def stop(self, name: str) -> None:
         process = self.running.pop(name)
@@ -254,7 +309,7 @@ def http_cell(port: int, requests: list[bytes], concurrency: int, seconds: float
     return result, cpu
 
 
-def row(system: str, concurrency: int, result: LoadResult, rss=None, cpu_us=None) -> dict:
+def row(system: str, concurrency: int, result: LoadResult, pss=None, cpu_us=None) -> dict:
     return {
         "system": system,
         "c": concurrency,
@@ -262,7 +317,7 @@ def row(system: str, concurrency: int, result: LoadResult, rss=None, cpu_us=None
         "p50": result.percentile(0.50) * 1000,
         "p99": result.percentile(0.99) * 1000,
         "errors": result.errors,
-        "rss": rss,
+        "pss": pss,
         "cpu": cpu_us,
         "load": os.getloadavg()[0],
     }
@@ -271,37 +326,68 @@ def row(system: str, concurrency: int, result: LoadResult, rss=None, cpu_us=None
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     header = (
-        f"{'system':11} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'RSS MiB':>8} {'CPU us/req':>10} {'load1':>6}"
+        f"{'system':16} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'PSS MiB':>8} {'CPU us/req':>10} {'load1':>6}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
-        rss = f"{r['rss']:8.0f}" if r["rss"] is not None else f"{'-':>8}"
+        pss = f"{r['pss']:8.0f}" if r["pss"] is not None else f"{'-':>8}"
         cpu = f"{r['cpu']:10.0f}" if r["cpu"] is not None else f"{'-':>10}"
         print(
-            f"{r['system']:11} {r['c']:>3} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-            f"{r['errors']:>6} {rss} {cpu} {r['load']:6.2f}"
+            f"{r['system']:16} {r['c']:>3} {r['rps']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
+            f"{r['errors']:>6} {pss} {cpu} {r['load']:6.2f}"
         )
-    by = {(r["system"], r["c"]): r for r in rows}
-    for c in CONCURRENCY:
-        ours, theirs, limit = by[("trainserve", c)], by[("torchserve", c)], by[("limit", c)]
-        print(
-            f"c={c:<3} trainserve/TorchServe: {ours['rps'] / theirs['rps']:.2f}x req/s, "
-            f"p99 {ours['p99'] / theirs['p99']:.2f}x;  trainserve/limit: "
-            f"{ours['rps'] / limit['rps']:.2f}x req/s"
-        )
+    print_ratios(rows)
     sys.stdout.flush()
 
 
+def print_ratios(rows: list[dict]) -> None:
+    """Each trainserve system's req/s against TorchServe's and the fastest trainserve's."""
+    by = {(r["system"], r["c"]): r for r in rows}
+    for c in CONCURRENCY:
+        ours = {s: by[(s, c)]["rps"] for s in TRAINSERVE_SYSTEMS if (s, c) in by}
+        if not ours:
+            continue
+        fastest = max(ours.values())
+        torchserve = by.get(("torchserve", c))
+        parts = [
+            f"{s} {rps / fastest:.2f}"
+            + (f" ({rps / torchserve['rps']:.2f}x TorchServe)" if torchserve else "")
+            for s, rps in ours.items()
+        ]
+        print(f"c={c:<3} req/s against the fastest trainserve: " + ", ".join(parts))
+
+
 # ---- the servers -------------------------------------------------------------------------
+
+
+def trainserve_command(system: str, port: int, workers: int) -> list:
+    """How `system` serves the app, with its access log on (both servers' default for
+    uvicorn; Granian's is off unless asked)."""
+    venv = Path(sys.executable).parent
+    address = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    if system == "granian-asgi":
+        return [venv / "granian", "--interface", "asgi", "--access-log", *address, "app.main:app"]
+    protocol = ["--http", "app.past_asgi:PredictProtocol"] if system == "uvicorn-protocol" else []
+    return [venv / "uvicorn", "app.main:app", *protocol, *address]
+
+
+@dataclass
+class Trained:
+    """What the training phase leaves for the measurements."""
+
+    versions: dict[str, list[dict]]
+    weights: dict[str, bytes]  # the measured (second) version of each model
+    auth: str = ""  # the header line of a predict key
+    bodies: dict[str, dict] = field(default_factory=dict)
 
 
 class Bench:
     def __init__(self, args, folder: Path):
         self.args, self.folder = args, folder
         self.processes = Processes(folder)
-        self.port = free_port()
+        self.ports = Ports(args.ports)
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": f"sqlite:///{folder}/trainserve.db",
             "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
@@ -311,7 +397,8 @@ class Bench:
             "TRAINSERVE_AUTH_ENABLED": "false" if args.no_auth else "true",
         }
 
-    def start_trainserve(self) -> Service:
+    def train(self) -> Trained:
+        """Train the models with a worker and an API of their own, then stop both."""
         venv = Path(sys.executable).parent
         subprocess.run(
             [venv / "alembic", "upgrade", "head"],
@@ -320,45 +407,30 @@ class Bench:
             check=True,
             capture_output=True,
         )
-        self.processes.start(
-            "worker",
-            [
-                venv / "celery",
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            self.env,
-        )
-        self.api = self.processes.start(
-            "api",
-            [
-                venv / "uvicorn",
-                "app.main:app",
-                "--http",
-                "app.fastlane:PredictProtocol",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--workers",
-                str(self.args.api_workers),
-            ],
-            self.env,
-        )
-        url = f"http://{HOST}:{self.port}"
-        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, "trainserve")
-        service = Service(url, ADMIN_KEY)
+        worker = [venv / "celery", "-A", "workers.celery_app", "worker", "--concurrency=1"]
+        quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.processes.start("worker", [*worker, *quiet], self.env)
+        service, _ = self.start_trainserve("trainer", "uvicorn-asgi")
+        started = time.perf_counter()
+        versions = train_versions(service, self.folder)
+        print(f"trained 4 versions in {time.perf_counter() - started:.0f} s", flush=True)
+        weights = {
+            name: service.http.get(f"/models/{pair[1]['id']}/weights").content
+            for name, pair in versions.items()
+        }
         # The load is sent with a predict key, as an application would; no rate limit in the way.
         key = service.http.post("/keys", json={"scope": "predict", "rate_limit_per_second": 1e5})
-        self.auth = f"Authorization: Bearer {key.json()['key']}\r\n"
-        self.admin = service
-        return service
+        self.processes.stop("trainer")
+        self.processes.stop("worker")  # the worker's CPU is not the servers'
+        return Trained(versions, weights, f"Authorization: Bearer {key.json()['key']}\r\n")
+
+    def start_trainserve(self, name: str, system: str) -> tuple[Service, subprocess.Popen]:
+        port = self.ports.take()
+        command = trainserve_command(system, port, self.args.api_workers)
+        process = self.processes.start(name, command, self.env)
+        url = f"http://{HOST}:{port}"
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, name)
+        return Service(url, ADMIN_KEY), process
 
     def start_torchserve(self, name: str, checkpoint: bytes) -> int:
         folder = self.folder / f"ts-{name}"
@@ -382,7 +454,7 @@ class Bench:
             ],
             check=True,
         )
-        port, management = free_port(), free_port()
+        port, management, metrics = self.ports.take(), self.ports.take(), self.ports.take()
         model = {
             "defaultVersion": True,
             "marName": f"{name}.mar",
@@ -395,7 +467,7 @@ class Bench:
         (folder / "config.properties").write_text(
             f"inference_address=http://{HOST}:{port}\n"
             f"management_address=http://{HOST}:{management}\n"
-            f"metrics_address=http://{HOST}:{free_port()}\n"
+            f"metrics_address=http://{HOST}:{metrics}\n"
             f"model_store={store}\nload_models={name}.mar\n"
             f"models={json.dumps({name: {'1.0': model}})}\n"
             "disable_system_metrics=true\n"
@@ -429,7 +501,7 @@ class Bench:
             [described] = httpx.get(f"http://{HOST}:{management}/models/{name}").json()
             return sum(w["status"] == "READY" for w in described["workers"]) == 2
 
-        wait_until(ready, "TorchServe", 40)
+        wait_until(ready, "TorchServe", 240)  # its Java front end starts slowly on a busy machine
         return port
 
 
@@ -439,64 +511,155 @@ def warm_up(port: int, requests: list[bytes], seconds: float) -> None:
     run(run_load(HOST, port, requests, 64, 10**9, max_seconds=seconds))
 
 
-def measure_model(bench: Bench, name: str, version: dict, examples: list, bodies: dict) -> None:
-    seconds = bench.args.seconds
-    weights = bench.admin.http.get(f"/models/{version['id']}/weights").content
-    predictor = Predictor(load_plain(io.BytesIO(weights)), get_settings().serving_runtime)
-    rows = [row("limit", c, limit_cell(predictor, examples, c, seconds)) for c in CONCURRENCY]
-    warm_up(bench.port, bodies["trainserve"], bench.args.warmup)
-    for c in CONCURRENCY:
-        result, cpu = http_cell(bench.port, bodies["trainserve"], c, seconds, bench.api.pid)
-        rows.append(row("trainserve", c, result, rss_mib(bench.api.pid), cpu))
-    port = bench.start_torchserve(name, weights)
+def total_pss(pid: int) -> float:
+    return sum(pss_by_process(pid).values())
+
+
+def request_bodies(pngs: list[bytes], texts: list[str]) -> dict:
+    """Each model's request bodies, as (path, body, content type) of a POST."""
+    images = [multipart({"file": png}) for png in pngs]
+    text = [(json.dumps({"text": t}).encode(), "application/json") for t in texts]
+    return {"cifar-bench": images, "mr-bench": text}
+
+
+def trainserve_requests(trained: Trained, port: int, model: str) -> list[bytes]:
+    return [
+        http_request(HOST, port, "/predict", body, content_type, trained.auth)
+        for body, content_type in trained.bodies[model]
+    ]
+
+
+def torchserve_requests(trained: Trained, port: int, model: str) -> list[bytes]:
+    return [
+        http_request(HOST, port, f"/predictions/{model}", body, content_type)
+        for body, content_type in trained.bodies[model]
+    ]
+
+
+def limit_rows(predictor: Predictor, examples: list, seconds: float) -> list[dict]:
+    return [row("limit", c, limit_cell(predictor, examples, c, seconds)) for c in CONCURRENCY]
+
+
+def measured(system: str, model: str, c: int, result: LoadResult) -> None:
+    print(f"  {system} {model} c={c}: {result.rate:.0f} req/s, {result.errors} failed", flush=True)
+
+
+def measure_trainserve(bench: Bench, trained: Trained, system: str, rows: dict, memory: dict):
+    """One trainserve system's cells for each model, its memory, and its log's health."""
+    service, process = bench.start_trainserve(system, system)
+    port = service.http.base_url.port
     try:
-        warm_up(port, bodies["torchserve"](port), bench.args.warmup)
+        for model in bench.args.models:
+            requests = trainserve_requests(trained, port, model)
+            warm_up(port, requests, bench.args.warmup)
+            for c in CONCURRENCY:
+                result, cpu = http_cell(port, requests, c, bench.args.seconds, process.pid)
+                rows[model].append(row(system, c, result, total_pss(process.pid), cpu))
+                measured(system, model, c, result)
+        if bench.args.memory_requests:
+            # Both models in turn: the goal is one image and one text model served.
+            each = [trainserve_requests(trained, port, model) for model in MODELS]
+            mixed = [request for pair in zip(*each, strict=True) for request in pair]
+            memory[system] = memory_readings(port, process.pid, mixed, bench.args.memory_requests)
+        if system == DEFAULT_SYSTEM and bench.args.aliases:
+            alias_run(service, trained, "cifar-bench")
+    finally:
+        bench.processes.stop(system)
+    print(f"  {system}: {log_health(bench.processes.log_path(system))}", flush=True)
+
+
+def measure_torchserve(bench: Bench, trained: Trained, model: str, rows: dict, memory: dict):
+    port = bench.start_torchserve(model, trained.weights[model])
+    pid = bench.torchserve.pid
+    try:
+        requests = torchserve_requests(trained, port, model)
+        warm_up(port, requests, bench.args.warmup)
         for c in CONCURRENCY:
-            pid = bench.torchserve.pid
-            result, cpu = http_cell(port, bodies["torchserve"](port), c, seconds, pid)
-            rows.append(row("torchserve", c, result, rss_mib(pid), cpu))
+            result, cpu = http_cell(port, requests, c, bench.args.seconds, pid)
+            rows[model].append(row("torchserve", c, result, total_pss(pid), cpu))
+            measured("torchserve", model, c, result)
+        if bench.args.memory_requests and model == MODELS[0]:
+            memory["torchserve"] = memory_readings(port, pid, requests, bench.args.memory_requests)
     finally:
         bench.processes.stop("torchserve")
-    print_table(
-        f"{name} ({version['network']}, answering through {predictor.runtime}), "
-        f"{seconds:.0f} s a cell; {load_average()}",
-        rows,
+
+
+def log_health(log: Path) -> str:
+    """What a server's log says about its requests: access lines, and errors of logging."""
+    text = log.read_text(errors="replace")
+    access = text.count('"POST /predict ')
+    return (
+        f"{access} /predict access-log lines, {text.count('Logging error')} 'Logging error', "
+        f"{text.count('Traceback')} 'Traceback' in {log.name}"
     )
 
 
-def memory_run(bench: Bench, requests: list[bytes], total: int) -> None:
-    first = 10_000
-    run(run_load(HOST, bench.port, requests, 64, first))
-    at_first = rss_mib(bench.api.pid)
-    started = time.perf_counter()
-    rest = run(run_load(HOST, bench.port, requests, 64, total - first))
-    at_total = rss_mib(bench.api.pid)
+# ---- memory ------------------------------------------------------------------------------
+
+
+@dataclass
+class Memory:
+    first: dict[str, float]  # PSS MiB by process after FIRST_MEMORY_READING requests
+    last: dict[str, float]  # and after all of them
+    errors: int
+    rate: float
+
+
+def memory_readings(port: int, pid: int, requests: list[bytes], total: int) -> Memory:
+    first = run(run_load(HOST, port, requests, 64, FIRST_MEMORY_READING))
+    at_first = pss_by_process(pid)
+    rest = run(run_load(HOST, port, requests, 64, total - FIRST_MEMORY_READING))
+    return Memory(at_first, pss_by_process(pid), first.errors + rest.errors, rest.rate)
+
+
+def print_memory(memory: dict[str, Memory], total: int) -> None:
     print(
-        f"\nmemory: trainserve RSS {at_first:.0f} MiB after {first} requests, {at_total:.0f} MiB "
-        f"after {total} ({(at_total / at_first - 1) * 100:+.1f} %); the last {total - first} at "
-        f"c=64 in {time.perf_counter() - started:.0f} s, {rest.errors} failed; {load_average()}"
+        f"\nmemory: PSS MiB after {FIRST_MEMORY_READING} and {total} requests at c=64 "
+        f"(trainserve: its image and text models in turn; TorchServe: the image model); "
+        f"{load_average()}"
     )
+    header = f"{'system':16} {'process':44} {'first':>8} {'last':>8} {'change':>8}"
+    print(header)
+    print("-" * len(header))
+    for system, reading in memory.items():
+        for name in reading.first | reading.last:
+            print(_memory_line(system, name, reading.first.get(name), reading.last.get(name)))
+        first, last = sum(reading.first.values()), sum(reading.last.values())
+        print(_memory_line(system, "total", first, last))
+        print(f"{'':16} {reading.errors} failed, {reading.rate:.0f} req/s")
+    sys.stdout.flush()
 
 
-def alias_run(bench: Bench, name: str, versions: list[dict], pngs: list[bytes]) -> None:
+def _memory_line(system: str, name: str, first: float | None, last: float | None) -> str:
+    def mib(value):
+        return f"{value:8.0f}" if value is not None else f"{'-':>8}"
+
+    change = f"{(last / first - 1) * 100:+7.1f}%" if first and last else f"{'-':>8}"
+    return f"{system:16} {name:44} {mib(first)} {mib(last)} {change}"
+
+
+# ---- alias moves -------------------------------------------------------------------------
+
+
+def alias_run(service: Service, trained: Trained, name: str) -> None:
+    """Failed requests while `name@production` moves between its two versions under load."""
+    port, versions = service.http.base_url.port, trained.versions[name]
     bodies = []
-    for png in pngs:
+    for png in cifar_pngs(64):
         body, content_type = multipart({"file": png, "model": f"{name}@production"})
-        bodies.append(http_request(HOST, bench.port, "/predict", body, content_type, bench.auth))
-    service = bench.admin.http
-    service.put(f"/models/{name}/aliases/production", json={"version_id": versions[0]["id"]})
+        bodies.append(http_request(HOST, port, "/predict", body, content_type, trained.auth))
+    aliases = f"/models/{name}/aliases/production"
+    service.http.put(aliases, json={"version_id": versions[0]["id"]}).raise_for_status()
     time.sleep(2)
 
     async def moves_under_load() -> LoadResult:
         load = asyncio.create_task(
-            run_load(HOST, bench.port, bodies, 8, 10**9, max_seconds=14, keep_bodies=10**6)
+            run_load(HOST, port, bodies, 8, 10**9, max_seconds=14, keep_bodies=10**6)
         )
         await asyncio.sleep(1)
         for move in range(20):
             target = versions[(move + 1) % 2]["id"]
-            answer = await asyncio.to_thread(
-                service.put, f"/models/{name}/aliases/production", json={"version_id": target}
-            )
+            answer = await asyncio.to_thread(service.http.put, aliases, json={"version_id": target})
             answer.raise_for_status()
             await asyncio.sleep(0.6)
         return await load
@@ -508,81 +671,96 @@ def alias_run(bench: Bench, name: str, versions: list[dict], pngs: list[bytes]) 
         f"\nalias moves: 20 moves of {name}@production in 12 s under c=8: {len(result.latencies)} "
         f"requests answered, {result.errors} failed, statuses {result.statuses}; answered by "
         f"{first}: {served[first]}, by {second}: {served[second]}; "
-        f"p99 {result.percentile(0.99) * 1000:.1f} ms; {load_average()}"
+        f"p99 {result.percentile(0.99) * 1000:.1f} ms; {load_average()}",
+        flush=True,
     )
 
 
-def main() -> None:
+def names(allowed: tuple[str, ...]):
+    """An argparse type: a comma-separated list of some of `allowed`."""
+
+    def parse(text: str) -> list[str]:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(allowed))
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(allowed)}")
+        return chosen
+
+    return parse
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", type=names(SYSTEMS), default=list(SYSTEMS), help="systems, comma-separated"
+    )
+    parser.add_argument(
+        "--models", type=names(MODELS), default=list(MODELS), help="models, comma-separated"
+    )
     parser.add_argument("--torchserve", default="/work/ts-venv/bin/torchserve")
     parser.add_argument("--seconds", type=float, default=8, help="measured seconds a cell")
-    parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument(
+        "--memory-requests", type=int, default=100_000, help="0: no memory readings"
+    )
     parser.add_argument(
         "--warmup", type=float, default=60, help="seconds of load on each server before its cells"
     )
-    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn --workers")
+    parser.add_argument("--api-workers", type=int, default=2, help="server processes")
+    parser.add_argument("--ports", help="a range of ports to serve on, such as 18200-18299")
+    parser.add_argument(
+        "--no-aliases", dest="aliases", action="store_false", help="skip the alias moves"
+    )
     parser.add_argument(
         "--no-auth", action="store_true", help="TRAINSERVE_AUTH_ENABLED=false, as TorchServe runs"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     torch.set_num_threads(1)  # as in each server process: the limit is one core's
     print(f"{os.cpu_count()} cores; {load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trainserve-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
-            service = bench.start_trainserve()
-            started = time.perf_counter()
-            versions = train_versions(service, bench.folder)
-            print(f"trained 4 versions in {time.perf_counter() - started:.0f} s", flush=True)
-            bench.processes.stop("worker")  # the worker's CPU is not the servers'
-            pngs, texts = cifar_pngs(64), mr_sentences(64)
-            image_bodies = [multipart({"file": png}) for png in pngs]
-            text_bodies = [json.dumps({"text": t}).encode() for t in texts]
-            measure_model(
-                bench,
-                "cifar-bench",
-                versions["cifar-bench"][1],
-                pngs,
-                {
-                    "trainserve": [
-                        http_request(HOST, bench.port, "/predict", b, t, bench.auth)
-                        for b, t in image_bodies
-                    ],
-                    "torchserve": lambda port: [
-                        http_request(HOST, port, "/predictions/cifar-bench", b, t)
-                        for b, t in image_bodies
-                    ],
-                },
-            )
-            measure_model(
-                bench,
-                "mr-bench",
-                versions["mr-bench"][1],
-                texts,
-                {
-                    "trainserve": [
-                        http_request(
-                            HOST, bench.port, "/predict", b, "application/json", bench.auth
-                        )
-                        for b in text_bodies
-                    ],
-                    "torchserve": lambda port: [
-                        http_request(HOST, port, "/predictions/mr-bench", b, "application/json")
-                        for b in text_bodies
-                    ],
-                },
-            )
-            memory_run(
-                bench,
-                [
-                    http_request(HOST, bench.port, "/predict", b, t, bench.auth)
-                    for b, t in image_bodies
-                ],
-                args.memory_requests,
-            )
-            alias_run(bench, "cifar-bench", versions["cifar-bench"], pngs)
+            trained = bench.train()
+            examples = {"cifar-bench": cifar_pngs(64), "mr-bench": mr_sentences(64)}
+            trained.bodies = request_bodies(examples["cifar-bench"], examples["mr-bench"])
+            predictors = {
+                model: Predictor(
+                    load_plain(io.BytesIO(trained.weights[model])), get_settings().serving_runtime
+                )
+                for model in args.models
+            }
+            rows, memory = {model: [] for model in args.models}, {}
+            try:
+                measure_all(bench, trained, examples, predictors, rows, memory)
+            finally:  # what there is, if a system failed
+                print_results(args, trained, predictors, rows, memory)
         finally:
             bench.processes.stop_all()
+
+
+def measure_all(bench: Bench, trained, examples, predictors, rows, memory) -> None:
+    args = bench.args
+    if "limit" in args.only:
+        for model in args.models:
+            rows[model] += limit_rows(predictors[model], examples[model], args.seconds)
+    for system in TRAINSERVE_SYSTEMS:
+        if system in args.only:
+            measure_trainserve(bench, trained, system, rows, memory)
+    if "torchserve" in args.only:
+        for model in args.models:
+            measure_torchserve(bench, trained, model, rows, memory)
+
+
+def print_results(args, trained: Trained, predictors: dict, rows: dict, memory: dict) -> None:
+    for model in args.models:
+        network, runtime = trained.versions[model][1]["network"], predictors[model].runtime
+        title = f"{model} ({network}, answering through {runtime}), {args.seconds:.0f} s a cell"
+        print_table(f"{title}; {args.warmup:.0f} s warm-up; {load_average()}", rows[model])
+    if memory:
+        print_memory(memory, args.memory_requests)
 
 
 if __name__ == "__main__":

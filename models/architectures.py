@@ -1,11 +1,12 @@
 """The networks a job spec may name, and how each is rebuilt from plain arguments."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
 from models.data import IMAGE_TASK, TEXT_TASK
-from models.image import FastResNet, SmallImageResNet18, TutorialCNN
+from models.image import FastResNet, TutorialCNN, small_image_resnet18
 from models.pretrained import SentenceEncoderClassifier
 from models.text import BagOfEmbeddings, TextCNN, TextGRU
 
@@ -14,7 +15,7 @@ from models.text import BagOfEmbeddings, TextCNN, TextGRU
 class Architecture:
     name: str
     task: str
-    network: type[nn.Module]
+    network: Callable[..., nn.Module]  # a network class, or a function that builds one
     summary: str
     text_ngrams: int = 1  # text networks: n-grams added to the vocabulary
     convolutional: bool = False  # gains from channels_last memory
@@ -30,7 +31,7 @@ ARCHITECTURES = {
         Architecture(
             "resnet18",
             IMAGE_TASK,
-            SmallImageResNet18,
+            small_image_resnet18,
             "ResNet-18 for small images",
             convolutional=True,
             bf16_on_cpu=True,

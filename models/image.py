@@ -2,7 +2,6 @@
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 
 class TutorialCNN(nn.Module):
@@ -46,22 +45,24 @@ class TutorialCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class SmallImageResNet18(ResNet):
+def small_image_resnet18(
+    num_classes: int,
+    channels: int = 3,
+    height: int = 32,
+    width: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
     """torchvision's ResNet-18 adapted to small images: 3x3 stem, no max-pool."""
+    # Imported here: torchvision's package import pulls in torch._dynamo and sympy, about
+    # 90 MiB in every process that serves or trains any other network.
+    from torchvision.models.resnet import BasicBlock, ResNet
 
-    def __init__(
-        self,
-        num_classes: int,
-        channels: int = 3,
-        height: int = 32,
-        width: int = 32,
-        dropout: float = 0.0,
-    ):
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.maxpool = nn.Identity()
-        if dropout:
-            self.fc: nn.Module = nn.Sequential(nn.Dropout(dropout), self.fc)
+    network = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    network.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    network.maxpool = nn.Identity()
+    if dropout:
+        network.fc = nn.Sequential(nn.Dropout(dropout), network.fc)
+    return network
 
 
 class FastResNet(nn.Module):

@@ -20,7 +20,7 @@ from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
 router = APIRouter(tags=["predict"])
-# Requests reach /predict through app.lane.PredictLane, past FastAPI's dependencies: it
+# Requests reach /predict through app.past_router, past FastAPI's dependencies: it
 # checks its key itself (app.deps.authorize), and is included without the router
 # dependencies of app.main.protected; its docs name the key it needs.
 predict_router = APIRouter(tags=["predict"])
@@ -139,6 +139,10 @@ def _image_request(content_type: str, body: bytes) -> PredictRequest:
         raise HTTPException(422, "send either 'file' (one image) or 'files' (several), not both")
     if not files and len(one) != 1:
         raise HTTPException(422, "multipart field 'file' with one image is required")
+    if len(files) > MAX_EXAMPLES:
+        raise HTTPException(
+            422, f"'files' takes at most {MAX_EXAMPLES} images a request, not {len(files)}"
+        )
     top_k = fields.get("top_k", [b"3"])[0]
     if not top_k.isdigit() or not 1 <= int(top_k) <= 100:
         raise HTTPException(422, "top_k must be a whole number from 1 to 100")

@@ -31,6 +31,14 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
+# uvicorn's --http for the API: the prediction lane as `make run` serves it, or the stock
+# protocol it falls back to on another uvicorn release (every request through the app).
+LANE_PROTOCOL = ("--http", "app.past_asgi:PredictProtocol")
+STOCK_PROTOCOL = ()
+# What a healthy process never writes: a traceback (a bug, or an error logged with its
+# stack), or logging's own report of a log call whose arguments do not fit its format. Both
+# leave every answer correct, so only the logs show them.
+LOG_FAULTS = ("Traceback (most recent call last)", "--- Logging error ---")
 
 
 def free_port() -> int:
@@ -59,12 +67,6 @@ def fresh_postgres_database():
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    with fresh_postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
 def redis_url():
     client = redis.Redis.from_url(REDIS_URL)
     try:
@@ -78,8 +80,10 @@ def redis_url():
 class Stack:
     """The API and a worker as separate processes, configured like production."""
 
-    def __init__(self, folder: Path, database_url: str, broker_url: str):
-        self.folder = folder
+    def __init__(
+        self, folder: Path, database_url: str, broker_url: str, http: tuple = LANE_PROTOCOL
+    ):
+        self.folder, self.http = folder, http
         self.port = free_port()
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
@@ -98,6 +102,10 @@ class Stack:
             "TRAINSERVE_MAX_DECODED_BYTES": str(E2E_MAX_DECODED_BYTES),
         }
         self.processes: dict[str, subprocess.Popen] = {}
+        self.checked: dict[Path, int] = {}  # how far each log has been checked for faults
+        # Why this stack's logs may hold faults (a test that breaks its processes on
+        # purpose); None: stop() fails on any.
+        self.faults_expected: str | None = None
 
     def start(self, name: str, *command: str) -> None:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
@@ -149,8 +157,7 @@ class Stack:
             "-m",
             "uvicorn",
             "app.main:app",
-            "--http",
-            "app.fastlane:PredictProtocol",
+            *self.http,
             "--host",
             "127.0.0.1",
             "--port",
@@ -180,6 +187,28 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{self.log(name)}" for name in ("api", "worker"))
 
+    def new_faults(self) -> list[str]:
+        """The lines of LOG_FAULTS written to any of this stack's logs since the last call,
+        each with what follows it: the error that was raised."""
+        faults = []
+        for log in sorted(self.folder.glob("*.log")):
+            with open(log, "rb") as file:
+                file.seek(self.checked.get(log, 0))
+                lines = file.read().decode(errors="replace").splitlines()
+                self.checked[log] = file.tell()
+            faults += [
+                f"{log.name}: " + " | ".join(lines[i : i + 12])
+                for i, line in enumerate(lines)
+                if any(fault in line for fault in LOG_FAULTS)
+            ]
+        return faults
+
+    def assert_clean_logs(self) -> None:
+        faults = self.new_faults()
+        assert not faults, "the stack's logs hold tracebacks or logging errors:\n" + "\n".join(
+            faults
+        )
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -188,15 +217,38 @@ class Stack:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self.faults_expected is None:
+            self.assert_clean_logs()  # shutdown included
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory, postgres_url, redis_url):
-    stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url)
-    stack.start_worker()
-    stack.start_api()
-    yield stack
-    stack.stop()
+@pytest.fixture(
+    scope="session", params=[LANE_PROTOCOL, STOCK_PROTOCOL], ids=["lane", "stock-protocol"]
+)
+def stack(request, tmp_path_factory, redis_url):
+    """The session's stack, once with each protocol (every test through both paths), each on
+    a database and broker of its own."""
+    redis.Redis.from_url(redis_url).flushdb()
+    with fresh_postgres_database() as postgres_url:
+        stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url, request.param)
+        stack.start_worker()
+        stack.start_api()
+        yield stack
+        stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_stay_clean(request):
+    """A test that used the session's stack fails if the stack's logs gained a traceback or
+    a logging error meanwhile, unless it is marked `log_faults_expected(why)`: a test that
+    breaks processes on purpose."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack = request.getfixturevalue("stack")
+    if request.node.get_closest_marker("log_faults_expected"):
+        stack.new_faults()  # passed over: the next test is checked from here
+    else:
+        stack.assert_clean_logs()
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +260,9 @@ def api(stack):
 def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}").json()
+        answer = api.get(f"/jobs/{job_id}")
+        assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{stack.logs()}"
+        job = answer.json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.5)

@@ -1,9 +1,9 @@
-"""A short way in for the route that answers all day.
+"""POST /predict past FastAPI's router: plain ASGI, any ASGI server.
 
 FastAPI takes a request through its exception and exit-stack middleware, the router's
 match over every route, dependency solving and response handling before a handler
 runs; for a prediction that was a fifth of the server's CPU time per request
-(bench/serving.py). `PredictLane` hands `POST /predict` to the route's own handler
+(bench/serving.py). `PredictPastRouter` hands `POST /predict` to the route's own handler
 and maps its exceptions with the app's own handlers, as the router would. Everything
 else, and every other method at that path, goes through FastAPI as usual; the route
 stays declared there, so the docs and OpenAPI describe it.
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class PredictLane:
+class PredictPastRouter:
     """Pure ASGI middleware, innermost: the body-size limit and metrics still apply."""
 
     def __init__(self, app: ASGIApp, api: FastAPI, route: APIRoute):

@@ -1,4 +1,4 @@
-"""POST /predict through a real uvicorn running app.fastlane.PredictProtocol: the lane's
+"""POST /predict through a real uvicorn running app.past_asgi.PredictProtocol: the lane's
 answers are the app's, and what the lane does not take whole, the app answers as ever."""
 
 import socket
@@ -9,12 +9,15 @@ import time
 import httpx
 import numpy as np
 import pytest
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from app.past_asgi import LANE_UVICORN, protocol_for
+from app.past_asgi_uvicorn import LaneProtocol
 from tests.app.test_api import upload
 from tests.app.test_registry import TOP_IMAGE, train
 from tests.conftest import ADMIN_KEY, PROJECT, app_client, bearer, class_pattern, png_bytes
 
-LANE = ("--http", "app.fastlane:PredictProtocol")
+LANE = ("--http", "app.past_asgi:PredictProtocol")
 
 
 def free_port() -> int:
@@ -24,25 +27,33 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(embedded_settings, two_class_zip):
+def served(embedded_settings, two_class_zip, tmp_path):
     """A trained version, the in-process app (the answers without the lane), and a uvicorn
-    process with the lane on the same database."""
+    process with the lane on the same database, its access log on as `make run` has it."""
     with app_client() as in_process:
         dataset_id = upload(in_process, two_class_zip, "d.zip").json()["id"]
         version = train(in_process, dataset_id)
         train_key = in_process.post("/keys", json={"scope": "train"}).json()["key"]
         port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
-            cwd=PROJECT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        log = tmp_path / "uvicorn.log"
+        with open(log, "wb") as output:
+            api = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
+                cwd=PROJECT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url)
             with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as lane:
-                yield {"lane": lane, "app": in_process, "version": version, "train": train_key}
+                yield {
+                    "lane": lane,
+                    "app": in_process,
+                    "version": version,
+                    "train": train_key,
+                    "log": log,
+                }
         finally:
             api.terminate()
             api.wait(timeout=30)
@@ -88,6 +99,20 @@ def test_the_lane_answers_what_the_app_answers(served):
     assert lane_counts(lane) == {"answered": len(images) - 1, "passed": 1}
     metrics = lane.get("/metrics").text
     assert f'route="/predict",status="200"}} {len(images)}.0' in metrics
+
+
+def test_the_access_log_has_a_line_per_lane_answer_and_no_error(served):
+    lane = served["lane"]
+    for _ in range(5):
+        assert post_image(lane).status_code == 200
+    assert post_image(lane, params={"limt": "3"}).status_code == 422  # the app's answer
+    assert lane_counts(lane) == {"answered": 4, "passed": 2}
+    log = served["log"].read_text()
+    # A log call whose arguments do not fit uvicorn's access formatter prints a traceback
+    # per request, and the client still gets its answer: only the log shows it.
+    assert "Logging error" not in log and "Traceback" not in log, log[-3000:]
+    assert log.count('"POST /predict HTTP/1.1" 200') == 5
+    assert log.count('"POST /predict?limt=3 HTTP/1.1" 422') == 1
 
 
 def test_what_the_lane_does_not_take_the_app_answers_alike(served):
@@ -141,3 +166,62 @@ def test_a_client_waiting_for_100_continue_gets_it(served):
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 404")  # no text model: the app's answer
     assert lane_counts(served["lane"]) == {"answered": 0, "passed": 1}
+
+
+def arriving(client) -> float:
+    [value] = [
+        float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("trainserve_predict_requests_arriving ")
+    ]
+    return value
+
+
+@pytest.mark.parametrize("protocol", [LANE, ()], ids=["lane", "stock"])
+def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(
+    embedded_settings, tmp_path, protocol
+):
+    """Through the lane as through the app, a batch being formed waits for such a request."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", *protocol, "--port", str(port)]
+    with open(tmp_path / "uvicorn.log", "wb") as log:
+        api = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url)
+        body = b'{"text": "a fine film"}'
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+        )
+        with httpx.Client(base_url=url) as client:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                assert arriving(client) == 0
+                sock.sendall(head.encode() + body[:5])
+                wait_for(lambda: arriving(client) == 1, "the request to count as arriving")
+                sock.sendall(body[5:])
+                assert sock.recv(4096).startswith(b"HTTP/1.1 404")  # no text model yet
+                assert arriving(client) == 0
+                sock.sendall(head.encode() + body[:5])
+                wait_for(lambda: arriving(client) == 1, "the second request to count")
+            # The client went away before its body came: the request is no longer awaited.
+            wait_for(lambda: arriving(client) == 0, "the count to drop on disconnect")
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def wait_for(condition, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.05)
+
+
+def test_the_lane_is_served_on_its_uvicorn_release_only(caplog):
+    assert protocol_for(f"{LANE_UVICORN}.3") is LaneProtocol
+    assert not caplog.records
+    assert protocol_for("0.55.0") is AutoHTTPProtocol
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING" and "uvicorn 0.55.0 is not the 0.54.x" in warning.message
+    assert "stock protocol" in warning.message

@@ -1,4 +1,4 @@
-"""POST /predict through app.lane.PredictLane: the answers, errors and metrics the router gave."""
+"""POST /predict through app.past_router: the answers, errors and metrics the router gave."""
 
 import pytest
 from fastapi import FastAPI, Request
@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 import app.keys
-from app.lane import PredictLane
 from app.main import create_app
+from app.past_router import PredictPastRouter
+from app.routes.predict import MAX_EXAMPLES
 from tests.conftest import ADMIN_KEY, bearer
 
 
@@ -51,7 +52,7 @@ def test_a_handler_that_takes_more_than_the_request_is_refused():
 
     route = APIRoute("/x", with_body, methods=["POST"])
     with pytest.raises(TypeError, match="takes only `request`"):
-        PredictLane(None, api=FastAPI(), route=route)
+        PredictPastRouter(None, api=FastAPI(), route=route)
 
 
 def test_a_bug_in_the_handler_is_a_500(client, monkeypatch):
@@ -62,3 +63,13 @@ def test_a_bug_in_the_handler_is_a_500(client, monkeypatch):
     answer = client.post("/predict", json={"text": "fine"})
     assert answer.status_code == 500
     assert 'route="/predict",status="500"' in client.get("/metrics").text
+
+
+def test_more_images_than_the_limit_is_a_422_naming_it(client):
+    tiny = b"\x89PNG\r\n\x1a\n"  # refused on count before any is decoded
+    files = [("files", (f"{i}.png", tiny)) for i in range(MAX_EXAMPLES + 1)]
+    refused = client.post("/predict", files=files)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "'files' takes at most 1024 images a request, not 1025"
+    at_the_limit = client.post("/predict", files=files[:MAX_EXAMPLES])
+    assert at_the_limit.status_code == 404  # past the count: no image model trained yet

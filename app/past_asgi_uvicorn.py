@@ -1,6 +1,6 @@
-"""POST /predict answered inside uvicorn's HTTP protocol, past ASGI.
-
-    uvicorn app.main:app --http app.fastlane:PredictProtocol
+"""POST /predict answered inside uvicorn's HTTP protocol, past ASGI: the subclass of
+uvicorn's private httptools protocol that app/past_asgi.py serves on the release it was
+written for.
 
 Through ASGI a prediction's event-loop time went mostly to the machinery around it: a
 task, the scope and message dicts, the middleware chain, the request and response
@@ -8,7 +8,7 @@ objects. At c=64 on the development machine, in server CPU per request: a bare
 httptools protocol answering at once spent 45 µs, uvicorn with an empty ASGI app 93,
 trainserve's event loop through ASGI about 400, and through this lane about 230.
 
-`PredictProtocol` is uvicorn's own httptools protocol, except that a plain prediction
+`LaneProtocol` is uvicorn's own httptools protocol, except that a plain prediction
 (a small body of known length, a key this process holds, a model it has loaded) goes
 from the parser's last callback straight to the model's batcher, and its answer is
 written to the socket from the batch's callback.
@@ -19,7 +19,7 @@ key over its rate, a query string, a malformed body, a model not loaded yet, an 
 that does not decode, a client waiting for 100 Continue) is handed to FastAPI with its
 body, which answers it exactly as without the lane. Without this protocol (`uvicorn
 app.main:app`, tests' TestClient) every request goes through the app: slower, not
-different.
+different. Whether a key may predict is app.deps.admit's to say, on both paths.
 """
 
 import logging
@@ -38,24 +38,24 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr
 
-from app.config import Settings
-from app.deps import scope_allows
-from app.quotas import take_request
+from app.config import Settings, get_settings
+from app.deps import admit
 from app.routes.predict import predict_request, predictions_json
 from app.serving import Served
 from app.store.tables import ApiKey
 
-log = logging.getLogger("trainserve.fastlane")
+log = logging.getLogger("trainserve.past_asgi")
 PATH = "/predict"
 JSON_HEADERS = b"content-type: application/json\r\ncontent-length: %d\r\n"
 
 
-class FastLane:
-    """The state a lane answers from: the app's, once its lifespan has started."""
+class PastAsgiLane:
+    """The state the lane answers from: the app's, once its lifespan has started."""
 
     def __init__(self, app: FastAPI, settings: Settings):
         self.settings = settings
         self.state = app.state
+        self.arrivals = app.state.model_server.arrivals
         # Bodies the protocol holds whole without pausing the socket, and the app accepts.
         self.max_body = min(HIGH_WATER_LIMIT, settings.max_upload_bytes)
         metrics = app.state.metrics
@@ -90,24 +90,22 @@ class FastLane:
         served = self.state.model_server.loaded(asked.model_ref, asked.task)
         if served is None or served.version.task != asked.task:
             return False
-        if key is not None and take_request(self.state.rate_limits, key, self.settings):
-            return False  # over its rate: the app answers the 429
+        if key is not None and admit(key, "predict", self.state.rate_limits, self.settings):
+            return False  # revoked, another scope, over its rate: the app answers why
         future = served.batcher.submit(asked.examples, asked.top_k)
         future.add_done_callback(partial(self._reply, cycle, served, asked.many, started, pass_on))
         return True
 
     def _key(self, scope: dict) -> ApiKey | Literal[False] | None:
-        """The request's key if this process holds it, active and of scope predict or admin
-        (what app.deps.authorize checks); None with auth off; False for the app to answer."""
+        """The request's key if this process holds it; None with auth off; False for the
+        app to answer (no key, or one this process has not read yet)."""
         if not self.settings.auth_enabled:
             return None
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
         key = self.state.key_cache.cached(token)
-        if key is None or key.revoked_at is not None or not scope_allows(key, "predict"):
-            return False
-        return key
+        return False if key is None else key
 
     def _reply(self, cycle, served: Served, many: bool, started: float, pass_on, future) -> None:
         if cycle.disconnected or future.cancelled():
@@ -127,14 +125,12 @@ class FastLane:
         pass_on()
 
 
-class PredictProtocol(HttpToolsProtocol):
+class LaneProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the prediction lane (see the module's docstring)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Connections are accepted once the app's lifespan has started and made the lane.
-        api = _fastapi_app(self.app)
-        self.lane: FastLane | None = getattr(api.state, "fast_lane", None) if api else None
+        self.lane = _lane_of(_fastapi_app(self.app))
         self.waiting: tuple[RequestResponseCycle, Callable] | None = None  # its body to come
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
@@ -145,17 +141,28 @@ class PredictProtocol(HttpToolsProtocol):
             # The app's first receive() sends the 100 Continue such a client waits for.
             lane.pass_on(partial(super()._start_asgi_task, cycle, app))
         elif cycle.more_body:  # the body is on its way: on_message_complete goes on
+            # Arriving, as through the app: a batch being formed waits for it, in budget.
             self.waiting = (cycle, app)
-        else:
+            lane.arrivals.arrive()
+        else:  # arrives and reaches its queue (or the app) in this one call
             self._answer(lane, cycle, app)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.waiting is not None and self.waiting[0] is self.cycle:
             (cycle, app), self.waiting = self.waiting, None
-            self._answer(self.lane, cycle, app)
+            try:
+                self._answer(self.lane, cycle, app)
+            finally:
+                self.lane.arrivals.leave()
 
-    def _answer(self, lane: FastLane, cycle: RequestResponseCycle, app) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting is not None:  # its body will not come
+            self.waiting = None
+            self.lane.arrivals.leave()
+        super().connection_lost(exc)
+
+    def _answer(self, lane: PastAsgiLane, cycle: RequestResponseCycle, app) -> None:
         pass_on = partial(super()._start_asgi_task, cycle, app)
         try:
             answered = lane.answer(cycle, pass_on)
@@ -164,6 +171,16 @@ class PredictProtocol(HttpToolsProtocol):
             answered = False
         if not answered:
             lane.pass_on(pass_on)
+
+
+def _lane_of(api: FastAPI | None) -> PastAsgiLane | None:
+    """The app's lane, made by the first connection: connections are accepted once the
+    lifespan has started (None for an app that is not trainserve's)."""
+    if api is None or not hasattr(api.state, "model_server"):
+        return None
+    if not hasattr(api.state, "past_asgi_lane"):
+        api.state.past_asgi_lane = PastAsgiLane(api, get_settings())
+    return api.state.past_asgi_lane
 
 
 def _fastapi_app(app) -> FastAPI | None:
@@ -192,9 +209,16 @@ def _write(cycle: RequestResponseCycle, body: bytes) -> None:
     cycle.transport.write(b"".join(head) + b"\r\n" + body)
     cycle.response_started = cycle.response_complete = True
     if cycle.access_log:
+        # uvicorn's AccessFormatter unpacks exactly these five arguments: any other list
+        # raises inside logging, which prints a traceback per request and answers anyway.
         scope = cycle.scope
         cycle.access_logger.info(
-            '%s - "POST %s HTTP/%s" 200', get_client_addr(scope), PATH, scope["http_version"]
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            "POST",
+            PATH,
+            scope["http_version"],
+            200,
         )
     if not cycle.keep_alive:
         cycle.transport.close()
