@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from tests.app.test_api import IMAGE_JOB
 from tests.e2e.conftest import (
     E2E_MAX_DECODED_BYTES,
     E2E_MAX_UPLOAD_BYTES,
@@ -13,6 +12,7 @@ from tests.e2e.conftest import (
     wait_for_job,
 )
 from tests.hostile import hostile_inputs
+from tests.utils.api import IMAGE_JOB
 
 pytestmark = pytest.mark.e2e
 

@@ -6,21 +6,18 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import update
 
 from app import repository
-from app.db import get_session_factory
 from app.queue import make_celery
 from app.sweeper import recover_lost_workers
-from app.tables import Job, utcnow
 from models.files import load_plain
 from tests.conftest import PROJECT
-from tests.workers.test_runner import queue_image_job, reloaded
+from tests.utils.jobs import expire_lease, queue_image_job, reloaded
+from tests.utils.waiting import wait_until
 from workers.lease import Lease
 from workers.runner import run_job
 
@@ -28,24 +25,10 @@ LONG_RUN = {"epochs": 300, "batch_size": 8, "lr": 0.01}
 
 
 @pytest.fixture
-def session(embedded_settings):
-    with get_session_factory()() as session:
-        yield session
-
-
-@pytest.fixture
 def fast_heartbeat(monkeypatch, embedded_settings):
     for name, value in (("heartbeat_seconds", 0.05), ("step_flush_seconds", 0.05)):
         monkeypatch.setattr(embedded_settings, name, value)
     return embedded_settings
-
-
-def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def steps_recorded(session, job_id: str) -> int:
@@ -86,7 +69,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
     worker = subprocess.Popen(
         [sys.executable, "-c", f"from workers.runner import run_job; run_job({killed!r})"],
         cwd=PROJECT,
-        env=os.environ | {"TRAINSERVE_LEASE_SECONDS": "1", "TRAINSERVE_TORCH_THREADS": "1"},
+        env=os.environ | {"TRAINSERVE_TORCH_THREADS": "1"},
     )
     try:
         wait_until(lambda: reloaded(session, killed).epoch >= 2, what="epoch 2 of the worker")
@@ -95,7 +78,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
         worker.wait()
     done_at_kill = reloaded(session, killed).epoch
     assert reloaded(session, killed).status == "running"  # nobody is left to say otherwise
-    time.sleep(1.2)  # the lease runs out
+    expire_lease(session, killed)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {killed: "queued"}
     monkeypatch.setattr(embedded_settings, "torch_threads", 1)
     torch.set_num_threads(1)
@@ -164,8 +147,7 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
     job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
     assert repository.claim_job(session, job_id, "slow-worker", lease_seconds=60)
     with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
-        session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-        session.commit()
+        expire_lease(session, job_id)
         recover_lost_workers(session, make_celery(fast_heartbeat))  # it was presumed dead
         wait_until(lease.lost.is_set, what="the lease to be lost")
         with pytest.raises(repository.LeaseLost):
