@@ -2,62 +2,32 @@
 answers are the app's, and what the lane does not take whole, the app answers as ever."""
 
 import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.app.test_api import upload
-from tests.app.test_registry import TOP_IMAGE, train
-from tests.conftest import ADMIN_KEY, PROJECT, app_client, bearer, class_pattern, png_bytes
-
-LANE = ("--http", "app.fastlane:PredictProtocol")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import ADMIN_KEY, app_client, bearer, class_pattern, png_bytes
+from tests.utils.api import TOP_IMAGE
+from tests.utils.servers import start_api, wait_until_ready
 
 
 @pytest.fixture
-def served(embedded_settings, two_class_zip):
-    """A trained version, the in-process app (the answers without the lane), and a uvicorn
-    process with the lane on the same database."""
+def served(shapes_trained_once):
+    """The latest of two versions trained once for the module, the in-process app (the
+    answers without the lane), and a uvicorn process with the lane on the same database."""
+    snapshot, _, latest = shapes_trained_once
+    snapshot.restore()
     with app_client() as in_process:
-        dataset_id = upload(in_process, two_class_zip, "d.zip").json()["id"]
-        version = train(in_process, dataset_id)
         train_key = in_process.post("/keys", json={"scope": "train"}).json()["key"]
-        port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
-            cwd=PROJECT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
+        api, url = start_api()  # a process of its own for each test: the lane counts from 0
         try:
-            wait_until_ready(url)
+            wait_until_ready(api, url)
             with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as lane:
-                yield {"lane": lane, "app": in_process, "version": version, "train": train_key}
+                yield {"lane": lane, "app": in_process, "version": latest, "train": train_key}
         finally:
             api.terminate()
             api.wait(timeout=30)
-
-
-def wait_until_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("uvicorn with the lane did not become ready")
 
 
 def lane_counts(client) -> dict[str, float]:

@@ -8,7 +8,6 @@ TRAINSERVE_E2E_POSTGRES (an admin URL) and TRAINSERVE_E2E_REDIS.
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import redis
 
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
+from tests.utils.servers import API_COMMAND, bound_socket, wait_until_ready
+from tests.utils.waiting import wait_until
 
 POSTGRES_ADMIN = os.environ.get(
     "TRAINSERVE_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,12 +32,6 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -80,7 +75,7 @@ class Stack:
 
     def __init__(self, folder: Path, database_url: str, broker_url: str):
         self.folder = folder
-        self.port = free_port()
+        self.urls: dict[str, str] = {}  # of each API process, by name
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
             "TRAINSERVE_BROKER_URL": broker_url,
@@ -99,7 +94,7 @@ class Stack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, *command: str) -> None:
+    def start(self, name: str, *command: str, pass_fds: tuple[int, ...] = ()) -> None:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.processes[name] = subprocess.Popen(
             command,
@@ -107,6 +102,7 @@ class Stack:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
             start_new_session=True,  # its own process group: a kill reaches its children
         )
 
@@ -142,37 +138,19 @@ class Stack:
 
     def start_api(self, name: str = "api") -> str:
         """Start an API process (another name: another process on its own port); its URL."""
-        port = self.port if name == "api" else free_port()
-        self.start(
-            name,
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--http",
-            "app.fastlane:PredictProtocol",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"the API did not become ready:\n{self.log(name)}")
+        with bound_socket() as sock:  # see tests/utils/servers.py
+            fd = sock.fileno()
+            self.start(name, *API_COMMAND, "--fd", str(fd), pass_fds=(fd,))
+            self.urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        wait_until_ready(self.processes[name], self.urls[name], log=lambda: self.log(name))
+        return self.urls[name]
 
     def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(token), timeout=timeout)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.urls["api"]
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-5000:]
@@ -206,13 +184,17 @@ def api(stack):
 
 
 def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job['status']}; worker log:\n{stack.log('worker')}")
+    """The job once it has ended."""
+    return wait_until(
+        lambda: ended(api.get(f"/jobs/{job_id}").json()),
+        timeout=JOB_TIMEOUT_S,
+        what=lambda: f"job {job_id} to end; worker log:\n{stack.log('worker')}",
+        interval=0.2,
+    )
+
+
+def ended(job: dict) -> dict | None:
+    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ def cifar_slice(shared_data, per_class: int, test_per_class: int) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
         for split, count in (("train", per_class), ("test", test_per_class)):
-            taken = defaultdict(int)
+            taken: defaultdict[str, int] = defaultdict(int)
             with zipfile.ZipFile(shared_data / "cifar10" / f"cifar10-{split}.zip") as source:
                 for info in source.infolist():
                     label = info.filename.split("/")[0]

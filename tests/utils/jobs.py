@@ -51,5 +51,8 @@ def expire_lease(session, job_id: str) -> None:
 
 
 def reloaded(session, job_id: str) -> Job:
+    """The job as the database holds it now."""
     session.expire_all()
-    return repository.get_job(session, job_id)
+    job = repository.get_job(session, job_id)
+    assert job is not None, f"no job {job_id}"
+    return job

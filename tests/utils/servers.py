@@ -9,7 +9,7 @@ inherits it (uvicorn's documented `--fd`), so the port is held from the start.
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -59,7 +59,9 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def wait_until_ready(process: subprocess.Popen, url: str, log=lambda: "") -> None:
+def wait_until_ready(
+    process: subprocess.Popen, url: str, log: Callable[[], str] = lambda: ""
+) -> None:
     """Until the API answers /readyz; fails at once, with its log, if the process exits."""
 
     def ready() -> bool:
@@ -67,4 +69,5 @@ def wait_until_ready(process: subprocess.Popen, url: str, log=lambda: "") -> Non
             raise AssertionError(f"the API at {url} exited with {process.returncode}:\n{log()}")
         return is_ready(url)
 
-    wait_until(ready, timeout=60, what=lambda: f"the API at {url} to be ready:\n{log()}")
+    # Generous: on a loaded two-core machine an API's start (torch, the app) took over 60 s.
+    wait_until(ready, timeout=180, what=lambda: f"the API at {url} to be ready:\n{log()}")

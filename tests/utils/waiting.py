@@ -8,7 +8,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     timeout: float = 60.0,
     what: str | Callable[[], str] = "the condition",
     interval: float = 0.05,
