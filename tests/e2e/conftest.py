@@ -22,7 +22,7 @@ import redis
 
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
-from tests.utils.servers import API_COMMAND, bound_socket, wait_until_ready
+from tests.utils.servers import start_api, wait_until_ready
 from tests.utils.waiting import wait_until
 
 POSTGRES_ADMIN = os.environ.get(
@@ -94,17 +94,19 @@ class Stack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, *command: str, pass_fds: tuple[int, ...] = ()) -> None:
-        log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+    def start(self, name: str, *command: str) -> None:
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT,
             env=self.env,
-            stdout=log,
+            stdout=self._log_file(name),
             stderr=subprocess.STDOUT,
-            pass_fds=pass_fds,
             start_new_session=True,  # its own process group: a kill reaches its children
         )
+
+    def _log_file(self, name: str):
+        """Appended to: a restarted process's log follows the one before."""
+        return open(self.folder / f"{name}.log", "ab")
 
     def terminate(self, name: str, timeout: float = 30) -> float:
         """SIGTERM, as `docker stop` sends it; returns how long the process took to exit."""
@@ -138,12 +140,10 @@ class Stack:
 
     def start_api(self, name: str = "api") -> str:
         """Start an API process (another name: another process on its own port); its URL."""
-        with bound_socket() as sock:  # see tests/utils/servers.py
-            fd = sock.fileno()
-            self.start(name, *API_COMMAND, "--fd", str(fd), pass_fds=(fd,))
-            self.urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        wait_until_ready(self.processes[name], self.urls[name], log=lambda: self.log(name))
-        return self.urls[name]
+        process, url = start_api(env=self.env, stdout=self._log_file(name))
+        self.processes[name], self.urls[name] = process, url
+        wait_until_ready(process, url, log=lambda: self.log(name))
+        return url
 
     def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(token), timeout=timeout)
