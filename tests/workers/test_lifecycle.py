@@ -147,8 +147,14 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
     job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
     assert repository.claim_job(session, job_id, "slow-worker", lease_seconds=60)
     with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
-        expire_lease(session, job_id)
-        recover_lost_workers(session, make_celery(fast_heartbeat))  # it was presumed dead
+        celery = make_celery(fast_heartbeat)
+
+        def presumed_dead() -> dict:
+            # A heartbeat may renew the lease between the two; then try again.
+            expire_lease(session, job_id)
+            return recover_lost_workers(session, celery)
+
+        wait_until(presumed_dead, what="the sweeper to take the lease away")
         wait_until(lease.lost.is_set, what="the lease to be lost")
         with pytest.raises(repository.LeaseLost):
             lease.check()
