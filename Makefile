@@ -1,10 +1,12 @@
 # The two commands of the README: `make run` and `make test`.
+# `make check` is the fast loop while editing: lint, types and the tests that need no
+# PostgreSQL, Redis or Celery worker (all but tests/e2e).
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint migrate api worker clean
+.PHONY: install run test check lint types migrate api worker clean
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -31,14 +33,22 @@ api: migrate
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
-test: lint
+test: lint types
 	$(VENV)/bin/pytest
+
+# The fast loop: everything but the end-to-end tests, which start real servers.
+check: lint types
+	$(VENV)/bin/pytest -m "not e2e"
 
 # Style, and the import contract of pyproject.toml (which package may import which).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-logo
+
+# The packages are those of [tool.mypy] files in pyproject.toml.
+types: install
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf var

@@ -6,7 +6,9 @@ alone, and answers each request on its own (a bad image fails only its request).
 """
 
 import logging
+from collections.abc import Sequence
 from itertools import groupby
+from typing import cast
 
 import torch
 
@@ -39,7 +41,8 @@ class Predictor:
         # Networks whose answer ignores padding (a declared class attribute) batch texts of
         # any length together; the others only batch texts of the same length.
         self._padding_invariant = getattr(self.network, "padding_invariant", False)
-        self._logits = self.network
+        self._min_length: int = getattr(self.network, "min_length", 1)
+        self._logits: OnnxNetwork | torch.nn.Module = self.network
         if runtime == "onnx" and self.task == IMAGE_TASK:
             self._logits = self._onnx_network(checkpoint)
 
@@ -57,17 +60,19 @@ class Predictor:
 
     def predict_images(self, images: list[bytes], top_k: int) -> list[Ranked]:
         """Raises models.data.DatasetError for bytes that are not an image."""
-        [answer] = self.predict_requests([images], [top_k])
+        return self._predict_one(images, top_k)
+
+    def predict_texts(self, texts: list[str], top_k: int) -> list[Ranked]:
+        return self._predict_one(texts, top_k)
+
+    def _predict_one(self, examples: Sequence[bytes | str], top_k: int) -> list[Ranked]:
+        [answer] = self.predict_requests([examples], [top_k])
         if isinstance(answer, DatasetError):
             raise answer
         return answer
 
-    def predict_texts(self, texts: list[str], top_k: int) -> list[Ranked]:
-        [answer] = self.predict_requests([texts], [top_k])
-        return answer
-
     def predict_requests(
-        self, requests: list[list[bytes | str]], top_ks: list[int]
+        self, requests: Sequence[Sequence[bytes | str]], top_ks: list[int]
     ) -> list[list[Ranked] | DatasetError]:
         """Each request's ranked answers, or the DatasetError that rejects the request."""
         encoded: list[list[Encoded] | DatasetError] = []
@@ -87,7 +92,7 @@ class Predictor:
             for examples, top_k in zip(encoded, top_ks, strict=True)
         ]
 
-    def _encode_all(self, examples: list[bytes | str]) -> list[Encoded]:
+    def _encode_all(self, examples: Sequence[bytes | str]) -> list[Encoded]:
         if len(examples) == 1:
             return [self._encode(examples[0])]
         encoded = []
@@ -99,23 +104,26 @@ class Predictor:
         return encoded
 
     def _encode(self, example: bytes | str) -> Encoded:
+        # A predictor serves one task: its examples are all image bytes or all texts.
         if self.task == IMAGE_TASK:
-            return self.image.decode(example)
-        return self.vocabulary.encode(example)
+            return self.image.decode(cast(bytes, example))
+        return self.vocabulary.encode(cast(str, example))
 
     def _probabilities(self, examples: list[Encoded]) -> torch.Tensor:
         """One row of class probabilities per example, in order."""
         if not examples:
             return torch.empty(0, len(self.classes))
         if self.task == IMAGE_TASK:
-            return self._forward(self.image.normalize(torch.stack(examples)))
+            images = cast(list[torch.Tensor], examples)
+            return self._forward(self.image.normalize(torch.stack(images)))
+        token_ids = cast(list[list[int]], examples)
         if self._padding_invariant:
-            return self._forward(pad_batch(examples, self.network.min_length))
-        rows = torch.empty(len(examples), len(self.classes))
-        by_length = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-        for _, group in groupby(by_length, key=lambda i: len(examples[i])):
+            return self._forward(pad_batch(token_ids, self._min_length))
+        rows = torch.empty(len(token_ids), len(self.classes))
+        by_length = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        for _, group in groupby(by_length, key=lambda i: len(token_ids[i])):
             indices = list(group)
-            padded = pad_batch([examples[i] for i in indices], self.network.min_length)
+            padded = pad_batch([token_ids[i] for i in indices], self._min_length)
             rows[indices] = self._forward(padded)
         return rows
 

@@ -59,7 +59,7 @@ def image_zip(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_class_zip() -> bytes:
     """40 train and 10 test 16x16 colour PNGs, classes 'bottom' and 'top'."""
     rng = np.random.default_rng(0)
@@ -79,7 +79,7 @@ def idx_bytes(array: np.ndarray, compress: bool = True) -> bytes:
     return gzip.compress(raw) if compress else raw
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sentiment_csv() -> bytes:
     rows = ["text,label"]
     for i in range(30):
@@ -131,6 +131,17 @@ def embedded_settings_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def embedded_settings(tmp_path, monkeypatch):
     yield embedded_settings_in(tmp_path, monkeypatch)
+    clear_cached_settings()
+
+
+@pytest.fixture(scope="module")
+def module_folder(tmp_path_factory):
+    """The embedded defaults in one folder for a whole module: for state that several of
+    its tests share, such as trained versions (see tests/utils/snapshots.py)."""
+    folder = tmp_path_factory.mktemp("module")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        embedded_settings_in(folder, monkeypatch)
+        yield folder
     clear_cached_settings()
 
 

@@ -32,7 +32,7 @@ class Hostile:
     headers: dict = field(default_factory=dict)
 
     def request_kwargs(self) -> dict:
-        kwargs = {"headers": self.headers}
+        kwargs: dict = {"headers": self.headers}
         if self.content is not None:
             kwargs["content"] = self.content
         elif self.json is not None:

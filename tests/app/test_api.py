@@ -2,30 +2,14 @@
 
 import io
 
-import numpy as np
 import pytest
 
 from app.broker import make_celery
 from app.store.db import get_session_factory
 from app.sweeper import resend_lost_messages
-from tests.conftest import app_client, class_pattern, png_bytes
+from tests.conftest import app_client
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
 from workers.runner import run_job
-
-IMAGE_JOB = {
-    "task": "image_classification",
-    "model": {"arch": "tutorial_cnn"},
-    "hyperparameters": {"epochs": 2, "batch_size": 8, "lr": 0.05},
-}
-
-
-@pytest.fixture
-def client(embedded_settings):
-    with app_client() as client:
-        yield client
-
-
-def upload(client, data: bytes, filename: str, **form):
-    return client.post("/datasets", files={"file": (filename, data)}, data=form)
 
 
 def queued_messages(settings) -> list:
@@ -139,7 +123,7 @@ def test_created_job_is_stored_and_queued(client, embedded_settings, two_class_z
 
 
 def test_predict_answers_from_the_latest_model(client, two_class_zip, sentiment_csv):
-    image = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+    image = TOP_IMAGE
     missing = client.post("/predict", files={"file": ("x.png", image)})
     assert missing.status_code == 404 and "no trained image_classification" in missing.text
     dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]

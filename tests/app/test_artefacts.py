@@ -3,13 +3,12 @@
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from models.files import load_plain
-from tests.app.test_api import IMAGE_JOB, upload
-from tests.conftest import PROJECT, app_client, class_pattern, png_bytes
+from tests.conftest import PROJECT, app_client
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
 from workers.runner import run_job
 
 
@@ -24,7 +23,7 @@ class Payload:
 
 
 def test_a_tampered_checkpoint_is_refused(embedded_settings, two_class_zip):
-    image = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+    image = TOP_IMAGE
     with app_client() as client:
         dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
         job_id = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id}).json()["id"]

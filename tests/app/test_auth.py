@@ -12,8 +12,8 @@ import app.keys
 from app.keys import KeyCache
 from app.keys import main as keys_cli
 from app.quotas import TokenBuckets
-from tests.app.test_api import IMAGE_JOB, upload
 from tests.conftest import ADMIN_KEY, app_client, bearer
+from tests.utils.api import IMAGE_JOB, new_key, upload
 from workers.runner import run_job
 
 # The scope each secured path needs. A new router must be added here, or the test fails.
@@ -26,18 +26,6 @@ SCOPE_BY_PREFIX = {
     "/keys": "admin",
 }
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
-
-
-@pytest.fixture
-def client(embedded_settings):
-    with app_client() as client:
-        yield client
-
-
-def new_key(client, scope: str, **limits) -> dict:
-    response = client.post("/keys", json={"scope": scope, "name": f"{scope} test", **limits})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def secured_operations(client) -> list[tuple[str, str, str]]:

@@ -1,10 +1,8 @@
 """Every hostile input of tests/hostile.py gets its 4xx in-process, and nothing is stored."""
 
-import numpy as np
-
-from tests.app.test_api import IMAGE_JOB, upload
-from tests.conftest import app_client, class_pattern, png_bytes
+from tests.conftest import app_client
 from tests.hostile import MiB, hostile_inputs
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
 from workers.runner import run_job
 
 
@@ -13,7 +11,7 @@ def test_hostile_inputs_get_a_clear_4xx_and_store_nothing(
 ):
     monkeypatch.setattr(embedded_settings, "max_upload_bytes", 4 * MiB)
     monkeypatch.setattr(embedded_settings, "max_decoded_bytes", 8 * MiB)
-    image = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+    image = TOP_IMAGE
     with app_client() as client:
         dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
         run_job(client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id}).json()["id"])

@@ -6,16 +6,9 @@ import pytest
 
 from app.store.db import get_session_factory
 from app.store.records import record_steps
-from tests.app.test_api import IMAGE_JOB, upload
-from tests.app.test_auth import new_key
-from tests.conftest import app_client, bearer
+from tests.conftest import bearer
+from tests.utils.api import IMAGE_JOB, new_key, upload
 from workers.runner import run_job
-
-
-@pytest.fixture
-def client(embedded_settings):
-    with app_client() as client:
-        yield client
 
 
 @pytest.fixture

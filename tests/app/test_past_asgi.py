@@ -2,9 +2,6 @@
 answers are the app's, and what the lane does not take whole, the app answers as ever."""
 
 import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -13,62 +10,38 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from app.past_asgi import LANE_UVICORN, protocol_for
 from app.past_asgi_uvicorn import LaneProtocol
-from tests.app.test_api import upload
-from tests.app.test_registry import TOP_IMAGE, train
-from tests.conftest import ADMIN_KEY, PROJECT, app_client, bearer, class_pattern, png_bytes
-
-LANE = ("--http", "app.past_asgi:PredictProtocol")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import ADMIN_KEY, app_client, bearer, class_pattern, png_bytes
+from tests.utils.api import TOP_IMAGE
+from tests.utils.servers import LANE_PROTOCOL, start_api, wait_until_ready
+from tests.utils.waiting import wait_until
 
 
 @pytest.fixture
-def served(embedded_settings, two_class_zip, tmp_path):
-    """A trained version, the in-process app (the answers without the lane), and a uvicorn
-    process with the lane on the same database, its access log on as `make run` has it."""
+def served(shapes_trained_once, tmp_path):
+    """The latest of two versions trained once for the module, the in-process app (the
+    answers without the lane), and a uvicorn process with the lane on the same database,
+    its access log on as `make run` has it."""
+    snapshot, _, latest = shapes_trained_once
+    snapshot.restore()
     with app_client() as in_process:
-        dataset_id = upload(in_process, two_class_zip, "d.zip").json()["id"]
-        version = train(in_process, dataset_id)
         train_key = in_process.post("/keys", json={"scope": "train"}).json()["key"]
-        port = free_port()
         log = tmp_path / "uvicorn.log"
         with open(log, "wb") as output:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:app", *LANE, "--port", str(port)],
-                cwd=PROJECT,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
+            # A process of its own for each test: the lane counts from 0.
+            api, url = start_api(stdout=output)
         try:
-            wait_until_ready(url)
+            wait_until_ready(api, url)
             with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as lane:
                 yield {
                     "lane": lane,
                     "app": in_process,
-                    "version": version,
+                    "version": latest,
                     "train": train_key,
                     "log": log,
                 }
         finally:
             api.terminate()
             api.wait(timeout=30)
-
-
-def wait_until_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("uvicorn with the lane did not become ready")
 
 
 def lane_counts(client) -> dict[str, float]:
@@ -177,18 +150,13 @@ def arriving(client) -> float:
     return value
 
 
-@pytest.mark.parametrize("protocol", [LANE, ()], ids=["lane", "stock"])
-def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(
-    embedded_settings, tmp_path, protocol
-):
+@pytest.mark.parametrize("protocol", [LANE_PROTOCOL, ()], ids=["lane", "stock"])
+def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(embedded_settings, protocol):
     """Through the lane as through the app, a batch being formed waits for such a request."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", *protocol, "--port", str(port)]
-    with open(tmp_path / "uvicorn.log", "wb") as log:
-        api = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    api, url = start_api(args=protocol)
+    port = int(url.rsplit(":", 1)[1])
     try:
-        wait_until_ready(url)
+        wait_until_ready(api, url)
         body = b'{"text": "a fine film"}'
         head = (
             f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -198,24 +166,25 @@ def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 assert arriving(client) == 0
                 sock.sendall(head.encode() + body[:5])
-                wait_for(lambda: arriving(client) == 1, "the request to count as arriving")
+                wait_until(
+                    lambda: arriving(client) == 1,
+                    timeout=10,
+                    what="the request to count as arriving",
+                )
                 sock.sendall(body[5:])
                 assert sock.recv(4096).startswith(b"HTTP/1.1 404")  # no text model yet
                 assert arriving(client) == 0
                 sock.sendall(head.encode() + body[:5])
-                wait_for(lambda: arriving(client) == 1, "the second request to count")
+                wait_until(
+                    lambda: arriving(client) == 1, timeout=10, what="the second request to count"
+                )
             # The client went away before its body came: the request is no longer awaited.
-            wait_for(lambda: arriving(client) == 0, "the count to drop on disconnect")
+            wait_until(
+                lambda: arriving(client) == 0, timeout=10, what="the count to drop on disconnect"
+            )
     finally:
         api.terminate()
         api.wait(timeout=30)
-
-
-def wait_for(condition, what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
-        time.sleep(0.05)
 
 
 def test_the_lane_is_served_on_its_uvicorn_release_only(caplog):

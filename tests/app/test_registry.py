@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -13,32 +12,22 @@ import torch
 
 from models.checkpoint import network_from_checkpoint
 from models.export import OnnxNetwork
-from tests.app.test_api import IMAGE_JOB, upload
 from tests.conftest import app_client, class_pattern, png_bytes
-from workers.runner import run_job
-
-TOP_IMAGE = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
-
-
-@pytest.fixture
-def client(embedded_settings):
-    with app_client() as client:
-        yield client
-
-
-def train(client, dataset_id: str, name: str = "shapes", seed: int = 0) -> dict:
-    job = client.post(
-        "/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id, "name": name, "seed": seed}
-    ).json()
-    run_job(job["id"])
-    return client.get(f"/models/{job['id']}").json()
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, train, upload
+from tests.utils.waiting import wait_until
 
 
 @pytest.fixture
-def two_versions(client, two_class_zip) -> tuple[dict, dict]:
-    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
-    first, second = train(client, dataset_id), train(client, dataset_id, seed=1)
-    return client.get(f"/models/{first['id']}").json(), second
+def embedded_settings(shapes_trained_once):
+    """Every test here starts from the two versions trained once for the module."""
+    snapshot, _, _ = shapes_trained_once
+    return snapshot.restore()
+
+
+@pytest.fixture
+def two_versions(shapes_trained_once, embedded_settings) -> tuple[dict, dict]:
+    _, first, second = shapes_trained_once
+    return first, second
 
 
 def predict(client, model: str | None = None) -> dict:
@@ -48,11 +37,12 @@ def predict(client, model: str | None = None) -> dict:
     return response.json()
 
 
-def wait_until_served(client, model: str | None, version_id: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while predict(client, model)["model_id"] != version_id:
-        assert time.monotonic() < deadline, f"{model} never served {version_id}"
-        time.sleep(0.05)
+def wait_until_served(client, model: str | None, version_id: str) -> None:
+    wait_until(
+        lambda: predict(client, model)["model_id"] == version_id,
+        timeout=10,
+        what=f"{model or 'the default model'} to serve {version_id}",
+    )
 
 
 def move(client, name: str, alias: str, version_id: str):
@@ -124,6 +114,9 @@ def test_delete_is_refused_while_an_alias_points_at_the_version(
 ):
     first, second = two_versions
     move(client, "shapes", "production", first["id"])
+    # The load this move starts must end before the delete: one still in flight when its
+    # version is deleted puts the version back in the cache (app/serving.py, _load).
+    wait_until_served(client, "shapes@production", first["id"])
     refused = client.delete(f"/models/{first['id']}")
     assert refused.status_code == 409 and "production" in refused.json()["detail"]
     assert client.delete(f"/models/{second['id']}").status_code == 409  # latest

@@ -8,7 +8,6 @@ TRAINSERVE_E2E_POSTGRES (an admin URL) and TRAINSERVE_E2E_REDIS.
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import redis
 
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
+from tests.utils.servers import LANE_PROTOCOL, start_api, wait_until_ready
+from tests.utils.waiting import wait_until
 
 POSTGRES_ADMIN = os.environ.get(
     "TRAINSERVE_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,20 +32,13 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
-# uvicorn's --http for the API: the prediction lane as `make run` serves it, or the stock
-# protocol it falls back to on another uvicorn release (every request through the app).
-LANE_PROTOCOL = ("--http", "app.past_asgi:PredictProtocol")
+# The API without the prediction lane: the stock protocol it falls back to on another
+# uvicorn release (every request through the app).
 STOCK_PROTOCOL = ()
 # What a healthy process never writes: a traceback (a bug, or an error logged with its
 # stack), or logging's own report of a log call whose arguments do not fit its format. Both
 # leave every answer correct, so only the logs show them.
 LOG_FAULTS = ("Traceback (most recent call last)", "--- Logging error ---")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -84,7 +78,7 @@ class Stack:
         self, folder: Path, database_url: str, broker_url: str, http: tuple = LANE_PROTOCOL
     ):
         self.folder, self.http = folder, http
-        self.port = free_port()
+        self.urls: dict[str, str] = {}  # of each API process, by name
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
             "TRAINSERVE_BROKER_URL": broker_url,
@@ -108,15 +102,18 @@ class Stack:
         self.faults_expected: str | None = None
 
     def start(self, name: str, *command: str) -> None:
-        log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT,
             env=self.env,
-            stdout=log,
+            stdout=self._log_file(name),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a kill reaches its children
         )
+
+    def _log_file(self, name: str):
+        """Appended to: a restarted process's log follows the one before."""
+        return open(self.folder / f"{name}.log", "ab")
 
     def terminate(self, name: str, timeout: float = 30) -> float:
         """SIGTERM, as `docker stop` sends it; returns how long the process took to exit."""
@@ -150,36 +147,17 @@ class Stack:
 
     def start_api(self, name: str = "api") -> str:
         """Start an API process (another name: another process on its own port); its URL."""
-        port = self.port if name == "api" else free_port()
-        self.start(
-            name,
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            *self.http,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"the API did not become ready:\n{self.log(name)}")
+        process, url = start_api(env=self.env, stdout=self._log_file(name), args=self.http)
+        self.processes[name], self.urls[name] = process, url
+        wait_until_ready(process, url, log=lambda: self.log(name))
+        return url
 
     def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(token), timeout=timeout)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.urls["api"]
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-5000:]
@@ -221,6 +199,19 @@ class Stack:
             self.assert_clean_logs()  # shutdown included
 
 
+def pytest_collection_modifyitems(config, items):
+    """The stack without the lane runs only the tests marked `predicts`: the lane changes
+    how /predict is answered and nothing else, and the other tests would double the run."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        stock = callspec is not None and callspec.params.get("stack") == STOCK_PROTOCOL
+        (dropped if stock and not item.get_closest_marker("predicts") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(
     scope="session", params=[LANE_PROTOCOL, STOCK_PROTOCOL], ids=["lane", "stock-protocol"]
 )
@@ -258,15 +249,19 @@ def api(stack):
 
 
 def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        answer = api.get(f"/jobs/{job_id}")
-        assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{stack.logs()}"
-        job = answer.json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job['status']}; worker log:\n{stack.log('worker')}")
+    """The job once it has ended."""
+    return wait_until(
+        lambda: ended(api.get(f"/jobs/{job_id}"), stack),
+        timeout=JOB_TIMEOUT_S,
+        what=lambda: f"job {job_id} to end; worker log:\n{stack.log('worker')}",
+        interval=0.2,
+    )
+
+
+def ended(answer: httpx.Response, stack: Stack) -> dict | None:
+    assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{stack.logs()}"
+    job = answer.json()
+    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 @pytest.fixture(scope="session")

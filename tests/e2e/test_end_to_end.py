@@ -18,7 +18,7 @@ def cifar_slice(shared_data, per_class: int, test_per_class: int) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as target:
         for split, count in (("train", per_class), ("test", test_per_class)):
-            taken = defaultdict(int)
+            taken: defaultdict[str, int] = defaultdict(int)
             with zipfile.ZipFile(shared_data / "cifar10" / f"cifar10-{split}.zip") as source:
                 for info in source.infolist():
                     label = info.filename.split("/")[0]
@@ -61,6 +61,7 @@ def assert_history(job: dict, epochs: int) -> None:
     assert job["started_at"] and job["finished_at"] and job["duration_seconds"] > 0
 
 
+@pytest.mark.predicts
 def test_mnist_idx_upload_train_and_predict_digits(api, stack, mnist):
     uploaded = api.post(
         "/datasets", files=mnist_upload(mnist, 4000, 500), data={"name": "mnist-slice"}
@@ -90,6 +91,7 @@ def test_mnist_idx_upload_train_and_predict_digits(api, stack, mnist):
     assert correct >= 100 * (job["best_val_accuracy"] - 0.1), (correct, job["best_val_accuracy"])
 
 
+@pytest.mark.predicts
 def test_cifar10_zip_with_test_folder_trains_and_serves_jpegs(api, stack, shared_data):
     archive = cifar_slice(shared_data, per_class=200, test_per_class=30)
     dataset = api.post("/datasets", files={"file": ("cifar.zip", archive)}).json()
@@ -116,6 +118,7 @@ def test_cifar10_zip_with_test_folder_trains_and_serves_jpegs(api, stack, shared
     assert abs(sum(p["probability"] for p in answer["top_k"]) - 1) < 1e-3
 
 
+@pytest.mark.predicts
 def test_mr_sentiment_holdout_and_text_predictions(api, stack, shared_data):
     dataset = api.post("/datasets", files={"file": ("mr.csv", mr_slice(shared_data, 1500))}).json()
     assert dataset["task"] == "text_sentiment"

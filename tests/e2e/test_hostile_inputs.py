@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from tests.app.test_api import IMAGE_JOB
 from tests.e2e.conftest import (
     E2E_MAX_DECODED_BYTES,
     E2E_MAX_UPLOAD_BYTES,
@@ -13,6 +12,7 @@ from tests.e2e.conftest import (
     wait_for_job,
 )
 from tests.hostile import hostile_inputs
+from tests.utils.api import IMAGE_JOB
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +35,7 @@ class PredictWatch(threading.Thread):
             time.sleep(0.1)
 
 
+@pytest.mark.predicts
 def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, two_class_zip):
     # An image model too, so that hostile images reach the decoder.
     images = api.post("/datasets", files={"file": ("d.zip", two_class_zip)}).json()

@@ -2,8 +2,8 @@
 
 import io
 import threading
-import time
 from collections import Counter
+from functools import partial
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import ADMIN_KEY, bearer
 from tests.e2e.conftest import wait_for_job
+from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,17 +50,18 @@ def predict_key(api) -> dict[str, str]:
     return bearer(created.json()["key"])
 
 
-def served_by(url: str, model: str, headers: dict) -> str:
+def serves(url: str, model: str, version_id: str, headers: dict) -> bool:
     answer = httpx.post(f"{url}/predict", json={"text": TEXTS[0], "model": model}, headers=headers)
-    return answer.json()["model_id"]
+    return answer.json()["model_id"] == version_id
 
 
-def wait_until_served(urls, model: str, version_id: str, headers: dict, timeout_s: float = 15):
-    deadline = time.monotonic() + timeout_s
+def wait_until_served(urls, model: str, version_id: str, headers: dict) -> None:
     for url in urls:
-        while served_by(url, model, headers) != version_id:
-            assert time.monotonic() < deadline, f"{url} never served {version_id} for {model}"
-            time.sleep(0.1)
+        wait_until(
+            partial(serves, url, model, version_id, headers),
+            timeout=15,
+            what=f"{url} to serve {version_id} for {model}",
+        )
 
 
 class Load:
@@ -100,6 +102,7 @@ class Load:
             thread.join()
 
 
+@pytest.mark.predicts
 def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
     api, stack, second_api, predict_key, sentiment_csv
 ):
@@ -121,7 +124,8 @@ def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
             via = api if move % 2 else other
             moved = via.put("/models/swap/aliases/production", json={"version_id": target["id"]})
             assert moved.status_code == 200, moved.text
-            time.sleep(0.4)
+            # Each version answers under load, through every process, before the next move.
+            wait_until_served(urls, "swap@production", target["id"], predict_key)
     assert load.failures == []
     assert set(load.answers) == {first["id"], second["id"]} and sum(load.answers.values()) > 50
     wait_until_served(urls, "swap@production", first["id"], predict_key)

@@ -4,18 +4,15 @@ a client that reconnects; cancel stops a running job and frees the worker."""
 import json
 import subprocess
 import time
+from collections.abc import Iterator
+from itertools import islice
 
 import httpx
 import pytest
 import redis
 
-from tests.e2e.conftest import (
-    Stack,
-    free_port,
-    fresh_postgres_database,
-    mnist_upload,
-    wait_for_job,
-)
+from tests.e2e.conftest import Stack, fresh_postgres_database, mnist_upload, wait_for_job
+from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +41,24 @@ def submit(api, spec: dict, **headers) -> dict:
 
 
 def wait_for(api, job_id: str, condition, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while not condition(job := api.get(f"/jobs/{job_id}").json()):
-        assert time.monotonic() < deadline, f"job {job_id} never got there: {job}"
-        time.sleep(0.05)
-    return job
+    """The job once condition(job) holds."""
+
+    def job_if_there() -> dict | None:
+        job = api.get(f"/jobs/{job_id}").json()
+        return job if condition(job) else None
+
+    return wait_until(
+        job_if_there, timeout, what=lambda: f"job {job_id}: {api.get(f'/jobs/{job_id}').json()}"
+    )
+
+
+def wait_for_step_of(api, job_id: str, epoch: int) -> None:
+    """Until the worker has recorded a training step of `epoch` (counted from 1)."""
+    with api.stream("GET", f"/jobs/{job_id}/events") as stream:
+        for event in iter_events(stream):
+            if event["event"] == "step" and json.loads(event["data"])["epoch"] >= epoch:
+                return
+    raise AssertionError(f"job {job_id} ended before a step of epoch {epoch}")
 
 
 def test_a_stopped_or_killed_worker_is_replaced_and_the_job_resumes(api, stack, mnist_dataset):
@@ -59,8 +69,8 @@ def test_a_stopped_or_killed_worker_is_replaced_and_the_job_resumes(api, stack, 
     handed_back = api.get(f"/jobs/{job_id}").json()
     assert handed_back["status"] == "queued" and handed_back["attempt"] == 0
     stack.start_worker()
-    wait_for(api, job_id, lambda j: j["epoch"] > handed_back["epoch"])
-    time.sleep(0.3)  # into the next epoch
+    resumed = wait_for(api, job_id, lambda j: j["epoch"] > handed_back["epoch"])
+    wait_for_step_of(api, job_id, resumed["epoch"] + 1)  # into the next epoch
     # A lost machine: nobody says anything; the lease runs out and the job is re-queued.
     stack.kill("worker")
     done_at_kill = api.get(f"/jobs/{job_id}").json()["epoch"]
@@ -77,20 +87,19 @@ def test_a_stopped_or_killed_worker_is_replaced_and_the_job_resumes(api, stack, 
     assert job["best_val_accuracy"] > 0.85
 
 
-def read_events(response: httpx.Response, limit: int | None = None) -> list[dict]:
-    events, fields = [], {}
+def iter_events(response: httpx.Response) -> Iterator[dict]:
+    fields: dict[str, str] = {}
     for line in response.iter_lines():
         if line:
             key, _, value = line.partition(": ")
             fields[key] = value
         elif "id" in fields:
-            events.append(
-                {"id": int(fields["id"]), "event": fields["event"], "data": fields["data"]}
-            )
+            yield {"id": int(fields["id"]), "event": fields["event"], "data": fields["data"]}
             fields = {}
-            if len(events) == limit:
-                break
-    return events
+
+
+def read_events(response: httpx.Response, limit: int | None = None) -> list[dict]:
+    return list(islice(iter_events(response), limit))
 
 
 def test_a_cancelled_running_job_stops_and_the_worker_takes_the_next(api, stack, mnist_dataset):
@@ -113,7 +122,7 @@ def test_an_event_stream_resumed_with_last_event_id_misses_nothing(api, stack, m
     job_id = submit(api, mnist_job(mnist_dataset, epochs=2, seed=2))["id"]
     with api.stream("GET", f"/jobs/{job_id}/events") as stream:
         first = read_events(stream, limit=10)  # then the client drops
-    time.sleep(0.5)
+    wait_for(api, job_id, lambda j: j["epoch"] >= 1)  # the rest of epoch 1 happened meanwhile
     headers = {"Last-Event-ID": str(first[-1]["id"])}
     with api.stream("GET", f"/jobs/{job_id}/events", headers=headers) as stream:
         rest = read_events(stream)  # to the end of the job
@@ -141,11 +150,13 @@ def test_the_same_idempotency_key_twice_makes_one_job(api, stack, mnist_dataset)
 
 
 class RedisServer:
-    """A Redis of the test's own, that keeps nothing on disk, to restart at will."""
+    """A Redis of the test's own, that keeps nothing on disk, to restart at will. It listens
+    on a Unix socket only: a TCP port would be free for anyone between stop and start."""
 
     def __init__(self, folder):
-        self.port, self.folder = free_port(), folder
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.folder, self.socket = folder, folder / "redis.sock"
+        self.url = f"redis+socket://{self.socket}"
+        self.client = redis.Redis(unix_socket_path=str(self.socket))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -153,9 +164,9 @@ class RedisServer:
             [
                 "redis-server",
                 "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
+                "0",
+                "--unixsocket",
+                str(self.socket),
                 "--save",
                 "",
                 "--appendonly",
@@ -165,22 +176,21 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        wait_until(self.answers, timeout=10, what="redis-server to start")
+
+    def answers(self) -> bool:
+        try:
+            return self.client.ping()
+        except redis.ConnectionError:
+            return False
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
     def messages(self) -> int:
-        return redis.Redis.from_url(self.url).llen("trainserve")
+        return self.client.llen("trainserve")
 
 
 def test_a_job_queued_when_redis_restarts_empty_still_runs(tmp_path, mnist):

@@ -6,23 +6,20 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import update
 
 from app.broker import make_celery
 from app.store.datasets import get_dataset
-from app.store.db import get_session_factory
 from app.store.lifecycle import LeaseLost, claim_job, renew_lease, request_cancel
 from app.store.records import events_after
-from app.store.tables import Job, utcnow
 from app.sweeper import recover_lost_workers
 from models.files import load_plain
 from tests.conftest import PROJECT
-from tests.workers.test_runner import queue_image_job, reloaded
+from tests.utils.jobs import expire_lease, queue_image_job, reloaded
+from tests.utils.waiting import wait_until
 from workers.lease import Lease
 from workers.runner import run_job
 
@@ -30,24 +27,10 @@ LONG_RUN = {"epochs": 300, "batch_size": 8, "lr": 0.01}
 
 
 @pytest.fixture
-def session(embedded_settings):
-    with get_session_factory()() as session:
-        yield session
-
-
-@pytest.fixture
 def fast_heartbeat(monkeypatch, embedded_settings):
     for name, value in (("heartbeat_seconds", 0.05), ("step_flush_seconds", 0.05)):
         monkeypatch.setattr(embedded_settings, name, value)
     return embedded_settings
-
-
-def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def steps_recorded(session, job_id: str) -> int:
@@ -86,7 +69,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
     worker = subprocess.Popen(
         [sys.executable, "-c", f"from workers.runner import run_job; run_job({killed!r})"],
         cwd=PROJECT,
-        env=os.environ | {"TRAINSERVE_LEASE_SECONDS": "1", "TRAINSERVE_TORCH_THREADS": "1"},
+        env=os.environ | {"TRAINSERVE_TORCH_THREADS": "1"},
     )
     try:
         wait_until(lambda: reloaded(session, killed).epoch >= 2, what="epoch 2 of the worker")
@@ -95,7 +78,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
         worker.wait()
     done_at_kill = reloaded(session, killed).epoch
     assert reloaded(session, killed).status == "running"  # nobody is left to say otherwise
-    time.sleep(1.2)  # the lease runs out
+    expire_lease(session, killed)
     assert recover_lost_workers(session, make_celery(embedded_settings)) == {killed: "queued"}
     monkeypatch.setattr(embedded_settings, "torch_threads", 1)
     torch.set_num_threads(1)
@@ -164,37 +147,17 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
     job_id = queue_image_job(session, fast_heartbeat, two_class_zip)
     assert claim_job(session, job_id, "slow-worker", lease_seconds=60)
     with Lease(job_id, "slow-worker", fast_heartbeat) as lease:
-        session.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-        session.commit()
-        recover_lost_workers(session, make_celery(fast_heartbeat))  # it was presumed dead
+        celery = make_celery(fast_heartbeat)
+
+        def presumed_dead() -> dict:
+            # A heartbeat may renew the lease between the two; then try again.
+            expire_lease(session, job_id)
+            return recover_lost_workers(session, celery)
+
+        wait_until(presumed_dead, what="the sweeper to take the lease away")
         wait_until(lease.lost.is_set, what="the lease to be lost")
         with pytest.raises(LeaseLost):
             lease.check()
-
-
-class BeatsOnExit(Lease):
-    """A lease whose heartbeat fires once more as the lease is given up: the last moment
-    a beat can land, made certain instead of left to the clock."""
-
-    def __exit__(self, *exc) -> None:
-        self.renew()
-        super().__exit__(*exc)
-
-
-def test_no_heartbeat_after_a_job_ends_reports_its_lease_lost(
-    session, embedded_settings, monkeypatch, caplog, two_class_zip
-):
-    monkeypatch.setattr(embedded_settings, "heartbeat_seconds", 3600)  # only the exit beat
-    monkeypatch.setattr("workers.runner.Lease", BeatsOnExit)
-    job_id = queue_image_job(
-        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
-    )
-    run_job(job_id)
-    job = reloaded(session, job_id)
-    assert job.status == "succeeded"
-    assert "lease lost" not in caplog.text
-    # The exit beat found the job still running and renewed it: the outcome came after.
-    assert job.heartbeat_at > job.started_at
 
 
 def test_a_cancel_not_honoured_in_time_stops_the_process(
@@ -234,3 +197,28 @@ def test_a_time_limit_before_the_first_epoch_fails_the_job(
     job = reloaded(session, job_id)
     assert job.status == "failed" and job.end_reason == "time_limit"
     assert "max_run_seconds" in job.error and job.attempt == 1
+
+
+class BeatsOnExit(Lease):
+    """A lease whose heartbeat fires once more as the lease is given up: the last moment
+    a beat can land, made certain instead of left to the clock."""
+
+    def __exit__(self, *exc) -> None:
+        self.renew()
+        super().__exit__(*exc)
+
+
+def test_no_heartbeat_after_a_job_ends_reports_its_lease_lost(
+    session, embedded_settings, monkeypatch, caplog, two_class_zip
+):
+    monkeypatch.setattr(embedded_settings, "heartbeat_seconds", 3600)  # only the exit beat
+    monkeypatch.setattr("workers.runner.Lease", BeatsOnExit)
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
+    )
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded"
+    assert "lease lost" not in caplog.text
+    # The exit beat found the job still running and renewed it: the outcome came after.
+    assert job.heartbeat_at > job.started_at

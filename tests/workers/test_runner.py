@@ -1,62 +1,12 @@
 """The worker's job life cycle against a real (SQLite) database, without Celery."""
 
-import io
-
-import pytest
 import torch
 
-from app.ingest import ingest_upload
-from app.jobspec import JobSpec
-from app.store.db import get_session_factory
-from app.store.jobs import add_job, get_job
 from app.store.records import metric_series, record_steps
-from app.store.tables import Job
 from app.store.versions import all_aliases
-from models.data import NamedFile, ReadOptions
 from models.files import file_sha256, load_plain
+from tests.utils.jobs import queue_image_job, queue_text_job, reloaded
 from workers.runner import run_job
-
-
-@pytest.fixture
-def session(embedded_settings):
-    with get_session_factory()() as session:
-        yield session
-
-
-def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str:
-    files = [NamedFile(name, io.BytesIO(upload))]
-    dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
-    spec = JobSpec.model_validate({"dataset_id": dataset.id, **spec_fields})
-    return add_job(session, spec).id
-
-
-def queue_image_job(session, settings, zip_bytes: bytes, **spec_fields) -> str:
-    return queue_job(
-        session,
-        settings,
-        zip_bytes,
-        "d.zip",
-        task="image_classification",
-        model={"arch": "tutorial_cnn"},
-        **spec_fields,
-    )
-
-
-def queue_text_job(session, settings, csv_bytes: bytes, **spec_fields) -> str:
-    return queue_job(
-        session,
-        settings,
-        csv_bytes,
-        "t.csv",
-        task="text_sentiment",
-        model={"arch": "bag_of_embeddings"},
-        **spec_fields,
-    )
-
-
-def reloaded(session, job_id: str) -> Job:
-    session.expire_all()
-    return get_job(session, job_id)
 
 
 def test_run_job_records_history_checkpoints_and_model(session, embedded_settings, two_class_zip):

@@ -134,6 +134,7 @@ def learning_rates(schedule: dict, epochs: int = 4, steps: int = 10) -> list[flo
     settings = Hyperparameters.model_validate({"epochs": epochs, "lr": 1.0, **schedule})
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = make_scheduler(optimizer, settings, steps_per_epoch=steps)
+    assert scheduler is not None, schedule
     rates = []
     for _ in range(epochs * steps):
         rates.append(optimizer.param_groups[0]["lr"])

@@ -1,0 +1,1 @@
+"""Helpers the test folders share; fixtures stay in the conftest.py files."""

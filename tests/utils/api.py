@@ -1,0 +1,34 @@
+"""Requests to the in-process API that several test modules make: an upload, a key, a job
+spec and a trained version."""
+
+import numpy as np
+
+from tests.conftest import class_pattern, png_bytes
+from workers.runner import run_job
+
+IMAGE_JOB = {
+    "task": "image_classification",
+    "model": {"arch": "tutorial_cnn"},
+    "hyperparameters": {"epochs": 2, "batch_size": 8, "lr": 0.05},
+}
+# An image of class "top" for the networks trained on the two_class_zip fixture.
+TOP_IMAGE = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+
+
+def upload(client, data: bytes, filename: str, **form):
+    return client.post("/datasets", files={"file": (filename, data)}, data=form)
+
+
+def new_key(client, scope: str, **limits) -> dict:
+    response = client.post("/keys", json={"scope": scope, "name": f"{scope} test", **limits})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def train(client, dataset_id: str, name: str = "shapes", seed: int = 0) -> dict:
+    """An image job trained here, by the worker's code without Celery; its model version."""
+    job = client.post(
+        "/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id, "name": name, "seed": seed}
+    ).json()
+    run_job(job["id"])
+    return client.get(f"/models/{job['id']}").json()
