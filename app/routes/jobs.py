@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import repository
 from app.config import get_settings
-from app.db import get_session_factory
+from app.db import get_session_factory, read_only_session
 from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
 from app.queue import enqueue_training
 from app.quotas import check_job_quota
@@ -23,6 +23,7 @@ from app.schemas import (
     JobPublic,
     JobsPublic,
     JobStatus,
+    JobSummary,
     MetricName,
     MetricSeries,
     Task,
@@ -133,24 +134,33 @@ def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Da
     return dataset
 
 
+# The two routes dashboards and CLIs poll take no SessionDep: its set-up and clean-up
+# are a thread-pool hop each, on top of the route's own; a with-block in the route is one.
+
+
 @router.get("")
 def list_jobs(
     *,
-    session: SessionDep,
     status: Annotated[list[JobStatus] | None, Query(description="Any of these.")] = None,
     task: Task | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobsPublic:
-    """Jobs, newest first, filtered before they are paged."""
-    items, next_cursor = repository.list_jobs(session, limit, cursor, status, task)
-    return JobsPublic(items=[JobPublic.from_job(job) for job in items], next_cursor=next_cursor)
+    """Jobs, newest first, filtered before they are paged: each one's summary (GET
+    /jobs/{id} has its spec and per-epoch history)."""
+    with read_only_session() as session:
+        rows, next_cursor = repository.list_job_summaries(session, limit, cursor, status, task)
+    return JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor)
+
+
+def _no_such_job(job_id: str) -> HTTPException:
+    return HTTPException(404, f"no job with id {job_id!r}")
 
 
 def _existing_job(session: Session, job_id: str) -> Job:
     job = repository.get_job(session, job_id)
     if job is None:
-        raise HTTPException(404, f"no job with id {job_id!r}")
+        raise _no_such_job(job_id)
     return job
 
 
@@ -162,9 +172,13 @@ ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(*, job: ExistingJobDep) -> JobPublic:
-    """Status, attempts, per-epoch history, best epoch, timings and any error."""
-    return JobPublic.from_job(job)
+def get_job(*, job_id: str) -> JobPublic:
+    """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
+    with read_only_session() as session:
+        found = repository.read_job(session, job_id)
+    if found is None:
+        raise _no_such_job(job_id)
+    return JobPublic.of(*found)
 
 
 @router.post(
