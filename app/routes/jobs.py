@@ -134,12 +134,13 @@ def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Da
     return dataset
 
 
-# The two routes dashboards and CLIs poll take no SessionDep: its set-up and clean-up
-# are a thread-pool hop each, on top of the route's own; a with-block in the route is one.
+# The two routes dashboards and CLIs poll cross to the thread pool once, to read: async,
+# with no SessionDep. (SessionDep's set-up and clean-up are a hop each, and FastAPI checks
+# the answer of a plain def route against its response model in one more.)
 
 
 @router.get("")
-def list_jobs(
+async def list_jobs(
     *,
     status: Annotated[list[JobStatus] | None, Query(description="Any of these.")] = None,
     task: Task | None = None,
@@ -148,8 +149,14 @@ def list_jobs(
 ) -> JobsPublic:
     """Jobs, newest first, filtered before they are paged: each one's summary (GET
     /jobs/{id} has its spec and per-epoch history)."""
+    return await run_in_threadpool(_job_page, status, task, limit, cursor)
+
+
+def _job_page(
+    statuses: list[str] | None, task: str | None, limit: int, cursor: str | None
+) -> JobsPublic:
     with read_only_session() as session:
-        rows, next_cursor = repository.list_job_summaries(session, limit, cursor, status, task)
+        rows, next_cursor = repository.list_job_summaries(session, limit, cursor, statuses, task)
     return JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor)
 
 
@@ -172,8 +179,12 @@ ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(*, job_id: str) -> JobPublic:
+async def get_job(*, job_id: str) -> JobPublic:
     """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
+    return await run_in_threadpool(_job_view, job_id)
+
+
+def _job_view(job_id: str) -> JobPublic:
     with read_only_session() as session:
         found = repository.read_job(session, job_id)
     if found is None:
