@@ -17,8 +17,10 @@ Then wrk (Debian's `wrk`, a C load generator, one thread) drives both routes at 
 c=32 with that key, after a warm-up; `/jobs/{id}` cycles through every job. Beside it,
 under the same uvicorn process count and log setting, bench/job_api_floor.py answers
 the service's own JSON from memory: the floor. Figures: requests/s, p50, p99, errors,
-and the ratio to the floor. The machine is shared: read the ratios, beside the load
-average printed with them. It prints; it asserts nothing.
+the ratio to the floor, and CPU milliseconds per request (the server's processes, and on
+PostgreSQL the backends serving its database, from /proc): on a shared machine the
+throughput follows the others' load, the CPU a request costs much less. Read the ratios
+beside the load average printed with them. It prints; it asserts nothing.
 """
 
 import argparse
@@ -43,6 +45,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from PIL import Image
+from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import repository
@@ -58,6 +61,7 @@ POSTGRES_ADMIN = os.environ.get(
 PAGE = "/jobs?limit=20"
 CONCURRENCY = (1, 32)
 WARMUP_S = 3
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS_PER_EPOCH = 40
 # The image's command (Dockerfile CMD); docker-compose.yml sets the two variables.
 SERVICE_COMMAND = ["app.main:app", "--http", "app.fastlane:PredictProtocol"]
@@ -92,6 +96,14 @@ class Figures:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float  # per request: the server's processes and the database's backends
+
+
+@dataclass
+class Server:
+    base: str
+    pid: int
+    database: str | None = None  # the PostgreSQL database whose backends count as its CPU
 
 
 # ---- a database and a service of the bench's own ------------------------------------------
@@ -133,7 +145,7 @@ def service_env(kind: str, url: str, folder: Path) -> dict[str, str]:
 
 @contextmanager
 def server(app_args: list[str], env: dict[str, str], port: int, log_path: Path):
-    """uvicorn with these arguments until the block ends; yields its base URL."""
+    """uvicorn with these arguments until the block ends; yields its Server."""
     command = [sys.executable, "-m", "uvicorn", *app_args, "--host", HOST, "--port", str(port)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -142,7 +154,7 @@ def server(app_args: list[str], env: dict[str, str], port: int, log_path: Path):
     base = f"http://{HOST}:{port}"
     try:
         _wait_until_up(base, process, log_path)
-        yield base
+        yield Server(base, process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -312,39 +324,73 @@ def floor_answers(base: str, token: str, job_ids: list[str]) -> dict:
     return {"jobs": jobs, "page": _checked(client.get(PAGE))}
 
 
-def drive(base: str, token: str | None, job_ids: list[str], seconds: float, folder: Path):
+def drive(target: Server, token: str | None, job_ids: list[str], seconds: int, folder: Path):
     """{(route, concurrency): Figures} for both routes."""
     script = folder / "cycle.lua"
     script.write_text(WRK_CYCLE)
     job_paths = [f"/jobs/{job_id}" for job_id in job_ids]
-    routes = {"/jobs/{id}": ["-s", str(script), f"{base}/jobs", "--", *job_paths]}
-    routes[PAGE] = [f"{base}{PAGE}"]
+    routes = {"/jobs/{id}": ["-s", str(script), f"{target.base}/jobs", "--", *job_paths]}
+    routes[PAGE] = [f"{target.base}{PAGE}"]
     headers = ["-H", f"Authorization: Bearer {token}"] if token else []
-    for target in routes.values():
-        wrk(headers + target, 32, WARMUP_S)
+    for arguments in routes.values():
+        wrk(target, headers + arguments, 32, WARMUP_S)
     return {
-        (route, concurrency): wrk(headers + target, concurrency, seconds)
-        for route, target in routes.items()
+        (route, concurrency): wrk(target, headers + arguments, concurrency, seconds)
+        for route, arguments in routes.items()
         for concurrency in CONCURRENCY
     }
 
 
-def wrk(arguments: list[str], connections: int, seconds: float) -> Figures:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency", *arguments]
+def wrk(target: Server, arguments: list[str], connections: int, seconds: int) -> Figures:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *arguments]
+    before = cpu_times(target)
     finished = subprocess.run(command, capture_output=True, text=True)
+    cpu_seconds = _cpu_used(before, cpu_times(target))
     output = finished.stdout + finished.stderr
     latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     if finished.returncode or len(latencies) < 2:
         sys.exit(f"could not read wrk's output:\n{output}")
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     return Figures(
         requests_per_s=float(re.search(r"Requests/sec:\s+(\S+)", output).group(1)),
         p50_ms=_milliseconds(latencies["50"]),
         p99_ms=_milliseconds(latencies["99"]),
         errors=(int(failed.group(1)) if failed else 0)
         + (sum(map(int, re.findall(r"\d+", socket_errors.group(1)))) if socket_errors else 0),
+        cpu_ms=1000 * cpu_seconds / max(requests, 1),
     )
+
+
+def cpu_times(target: Server) -> dict[int, float]:
+    """CPU seconds used so far by each of the server's processes and, on PostgreSQL, each
+    backend connected to its database: what a request costs whoever else loads the machine."""
+    parents, used, backends = {}, {}, set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        if target.database and f" {target.database} ".encode() in command:
+            backends.add(pid)
+    return {pid: used[pid] for pid in used if pid in backends or _under(pid, target.pid, parents)}
+
+
+def _under(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parents.get(pid, 0)
+    return False
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _milliseconds(value: str) -> float:
@@ -360,18 +406,19 @@ def bench(kind: str, args, folder: Path) -> dict:
         env = service_env(kind, url, folder)
         migrate(env)
         log = folder / f"{kind}-service.log"
-        with server(SERVICE_COMMAND, env, args.port, log) as base:
+        with server(SERVICE_COMMAND, env, args.port, log) as service_server:
+            service_server.database = make_url(url).database if kind == "postgresql" else None
             started = time.monotonic()
-            token, job_ids = store_jobs(base, url, args.jobs)
+            token, job_ids = store_jobs(service_server.base, url, args.jobs)
             print(f"{kind}: {len(job_ids)} jobs stored in {time.monotonic() - started:.0f} s")
-            answers = floor_answers(base, token, job_ids)
-            service = drive(base, token, job_ids, args.seconds, folder)
+            answers = floor_answers(service_server.base, token, job_ids)
+            service = drive(service_server, token, job_ids, args.seconds, folder)
     answers_path = folder / "answers.json"
     answers_path.write_text(json.dumps(answers))
     floor_env = env | {"JOB_API_FLOOR_DATA": str(answers_path)}
     floor_app = ["job_api_floor:app", "--app-dir", str(PROJECT / "bench")]
-    with server(floor_app, floor_env, args.port + 1, folder / f"{kind}-floor.log") as base:
-        floor = drive(base, None, job_ids, args.seconds, folder)
+    with server(floor_app, floor_env, args.port + 1, folder / f"{kind}-floor.log") as floor_server:
+        floor = drive(floor_server, None, job_ids, args.seconds, folder)
     sizes = (
         len(json.dumps(next(iter(answers["jobs"].values())))),
         len(json.dumps(answers["page"])),
@@ -388,7 +435,7 @@ def print_table(kind: str, results: dict) -> None:
     )
     print(
         f"{'route':16} {'c':>3} {'server':8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'of floor':>8}"
+        f"{'errors':>6} {'of floor':>8} {'cpu ms':>7}"
     )
     for (route, concurrency), figures in results["service"].items():
         floor = results["floor"][(route, concurrency)]
@@ -396,7 +443,8 @@ def print_table(kind: str, results: dict) -> None:
             ratio = row.requests_per_s / floor.requests_per_s
             print(
                 f"{route:16} {concurrency:>3} {name[:8]:8} {row.requests_per_s:>8.0f} "
-                f"{row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {row.errors:>6} {ratio:>8.2f}"
+                f"{row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {row.errors:>6} {ratio:>8.2f} "
+                f"{row.cpu_ms:>7.3f}"
             )
 
 
