@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         description="How long an API process trusts a key it has read (its scope, limits, "
         "revocation) before reading it again; 0 reads it on every request.",
     )
+    # Sized for one dashboard and one CLI polling with one key: about 12 requests a second
+    # (the job list, each running job and its series, an event stream's reconnect; the
+    # CLI's job and its list), 41 at once when a dashboard opens on a page of 20 jobs.
     rate_limit_per_second: float = Field(
         50.0, ge=0, description="Requests per second per API key; 0 means no limit."
     )

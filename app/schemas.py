@@ -61,50 +61,78 @@ class EpochPublic(BaseModel):
     samples_per_second: float
 
 
-class JobPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class JobSummary(BaseModel):
+    """A job as a listing shows it: where it stands, without its spec and per-epoch history
+    (GET /jobs/{id} has them)."""
 
     id: str
+    name: str = Field(description="The model name it trains: the spec's name, else the task.")
     task: Task
+    arch: str = Field(description="The network, model.arch of the spec.")
     dataset_id: str
     status: JobStatus
     end_reason: EndReason | None = Field(description="Why the job ended.")
     attempt: int = Field(description="Attempts started; more than 1 after a lost worker.")
     max_attempts: int
-    resumed_from_epoch: int | None = Field(
-        description="The checkpoint epoch the latest attempt continued from."
-    )
-    epoch: int
+    epoch: int = Field(description="Epochs done.")
     epochs: int
-    metrics: EpochPublic | None = Field(description="The latest epoch's.")
-    history: list[EpochPublic]
+    progress: float = Field(description="epoch / epochs: from 0 to 1.")
     best_epoch: int | None
     best_val_accuracy: float | None
     model_id: str | None
     device: str | None
     error: str | None
-    spec: dict
     created_at: datetime
     queued_at: datetime
     started_at: datetime | None
     heartbeat_at: datetime | None
-    cancel_requested_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
 
     @classmethod
+    def of(cls, row) -> "JobSummary":
+        """From a row of app.store.jobs.JOB_SUMMARY."""
+        return cls.model_validate(_with_figures(row._asdict()))
+
+
+def _with_figures(fields: dict) -> dict:
+    """A job's fields, with the figures they imply."""
+    started, finished = fields["started_at"], fields["finished_at"]
+    duration = (finished - started).total_seconds() if started and finished else None
+    return fields | {"progress": fields["epoch"] / fields["epochs"], "duration_seconds": duration}
+
+
+class JobPublic(JobSummary):
+    """A job in full: its summary, spec and per-epoch history."""
+
+    resumed_from_epoch: int | None = Field(
+        description="The checkpoint epoch the latest attempt continued from."
+    )
+    cancel_requested_at: datetime | None
+    metrics: EpochPublic | None = Field(description="The latest epoch's.")
+    history: list[EpochPublic]
+    spec: dict
+
+    @classmethod
+    def of(cls, row, history: list) -> "JobPublic":
+        """From app.store.jobs.read_job's row and history rows."""
+        return cls._validated(row._asdict(), [epoch._asdict() for epoch in history])
+
+    @classmethod
     def from_job(cls, job) -> "JobPublic":
-        duration = None
-        if job.finished_at and job.started_at:
-            duration = (job.finished_at - job.started_at).total_seconds()
-        return cls.model_validate(
-            {
-                **{name: getattr(job, name) for name in cls.model_fields if hasattr(job, name)},
-                "metrics": job.history[-1] if job.history else None,
-                "model_id": job.model.id if job.model else None,
-                "duration_seconds": duration,
-            }
-        )
+        """From a Job with its history and model loaded, as the routes that change it hold it."""
+        fields = {name: getattr(job, name) for name in cls.model_fields if hasattr(job, name)}
+        fields |= {
+            "name": job.spec.get("name") or job.task,
+            "arch": job.spec["model"]["arch"],
+            "model_id": job.model.id if job.model else None,
+        }
+        return cls._validated(fields, job.history)
+
+    @classmethod
+    def _validated(cls, fields: dict, history: list) -> "JobPublic":
+        latest = history[-1] if history else None
+        return cls.model_validate(_with_figures(fields) | {"history": history, "metrics": latest})
 
 
 MetricName = Literal[STEP_METRICS + EPOCH_METRICS]
@@ -125,7 +153,7 @@ class MetricSeries(BaseModel):
 
 
 class JobsPublic(BaseModel):
-    items: list[JobPublic]
+    items: list[JobSummary]
     next_cursor: str | None
 
 

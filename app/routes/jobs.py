@@ -17,9 +17,9 @@ from app.config import get_settings
 from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
 from app.jobspec import JobSpec, Task
 from app.quotas import check_job_quota
-from app.schemas import JobPublic, JobsPublic, MetricName, MetricSeries, error
+from app.schemas import JobPublic, JobsPublic, JobSummary, MetricName, MetricSeries, error
 from app.store import datasets, jobs, lifecycle, records
-from app.store.db import get_session_factory
+from app.store.db import get_session_factory, read_only_session
 from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -125,24 +125,40 @@ def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Da
     return dataset
 
 
+# The two routes dashboards and CLIs poll cross to the thread pool once, to read: async,
+# with no SessionDep. (SessionDep's set-up and clean-up are a hop each, and FastAPI checks
+# the answer of a plain def route against its response model in one more.)
+
+
 @router.get("")
-def list_jobs(
+async def list_jobs(
     *,
-    session: SessionDep,
     status: Annotated[list[JobStatus] | None, Query(description="Any of these.")] = None,
     task: Task | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobsPublic:
-    """Jobs, newest first, filtered before they are paged."""
-    items, next_cursor = jobs.list_jobs(session, limit, cursor, status, task)
-    return JobsPublic(items=[JobPublic.from_job(job) for job in items], next_cursor=next_cursor)
+    """Jobs, newest first, filtered before they are paged: each one's summary (GET
+    /jobs/{id} has its spec and per-epoch history)."""
+    return await run_in_threadpool(_job_page, status, task, limit, cursor)
+
+
+def _job_page(
+    statuses: list[str] | None, task: str | None, limit: int, cursor: str | None
+) -> JobsPublic:
+    with read_only_session() as session:
+        rows, next_cursor = jobs.list_job_summaries(session, limit, cursor, statuses, task)
+    return JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor)
+
+
+def _no_such_job(job_id: str) -> HTTPException:
+    return HTTPException(404, f"no job with id {job_id!r}")
 
 
 def _existing_job(session: Session, job_id: str) -> Job:
     job = jobs.get_job(session, job_id)
     if job is None:
-        raise HTTPException(404, f"no job with id {job_id!r}")
+        raise _no_such_job(job_id)
     return job
 
 
@@ -154,9 +170,17 @@ ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(*, job: ExistingJobDep) -> JobPublic:
-    """Status, attempts, per-epoch history, best epoch, timings and any error."""
-    return JobPublic.from_job(job)
+async def get_job(*, job_id: str) -> JobPublic:
+    """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
+    return await run_in_threadpool(_job_view, job_id)
+
+
+def _job_view(job_id: str) -> JobPublic:
+    with read_only_session() as session:
+        found = jobs.read_job(session, job_id)
+    if found is None:
+        raise _no_such_job(job_id)
+    return JobPublic.of(*found)
 
 
 @router.post(

@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import app.keys
+from app.config import Settings
 from app.keys import KeyCache
 from app.keys import main as keys_cli
-from app.quotas import TokenBuckets
+from app.quotas import TokenBuckets, rate_refusal
+from app.store.tables import ApiKey
 from tests.conftest import ADMIN_KEY, app_client, bearer
 from tests.utils.api import IMAGE_JOB, new_key, upload
 from workers.runner import run_job
@@ -202,6 +204,25 @@ def test_token_bucket_refills_at_its_rate():
     now[0] = 100  # saved up tokens stop at the burst
     assert [buckets.take("k", rate=2, burst=2) for _ in range(3)][2] > 0
     assert buckets.take("other", rate=2, burst=2) == 0
+
+
+def test_the_default_rate_limit_lets_a_dashboard_and_a_cli_poll_one_key():
+    """A minute of one key in one API process, the polling the default is sized for: a
+    dashboard opens on a page of 20 jobs (the page, each job and each job's loss series at
+    once), then each second reads the page, each running job (the default job quota's
+    worth) and its series, and reconnects an event stream; a CLI reads its job each second
+    and lists jobs every 5 s."""
+    defaults = Settings.model_construct()  # the fields' defaults, whatever the environment
+    now = [0.0]
+    buckets = TokenBuckets(clock=lambda: now[0])
+    key = ApiKey(id="k", rate_limit_per_second=None)
+    refusals = [rate_refusal(buckets, key, defaults) for _ in range(1 + 20 + 20)]
+    for second in range(60):
+        now[0] = second + 1.0
+        dashboard = 1 + 2 * defaults.max_concurrent_jobs + 1
+        cli = 1 + (second % 5 == 0)
+        refusals += [rate_refusal(buckets, key, defaults) for _ in range(dashboard + cli)]
+    assert len(refusals) > 700 and set(refusals) == {None}
 
 
 def test_concurrent_jobs_per_key(client, two_class_zip):

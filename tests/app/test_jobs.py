@@ -76,6 +76,43 @@ def test_listing_filters_before_paging(client, image_spec):
     assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
 
 
+SUMMARY_FIELDS = {
+    "id", "name", "task", "arch", "dataset_id", "status", "end_reason", "attempt",
+    "max_attempts", "epoch", "epochs", "progress", "best_epoch", "best_val_accuracy",
+    "model_id", "device", "error", "created_at", "queued_at", "started_at", "heartbeat_at",
+    "finished_at", "duration_seconds",
+}  # fmt: skip
+
+
+def test_a_listing_holds_summaries_and_the_job_its_history(client, image_spec):
+    trained = client.post("/jobs", json={**image_spec, "name": "shapes"}).json()["id"]
+    run_job(trained)
+    queued = client.post("/jobs", json=image_spec).json()["id"]
+    listed = {job["id"]: job for job in client.get("/jobs").json()["items"]}
+    assert set(listed[trained]) == set(listed[queued]) == SUMMARY_FIELDS
+    full = client.get(f"/jobs/{trained}").json()
+    assert listed[trained] == {name: full[name] for name in SUMMARY_FIELDS}
+    assert listed[trained]["name"] == "shapes" and listed[trained]["arch"] == "tutorial_cnn"
+    assert listed[trained]["progress"] == 1.0 and listed[trained]["model_id"]
+    assert listed[trained]["duration_seconds"] > 0
+    assert [epoch["epoch"] for epoch in full["history"]] == [1, 2]
+    assert full["metrics"] == full["history"][-1] and full["spec"]["name"] == "shapes"
+    waiting = listed[queued]
+    assert waiting["name"] == "image_classification"  # no name in the spec: the task's
+    assert waiting["progress"] == 0.0 and waiting["model_id"] is None
+    assert waiting["started_at"] is None and waiting["duration_seconds"] is None
+
+
+def test_the_schema_says_a_listing_holds_summaries(client):
+    schema = client.get("/openapi.json").json()
+    listing = schema["paths"]["/jobs"]["get"]["responses"]["200"]["content"]
+    assert listing["application/json"]["schema"]["$ref"].endswith("/JobsPublic")
+    components = schema["components"]["schemas"]
+    assert components["JobsPublic"]["properties"]["items"]["items"]["$ref"].endswith("/JobSummary")
+    assert set(components["JobSummary"]["properties"]) == SUMMARY_FIELDS
+    assert {"history", "spec"} <= set(components["JobPublic"]["properties"])
+
+
 def parse_sse(text: str) -> list[dict]:
     events = []
     for block in text.strip().split("\n\n"):
