@@ -11,7 +11,7 @@ never waits.
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -119,7 +119,7 @@ class Batcher:
 
     async def _answer(self, batch: list[_Pending]) -> None:
         try:
-            answers = await asyncio.to_thread(
+            answers: Sequence[list[Ranked] | Exception] = await asyncio.to_thread(
                 self.predictor.predict_requests,
                 [pending.examples for pending in batch],
                 [pending.top_k for pending in batch],

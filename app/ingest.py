@@ -66,7 +66,10 @@ def ingest_upload(
         add_dataset(session, dataset)
     except IntegrityError:  # the same upload, stored by a concurrent request: same file
         session.rollback()
-        return find_dataset_by_fingerprint(session, fingerprint), False
+        stored = find_dataset_by_fingerprint(session, fingerprint)
+        if stored is None:  # the conflict was not on the fingerprint: a real error
+            raise
+        return stored, False
     except Exception:
         path.unlink(missing_ok=True)  # no file without its row
         raise

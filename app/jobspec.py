@@ -4,22 +4,25 @@ Shared by the API (which validates it) and the worker (which re-reads it from th
 row), so it holds no HTTP concerns: the response models stay in app/schemas.py.
 """
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.architectures import ARCHITECTURES
-from models.data import TASKS, TEXT_TASK
+from models.data import TEXT_TASK, Task
 
-Task = Literal[TASKS]
-Arch = Literal[tuple(ARCHITECTURES)]
+if TYPE_CHECKING:
+    Arch = str  # the names are the registry's keys, known only at run time
+else:
+    Arch = Literal[tuple(ARCHITECTURES)]
 MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alias)
 
 # What every epoch reports (the epoch_metrics table's columns, the metric series of each
 # job, early stopping's choices), and what every training step reports.
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-STEP_METRICS = ("loss", "lr")
-EpochMetric = Literal[EPOCH_METRICS]
+EpochMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+StepMetric = Literal["loss", "lr"]
+EPOCH_METRICS: tuple[EpochMetric, ...] = get_args(EpochMetric)
+STEP_METRICS: tuple[StepMetric, ...] = get_args(StepMetric)
 
 
 class Strict(BaseModel):

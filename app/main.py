@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,7 +26,7 @@ from app.metrics import Metrics, RequestMetrics
 from app.past_router import PredictPastRouter
 from app.quotas import TokenBuckets
 from app.routes import datasets, health, jobs, keys, models, predict
-from app.schemas import error
+from app.schemas import Responses, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
 from app.store.pages import InvalidCursor
@@ -37,7 +39,7 @@ HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 # What any route behind a key may answer; a route's own entry for a status replaces these.
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
-PROTECTED_RESPONSES = {
+PROTECTED_RESPONSES: Responses = {
     400: error("The body cannot be parsed."),
     401: error("No API key, or an unknown or revoked one."),
     403: error("The key's scope does not cover this route."),
@@ -48,7 +50,7 @@ PROTECTED_RESPONSES = {
     503: error("The database cannot be reached; retry shortly.") | {"headers": RETRY_AFTER},
 }
 DATABASE_RETRY_AFTER_S = 5
-NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def protected(scope: str) -> dict:
@@ -151,10 +153,14 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = Metrics()
     [predict_route] = predict.predict_router.routes
+    if not isinstance(predict_route, APIRoute):
+        raise TypeError(f"POST /predict must be an APIRoute, not {type(predict_route).__name__}")
     app.add_middleware(PredictPastRouter, api=app, route=predict_route)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every 413
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Starlette calls a handler only with its own class, but its stubs want one of any
+    # Exception.
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(UnsupportedFormat, _error(415))
     app.add_exception_handler(DatasetError, _error(422))
     app.add_exception_handler(InvalidCursor, _error(422))

@@ -49,7 +49,7 @@ def _remembered(value: bytes) -> dict[bytes, bytes]:
 
 
 def _parameters(value: bytes) -> dict[bytes, bytes]:
-    params = {}
+    params: dict[bytes, bytes] = {}
     for name, raw in PARAMETER.findall(value):
         raw = raw.strip()
         if raw.startswith(b'"') and raw.endswith(b'"') and len(raw) > 1:

@@ -24,9 +24,9 @@ different. Whether a key may predict is app.deps.admit's to say, on both paths.
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import ValidationError
@@ -65,10 +65,10 @@ class PastAsgiLane:
         )
 
     @staticmethod
-    def is_for(scope: dict) -> bool:
+    def is_for(scope: Mapping[str, Any]) -> bool:
         return scope["method"] == "POST" and scope["path"] == PATH
 
-    def takes(self, scope: dict) -> bool:
+    def takes(self, scope: Mapping[str, Any]) -> bool:
         """Whether a prediction may try the lane: no query, a small body of known length."""
         if scope["query_string"]:
             return False
@@ -96,7 +96,7 @@ class PastAsgiLane:
         future.add_done_callback(partial(self._reply, cycle, served, asked.many, started, pass_on))
         return True
 
-    def _key(self, scope: dict) -> ApiKey | Literal[False] | None:
+    def _key(self, scope: Mapping[str, Any]) -> ApiKey | Literal[False] | None:
         """The request's key if this process holds it; None with auth off; False for the
         app to answer (no key, or one this process has not read yet)."""
         if not self.settings.auth_enabled:
@@ -128,10 +128,11 @@ class PastAsgiLane:
 class LaneProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the prediction lane (see the module's docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lane = _lane_of(_fastapi_app(self.app))
-        self.waiting: tuple[RequestResponseCycle, Callable] | None = None  # its body to come
+        # A request whose body is to come, with the lane it arrived at.
+        self.waiting: tuple[PastAsgiLane, RequestResponseCycle, Callable] | None = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app) -> None:
         lane = self.lane if app is self.app and not self.pipeline else None
@@ -142,24 +143,24 @@ class LaneProtocol(HttpToolsProtocol):
             lane.pass_on(partial(super()._start_asgi_task, cycle, app))
         elif cycle.more_body:  # the body is on its way: on_message_complete goes on
             # Arriving, as through the app: a batch being formed waits for it, in budget.
-            self.waiting = (cycle, app)
+            self.waiting = (lane, cycle, app)
             lane.arrivals.arrive()
         else:  # arrives and reaches its queue (or the app) in this one call
             self._answer(lane, cycle, app)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self.waiting is not None and self.waiting[0] is self.cycle:
-            (cycle, app), self.waiting = self.waiting, None
+        if self.waiting is not None and self.waiting[1] is self.cycle:
+            (lane, cycle, app), self.waiting = self.waiting, None
             try:
-                self._answer(self.lane, cycle, app)
+                self._answer(lane, cycle, app)
             finally:
-                self.lane.arrivals.leave()
+                lane.arrivals.leave()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiting is not None:  # its body will not come
-            self.waiting = None
-            self.lane.arrivals.leave()
+            lane, self.waiting = self.waiting[0], None
+            lane.arrivals.leave()
         super().connection_lost(exc)
 
     def _answer(self, lane: PastAsgiLane, cycle: RequestResponseCycle, app) -> None:
@@ -190,7 +191,7 @@ def _fastapi_app(app) -> FastAPI | None:
     return app
 
 
-def _header(scope: dict, name: bytes) -> str | None:
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
     """The first value of a header (uvicorn gives names in lower case)."""
     for key, value in scope["headers"]:
         if key == name:

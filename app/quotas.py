@@ -3,6 +3,7 @@
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ JOB_QUOTA_RETRY_AFTER_S = 30
 class TokenBuckets:
     """One bucket per key, in this process: `rate` tokens a second, at most `burst` saved up."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, when)
         self._lock = threading.Lock()
         self._clock = clock

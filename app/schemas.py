@@ -1,15 +1,15 @@
 """Request and response models. Examples here are what /docs shows."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.jobspec import EPOCH_METRICS, STEP_METRICS, Strict, Task
+from app.jobspec import EpochMetric, StepMetric, Strict, Task
 from app.store.tables import EndReason, JobStatus
 
-SCOPES = ("admin", "train", "predict")  # admin passes every scope
-Scope = Literal[SCOPES]
+Scope = Literal["admin", "train", "predict"]  # admin passes every scope
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 # A name a person reads: no control characters (PostgreSQL cannot store NUL in text).
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
@@ -22,7 +22,11 @@ class Problem(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
-def error(description: str) -> dict:
+# A route's `responses`, by status code, as FastAPI takes them.
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error(description: str) -> dict[str, Any]:
     """An entry of a route's `responses`: the description and the Problem body, as JSON
     even on a route whose success is another media type (server-sent events)."""
     json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -114,7 +118,7 @@ class JobPublic(JobSummary):
     spec: dict
 
     @classmethod
-    def of(cls, row, history: list) -> "JobPublic":
+    def from_rows(cls, row, history: list) -> "JobPublic":
         """From app.store.jobs.read_job's row and history rows."""
         return cls._validated(row._asdict(), [epoch._asdict() for epoch in history])
 
@@ -135,7 +139,7 @@ class JobPublic(JobSummary):
         return cls.model_validate(_with_figures(fields) | {"history": history, "metrics": latest})
 
 
-MetricName = Literal[STEP_METRICS + EPOCH_METRICS]
+MetricName = Literal[StepMetric, EpochMetric]
 
 
 class MetricPointPublic(BaseModel):
@@ -203,7 +207,11 @@ class TextPredictRequest(Strict):
 
     @property
     def examples(self) -> list[str]:
-        return self.texts if self.texts is not None else [self.text]
+        if self.texts is not None:
+            return self.texts
+        if self.text is None:  # _one_of_text_or_texts rejects such a request
+            raise ValueError("send exactly one of 'text' or 'texts'")
+        return [self.text]
 
 
 class ApiKeyCreate(Strict):

@@ -88,8 +88,12 @@ class RegistrySnapshot:
         if ref.kind == "id":
             return self.versions.get(ref.value)
         if ref.kind == "alias":
+            if ref.alias is None:
+                raise ValueError(f"an alias reference without its alias: {ref!r}")
             return self.aliases.get((ref.value, ref.alias))
         name = self.default_names.get(ref.value) if ref.kind == "task" else ref.value
+        if name is None:  # a task with no version yet
+            return None
         return self.aliases.get((name, PRODUCTION)) or self.aliases.get((name, LATEST))
 
 

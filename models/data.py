@@ -17,16 +17,17 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, Final, Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchcodec.decoders import decode_png
 
-IMAGE_TASK = "image_classification"
-TEXT_TASK = "text_sentiment"
-TASKS = (IMAGE_TASK, TEXT_TASK)
+Task = Literal["image_classification", "text_sentiment"]
+TASKS: tuple[Task, ...] = get_args(Task)
+IMAGE_TASK: Final[Task] = "image_classification"
+TEXT_TASK: Final[Task] = "text_sentiment"
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -18,6 +18,7 @@ from torch import nn
 
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK
+from models.text import shortest_input
 
 QUANTISED_LAYERS = {nn.Linear, nn.GRU, nn.LSTM}
 # torch.onnx.export keeps its state in globals: two exports at once (an API process loads
@@ -74,7 +75,7 @@ def example_input(checkpoint: dict, network: nn.Module) -> torch.Tensor:
     if checkpoint["task"] == IMAGE_TASK:
         image = checkpoint["preprocessing"]["image"]
         return torch.zeros(1, image["channels"], image["height"], image["width"])
-    return torch.ones(1, max(2, getattr(network, "min_length", 1)), dtype=torch.long)
+    return torch.ones(1, max(2, shortest_input(network)), dtype=torch.long)
 
 
 def onnx_with_metadata(checkpoint: dict) -> bytes:

@@ -15,7 +15,7 @@ import torch
 from models.checkpoint import network_from_checkpoint
 from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
 from models.export import ExportError, OnnxNetwork, example_input
-from models.text import pad_batch, tokenizer_from_state
+from models.text import pad_batch, shortest_input, tokenizer_from_state
 
 log = logging.getLogger("trainserve.predictor")
 
@@ -41,7 +41,7 @@ class Predictor:
         # Networks whose answer ignores padding (a declared class attribute) batch texts of
         # any length together; the others only batch texts of the same length.
         self._padding_invariant = getattr(self.network, "padding_invariant", False)
-        self._min_length: int = getattr(self.network, "min_length", 1)
+        self._min_length = shortest_input(self.network)
         self._logits: OnnxNetwork | torch.nn.Module = self.network
         if runtime == "onnx" and self.task == IMAGE_TASK:
             self._logits = self._onnx_network(checkpoint)

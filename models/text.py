@@ -66,6 +66,11 @@ def tokenizer_from_state(preprocessing: dict) -> "Vocabulary | WordPieceTokenize
     return Vocabulary(**preprocessing["vocabulary"])
 
 
+def shortest_input(network: object) -> int:
+    """The fewest tokens a text network takes (its class attribute `min_length`), else 1."""
+    return getattr(network, "min_length", 1)
+
+
 def pad_batch(sequences: list[list[int]], min_length: int = 1) -> torch.Tensor:
     """Right-pad token id lists with 0 into one LongTensor."""
     width = max(min_length, max(map(len, sequences)))

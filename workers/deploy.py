@@ -50,7 +50,10 @@ def validation_examples(spec: JobSpec, checkpoint: dict) -> tuple[torch.Tensor, 
 
 
 def _dataset(session, dataset_id: str):
-    return data_from_state(load_plain(Path(get_dataset(session, dataset_id).path)))
+    dataset = get_dataset(session, dataset_id)
+    if dataset is None:
+        raise SystemExit(f"no dataset {dataset_id!r}: the model's job trained on one")
+    return data_from_state(load_plain(Path(dataset.path)))
 
 
 def measure(predict: Callable, inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> dict:
@@ -95,7 +98,10 @@ def report(model_or_job_id: str, batch: int, threads: int) -> None:
         model = find_model(session, model_or_job_id)
         if model is None:
             raise SystemExit(f"no model version or succeeded job {model_or_job_id!r}")
-        spec = JobSpec.model_validate(get_job(session, model.job_id).spec)
+        job = get_job(session, model.job_id)
+        if job is None:
+            raise SystemExit(f"model {model.id} names job {model.job_id}, which is not stored")
+        spec = JobSpec.model_validate(job.spec)
         path = checkpoint_of(model)
     checkpoint = load_plain(path)
     network = network_from_checkpoint(checkpoint)

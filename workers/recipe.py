@@ -3,6 +3,7 @@
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from models.architectures import ARCHITECTURES, Architecture, build_network
 from models.augment import ImageAugmentation
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
 from models.pretrained import SentenceEncoderClassifier, WordPieceTokenizer
-from models.text import Vocabulary, pad_batch
+from models.text import Vocabulary, pad_batch, shortest_input
 from workers.training import Batches, EpochResult, StepOptions, fit
 
 STATS_SAMPLE = 10_000  # images used to compute the normalisation
@@ -71,11 +72,18 @@ class TrainingRun:
             options=self.options,
         )
 
+    @property
+    def _shuffle_generator(self) -> torch.Generator:
+        """What orders the training batches; a resumed run restores it to shuffle the same."""
+        if self.train.generator is None:
+            raise RuntimeError("the training batches shuffle with a generator of their own")
+        return self.train.generator
+
     def resume_state(self) -> dict:
         """What last.pt holds besides the weights, so that a resumed run continues exactly."""
         state = {
             "optimizer": self.optimizer.state_dict(),
-            "shuffle_rng": self.train.generator.get_state(),
+            "shuffle_rng": self._shuffle_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
         if self.scheduler is not None:
@@ -92,7 +100,7 @@ class TrainingRun:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler is not None:
             self.scaler.load_state_dict(checkpoint["scaler"])
-        self.train.generator.set_state(checkpoint["shuffle_rng"])
+        self._shuffle_generator.set_state(checkpoint["shuffle_rng"])
         torch.set_rng_state(checkpoint["torch_rng"])
 
 
@@ -145,8 +153,10 @@ def prepare_run(spec: JobSpec, data: LabelledData) -> TrainingRun:
     train_index, val_index = split_indices(data, spec, generator)
     if isinstance(data, ImageData):
         inputs = _image_inputs(data, train_index, spec, generator, device, channels_last)
-    else:
+    elif isinstance(data, TextData):
         inputs = _text_inputs(data, train_index, spec, arch)
+    else:
+        raise TypeError(f"no inputs for {type(data).__name__}")
     model_args = network_arguments(spec, arch, inputs.model_args, len(data.classes))
     network = _build(arch, model_args, device)
     if channels_last:
@@ -157,7 +167,9 @@ def prepare_run(spec: JobSpec, data: LabelledData) -> TrainingRun:
         inputs = _cached_features(network, inputs, len(data.labels), device, options)
         trained = network.head
     if hyper.compile:
-        trained = torch.compile(trained)
+        # An nn.Module compiles to an OptimizedModule, itself a Module; torch's stubs say only
+        # Callable.
+        trained = cast(nn.Module, torch.compile(trained))
     labels = data.labels.to(device)
     make_train = inputs.make_train or inputs.make
     train = Batches(
@@ -303,7 +315,7 @@ def _text_inputs(
         encoded = [vocabulary.encode(text) for text in data.texts]
         preprocessing = {"vocabulary": vocabulary.to_state()}
         model_args = {"vocab_size": len(vocabulary)}
-    min_length = arch.network.min_length
+    min_length = shortest_input(arch.network)
     tokens = pad_batch(encoded, min_length)
     lengths = torch.tensor([max(len(ids), min_length) for ids in encoded])
     return Inputs(
@@ -341,6 +353,7 @@ def make_scheduler(
         rise = hyper.warmup_epochs / hyper.epochs if hyper.warmup_epochs else ONECYCLE_RISE
         return OneCycleLR(optimizer, max_lr=hyper.lr, total_steps=total, pct_start=rise)
     warmup = round((hyper.warmup_epochs or 0) * steps_per_epoch)
+    main: LRScheduler | None
     if hyper.lr_schedule == "cosine":
         main = CosineAnnealingLR(optimizer, T_max=total - warmup)
     elif hyper.lr_schedule == "step":
@@ -350,8 +363,8 @@ def make_scheduler(
         main = None  # constant
     if not warmup:
         return main
-    rise = LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)  # then stays at lr
-    return rise if main is None else SequentialLR(optimizer, [rise, main], milestones=[warmup])
+    ramp = LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)  # then stays at lr
+    return ramp if main is None else SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def make_optimizer(trained: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:

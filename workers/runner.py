@@ -63,6 +63,8 @@ class EpochRecorder:
         return self.folder / "best.pt"
 
     def __call__(self, result: EpochResult) -> bool:
+        if self.steps is None:
+            raise RuntimeError("the recorder's StepReporter is set before training starts")
         self.steps.flush()
         checkpoint = make_checkpoint(
             **self.run.description,
@@ -244,6 +246,8 @@ def _model_version(
     job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder
 ) -> ModelVersion:
     """The model a succeeded job registers: its best epoch."""
+    if recorder.best is None:
+        raise RuntimeError(f"job {job.id} ended without recording an epoch")
     return ModelVersion(
         job_id=job.id,
         name=spec.name or spec.task,
@@ -258,7 +262,8 @@ def _model_version(
 
 def _finish(session: Session, job: Job, owner: str, model: ModelVersion, reason: EndReason) -> None:
     if not finish_job(session, job.id, owner, model, reason):
-        if get_job(session, job.id).status == JobStatus.CANCELLING:
+        current = get_job(session, job.id)
+        if current is not None and current.status == JobStatus.CANCELLING:
             raise JobCancelled(job.id)  # asked to stop after its last step: it stops unserved
         raise LeaseLost(job.id)
     log.info(

@@ -103,7 +103,7 @@ def upload_dataset(
     dataset, created = ingest_upload(session, settings, files, name, options)
     if not created:
         response.status_code = 200
-    return dataset
+    return DatasetPublic.model_validate(dataset)
 
 
 @router.get("")
@@ -123,4 +123,4 @@ def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
     dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None:
         raise HTTPException(404, f"no dataset with id {dataset_id!r}")
-    return dataset
+    return DatasetPublic.model_validate(dataset)

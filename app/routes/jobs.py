@@ -17,7 +17,16 @@ from app.config import get_settings
 from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
 from app.jobspec import JobSpec, Task
 from app.quotas import check_job_quota
-from app.schemas import JobPublic, JobsPublic, JobSummary, MetricName, MetricSeries, error
+from app.schemas import (
+    JobPublic,
+    JobsPublic,
+    JobSummary,
+    MetricName,
+    MetricPointPublic,
+    MetricSeries,
+    Responses,
+    error,
+)
 from app.store import datasets, jobs, lifecycle, records
 from app.store.db import get_session_factory, read_only_session
 from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
@@ -25,7 +34,7 @@ from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
 
-NOT_FOUND = {404: error("No such job.")}
+NOT_FOUND: Responses = {404: error("No such job.")}
 
 
 @router.post(
@@ -75,8 +84,11 @@ def create_job(
         )
     except IntegrityError:  # the same key, sent twice at once: the other request stored it
         session.rollback()
+        stored = _job_for_key(session, idempotency_key, request_sha256) if idempotency_key else None
+        if stored is None:  # the conflict was not on the idempotency key: a real error
+            raise
         response.status_code = 200
-        return JobPublic.from_job(_job_for_key(session, idempotency_key, request_sha256))
+        return JobPublic.from_job(stored)
     _send(celery, job)
     return JobPublic.from_job(job)
 
@@ -144,7 +156,7 @@ async def list_jobs(
 
 
 def _job_page(
-    statuses: list[str] | None, task: str | None, limit: int, cursor: str | None
+    statuses: list[JobStatus] | None, task: str | None, limit: int, cursor: str | None
 ) -> JobsPublic:
     with read_only_session() as session:
         rows, next_cursor = jobs.list_job_summaries(session, limit, cursor, statuses, task)
@@ -180,7 +192,7 @@ def _job_view(job_id: str) -> JobPublic:
         found = jobs.read_job(session, job_id)
     if found is None:
         raise _no_such_job(job_id)
-    return JobPublic.of(*found)
+    return JobPublic.from_rows(*found)
 
 
 @router.post(
@@ -244,7 +256,10 @@ async def job_events(
 def _events_after(job_id: str, seq: int) -> tuple[list[JobEvent], bool]:
     with get_session_factory()() as session:
         # Status first: if it has ended, the events read next include the final one.
-        ended = jobs.get_job(session, job_id).status in ENDED
+        job = jobs.get_job(session, job_id)
+        if job is None:  # jobs are never deleted, and this one existed when the stream began
+            raise LookupError(f"job {job_id} is gone")
+        ended = job.status in ENDED
         return records.events_after(session, job_id, seq), ended
 
 
@@ -260,4 +275,8 @@ def job_metrics(
     `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
     the database; each point has the bucket's last step, mean, min, max and count."""
     points = records.metric_series(session, job.id, name, max_points)
-    return MetricSeries(job_id=job.id, name=name, points=[p._asdict() for p in points])
+    return MetricSeries(
+        job_id=job.id,
+        name=name,
+        points=[MetricPointPublic.model_validate(p._asdict()) for p in points],
+    )

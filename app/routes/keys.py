@@ -50,4 +50,4 @@ def revoke_api_key(*, request: Request, session: SessionDep, key_id: str) -> Api
         raise HTTPException(404, f"no key with id {key_id!r}")
     revoked = revoke(session, key)
     request.app.state.key_cache.forget(revoked)
-    return revoked
+    return ApiKeyPublic.model_validate(revoked)

@@ -23,6 +23,7 @@ from app.schemas import (
     AliasPublic,
     ModelPublic,
     ModelsPublic,
+    Responses,
     error,
 )
 from app.serving import ModelServer
@@ -36,7 +37,7 @@ router = APIRouter(tags=["models"])
 AliasName = Annotated[
     str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
 ]
-NOT_FOUND = {404: error("No such model version.")}
+NOT_FOUND: Responses = {404: error("No such model version.")}
 
 
 def _version(session: Session, model_id: str) -> ModelVersion:

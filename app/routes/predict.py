@@ -231,7 +231,7 @@ async def infer(model: str, request: Request, server: ModelServerDep) -> InferRe
     return InferResponse.of(body.id, served.version, classes, ranked)
 
 
-def _infer_examples(body: InferRequest, task: str) -> list[bytes | str]:
+def _infer_examples(body: InferRequest, task: str) -> list[bytes] | list[str]:
     [tensor] = body.inputs
     if task == TEXT_TASK:
         return tensor.data

@@ -29,8 +29,8 @@ POOL = {"pool_size": 20, "max_overflow": 20}
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        in_file = database not in (None, "", ":memory:")
+        database = make_url(url).database or ""
+        in_file = database not in ("", ":memory:")
         if in_file:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         pool = POOL if in_file else {}  # an in-memory database has one connection per thread

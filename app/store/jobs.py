@@ -1,5 +1,6 @@
 """Jobs as submitted and read: store one, find one, list and count them."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
@@ -117,11 +118,11 @@ def list_job_summaries(
     session: Session,
     limit: int,
     cursor: str | None,
-    statuses: list[str] | None = None,
+    statuses: Sequence[str] | None = None,
     task: str | None = None,
 ):
     """A page of jobs, newest first, as rows of JOB_SUMMARY; and the next cursor."""
-    values = {"statuses": statuses, "task": task, "rows": limit + 1}
+    values: dict[str, object] = {"statuses": statuses, "task": task, "rows": limit + 1}
     if cursor:
         values["created"], values["row_id"] = decode_cursor(cursor)
     query = _job_summaries(bool(statuses), bool(task), bool(cursor))
@@ -141,11 +142,11 @@ def read_job(session: Session, job_id: str):
 
 def count_open_jobs(session: Session, api_key_id: str) -> int:
     """The key's jobs that have not ended (queued, running or cancelling)."""
-    return session.scalar(
+    return session.execute(
         select(func.count())
         .select_from(Job)
         .where(Job.api_key_id == api_key_id, Job.status.notin_(ENDED))
-    )
+    ).scalar_one()
 
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:
@@ -153,9 +154,9 @@ def count_jobs_by_status(session: Session) -> dict[str, int]:
 
 
 def count_queued(session: Session, queued_before: datetime) -> int:
-    return session.scalar(
+    return session.execute(
         select(func.count()).where(Job.status == JobStatus.QUEUED, Job.queued_at < queued_before)
-    )
+    ).scalar_one()
 
 
 def queued_job_ids(session: Session, limit: int) -> list[str]:

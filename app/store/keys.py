@@ -32,11 +32,11 @@ def list_keys(session: Session, limit: int, cursor: str | None):
 
 
 def count_active_admin_keys(session: Session) -> int:
-    return session.scalar(
+    return session.execute(
         select(func.count())
         .select_from(ApiKey)
         .where(ApiKey.scope == "admin", ApiKey.revoked_at.is_(None))
-    )
+    ).scalar_one()
 
 
 def revoke_key(session: Session, key: ApiKey) -> ApiKey:

@@ -140,7 +140,7 @@ def finish_job(
     session: Session, job_id: str, owner: str, model: ModelVersion, reason: EndReason
 ) -> bool:
     """Mark the job succeeded, register its model and move its `latest`, in one transaction."""
-    add_version(session, session.get(Job, job_id), model)
+    add_version(session, session.get_one(Job, job_id), model)
     return _end(
         session,
         job_id,

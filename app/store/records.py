@@ -1,7 +1,9 @@
 """What training reports about a job: per-step losses, epochs, the event stream, and the
 metric series drawn from them."""
 
-from sqlalchemy import delete, func, insert, select
+from collections.abc import Sequence
+
+from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.jobspec import EPOCH_METRICS, STEP_METRICS
@@ -98,7 +100,7 @@ def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> 
     )
 
 
-def metric_series(session: Session, job_id: str, name: str, max_points: int) -> list:
+def metric_series(session: Session, job_id: str, name: str, max_points: int) -> Sequence[Row]:
     """A metric's points, averaged by the database into at most max_points step buckets."""
     where = (MetricPoint.job_id == job_id, MetricPoint.name == name)
     first, last = session.execute(
