@@ -25,6 +25,7 @@ def _enable_sqlite_concurrency(dbapi_connection, _record) -> None:
 # and closes 10 more on demand: under 32 clients of the job API, PostgreSQL then started a
 # backend process for most requests (GET /jobs/{id}: 203 req/s, 407 with these).
 POOL = {"pool_size": 20, "max_overflow": 20}
+POOL_RECYCLE_S = 1800
 
 
 def make_engine(url: str) -> Engine:
@@ -37,7 +38,12 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _enable_sqlite_concurrency)
         return engine
-    return create_engine(url, pool_pre_ping=True, **POOL)
+    # No pool_pre_ping: its ping is one more round trip per checkout, and every request
+    # checks one out. A connection lost to a database restart fails its next statement
+    # instead (a 503, app.main); SQLAlchemy then drops every connection opened before, so
+    # the requests after it reconnect. pool_recycle retires connections before a server or
+    # proxy times idle ones out unseen.
+    return create_engine(url, pool_recycle=POOL_RECYCLE_S, **POOL)
 
 
 @lru_cache
