@@ -7,7 +7,7 @@ import os
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from app.broker import make_celery
 from app.config import Settings, get_settings
-from app.deps import reject_unknown_query, require_scope
+from app.deps import require_scope
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
@@ -56,7 +56,7 @@ NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fal
 def protected(scope: str) -> dict:
     """include_router arguments for routes that need a key of this scope (or admin)."""
     return {
-        "dependencies": [require_scope(scope), Depends(reject_unknown_query)],
+        "dependencies": [require_scope(scope)],
         "responses": PROTECTED_RESPONSES,
     }
 

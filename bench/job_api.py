@@ -64,7 +64,7 @@ WARMUP_S = 3
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS_PER_EPOCH = 40
 # The image's command (Dockerfile CMD); docker-compose.yml sets the two variables.
-SERVICE_COMMAND = ["app.main:app", "--http", "app.fastlane:PredictProtocol"]
+SERVICE_COMMAND = ["app.main:app", "--http", "app.past_asgi:PredictProtocol"]
 DOCKER_COMPOSE_ENV = {"WEB_CONCURRENCY": "2", "UVICORN_ACCESS_LOG": "false"}
 WRK_CYCLE = """
 local paths = {}
