@@ -52,7 +52,8 @@ def predict_key(api) -> dict[str, str]:
 
 def serves(url: str, model: str, version_id: str, headers: dict) -> bool:
     answer = httpx.post(f"{url}/predict", json={"text": TEXTS[0], "model": model}, headers=headers)
-    return answer.json()["model_id"] == version_id
+    # A 404 while the version's name has not reached this process yet: wait on.
+    return answer.status_code == 200 and answer.json()["model_id"] == version_id
 
 
 def wait_until_served(urls, model: str, version_id: str, headers: dict) -> None:
