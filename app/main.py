@@ -31,6 +31,7 @@ from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
 from app.store.pages import InvalidCursor
 from app.store.versions import ModelFileCorrupt, VersionAliased
+from app.streams import PeerGoneMidStream
 from app.sweeper import Sweeper
 from models.data import DatasetError, UnsupportedFormat
 
@@ -157,7 +158,8 @@ def create_app() -> FastAPI:
         raise TypeError(f"POST /predict must be an APIRoute, not {type(predict_route).__name__}")
     app.add_middleware(PredictPastRouter, api=app, route=predict_route)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees every 413
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 413
+    app.add_middleware(PeerGoneMidStream)  # outermost: a stream's client may leave mid-way
     # Starlette calls a handler only with its own class, but its stubs want one of any
     # Exception.
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
