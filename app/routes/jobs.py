@@ -215,18 +215,18 @@ def cancel_job(*, session: SessionDep, job: ExistingJobDep, response: Response) 
     """Cancel a job. A queued job never starts; a running one stops at its next training
     step and turns `cancelled` once its worker confirms. Repeating a cancel is harmless."""
     _refuse_if_finished(job)
-    if job.status in ("queued", "running"):
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         lifecycle.request_cancel(session, job.id)
         job = _existing_job(session, job.id)
         _refuse_if_finished(job)  # it may have ended meanwhile
         log.info("job %s: cancel requested, now %s", job.id, job.status)
-    if job.status == "cancelling":
+    if job.status == JobStatus.CANCELLING:
         response.status_code = 202
     return JobPublic.from_job(job)
 
 
 def _refuse_if_finished(job: Job) -> None:
-    if job.status in ("succeeded", "failed"):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise HTTPException(409, f"job {job.id} has already ended: {job.status}")
 
 

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import redis
 
+from app.store.tables import ENDED
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
 from tests.utils.servers import LANE_PROTOCOL, start_api, wait_until_ready
@@ -261,7 +262,7 @@ def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
 def ended(answer: httpx.Response, stack: Stack) -> dict | None:
     assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{stack.logs()}"
     job = answer.json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+    return job if job["status"] in ENDED else None
 
 
 @pytest.fixture(scope="session")
