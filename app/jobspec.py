@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.architectures import ARCHITECTURES
 from models.data import TEXT_TASK, Task
 
+AUTO = "auto"  # model.arch: trainserve picks the network (app/recipes.py)
 if TYPE_CHECKING:
     Arch = str  # the names are the registry's keys, known only at run time
 else:
-    Arch = Literal[tuple(ARCHITECTURES)]
+    Arch = Literal[(AUTO, *ARCHITECTURES)]
 MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alias)
 
 # What every epoch reports (the epoch_metrics table's columns, the metric series of each
@@ -29,11 +30,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-ARCH_HELP = "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values())
+ARCH_HELP = "; ".join(
+    [
+        "auto (the default): trainserve picks the network for the task, the data and the "
+        "budget, and says why in the job's spec_sources",
+        *(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values()),
+    ]
+)
+RECIPE = "Default: the network's recipe, fitted to the data (docs/recipes.md)."
 
 
 class ModelSpec(Strict):
-    arch: Arch = Field(description=ARCH_HELP)
+    arch: Arch = Field(AUTO, description=ARCH_HELP)
     embedding_dim: int | None = Field(None, ge=8, le=1024, description="Text networks only.")
     width: int | None = Field(
         None, ge=8, le=512, description="fast_resnet only: channels of its first stage (32)."
@@ -41,6 +49,10 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _options_fit_arch(self) -> "ModelSpec":
+        if self.arch == AUTO:
+            if self.width is not None or self.embedding_dim is not None:
+                raise ValueError("model.width and model.embedding_dim need a named model.arch")
+            return self
         arch = ARCHITECTURES[self.arch]
         if self.width is not None and self.arch != "fast_resnet":
             raise ValueError(f"model.width is for fast_resnet, not {self.arch}")
@@ -50,38 +62,51 @@ class ModelSpec(Strict):
 
 
 class TextSpec(Strict):
-    max_tokens: int = Field(256, ge=8, le=4096, description="Tokens kept per text.")
-    min_freq: int = Field(2, ge=1, le=1000, description="Rarer tokens and n-grams become <unk>.")
-    ngrams: int | None = Field(None, ge=1, le=3, description="Default: the network's own.")
+    max_tokens: int | None = Field(
+        None, ge=8, le=4096, description=f"Tokens (and n-grams) kept per text. {RECIPE}"
+    )
+    min_freq: int | None = Field(
+        None, ge=1, le=1000, description=f"Rarer tokens and n-grams become <unk>. {RECIPE}"
+    )
+    ngrams: int | None = Field(None, ge=1, le=3, description=f"Word n-grams added. {RECIPE}")
 
 
 class Hyperparameters(Strict):
-    epochs: int = Field(10, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=65536)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only.")
-    nesterov: bool = Field(False, description="sgd only: Nesterov momentum.")
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    dropout: float | None = Field(None, ge=0, lt=1, description="Default: the network's own.")
-    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] = Field(
-        "constant",
+    """Every field left out is filled when the job is stored (app/recipes.py)."""
+
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description=f"{RECIPE} With only limits.max_run_seconds, as many as fit in it.",
+    )
+    batch_size: int | None = Field(None, ge=1, le=65536, description=RECIPE)
+    optimizer: Literal["sgd", "adam", "adamw"] | None = Field(None, description=RECIPE)
+    lr: float | None = Field(None, gt=0, le=10, description=RECIPE)
+    momentum: float | None = Field(None, ge=0, lt=1, description=f"sgd only. {RECIPE}")
+    nesterov: bool | None = Field(None, description=f"sgd only: Nesterov momentum. {RECIPE}")
+    weight_decay: float | None = Field(None, ge=0, le=1, description=RECIPE)
+    dropout: float | None = Field(None, ge=0, lt=1, description=RECIPE)
+    lr_schedule: Literal["constant", "cosine", "onecycle", "step"] | None = Field(
+        None,
         description="Stepped after every optimizer step. cosine: decay lr to zero over the run; "
         "onecycle: rise from lr/25 to lr, then anneal to about zero; step: multiply lr by "
-        "lr_gamma every lr_step_epochs.",
+        f"lr_gamma every lr_step_epochs. {RECIPE}",
     )
     warmup_epochs: float | None = Field(
         None,
         ge=0,
         le=1000,
         description="Linear warm-up from lr/100 over this many epochs (fractions allowed). "
-        "Default 0; for onecycle, the rising phase (default 30 % of the run).",
+        "For onecycle, the rising phase (default 30 % of the run). " + RECIPE,
     )
     lr_step_epochs: int = Field(30, ge=1, le=1000, description="step schedule only.")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule only.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description=RECIPE)
     grad_clip_norm: float | None = Field(
-        None, gt=0, description="Clip the gradients' global L2 norm to this before each step."
+        None,
+        gt=0,
+        description=f"Clip the gradients' global L2 norm to this before each step. {RECIPE}",
     )
     accumulate_batches: int = Field(
         1, ge=1, le=1024, description="Add up the gradients of this many batches per step."
@@ -102,7 +127,8 @@ class Hyperparameters(Strict):
 
     @model_validator(mode="after")
     def _warmup_shorter_than_run(self) -> "Hyperparameters":
-        if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+        warmup, epochs = self.warmup_epochs, self.epochs
+        if warmup is not None and epochs is not None and warmup >= epochs:
             raise ValueError("hyperparameters.warmup_epochs must be shorter than the run")
         return self
 
@@ -170,23 +196,20 @@ class JobSpec(Strict):
         extra="forbid",
         json_schema_extra={
             "examples": [
+                # The network picked, and everything else filled from its recipe.
+                {"task": "image_classification", "dataset_id": "3f1c…"},
+                {
+                    "task": "text_sentiment",
+                    "dataset_id": "9a0e…",
+                    "model": {"arch": "text_cnn"},
+                    "hyperparameters": {"epochs": 10},
+                },
+                # As many epochs as fit in ten minutes.
                 {
                     "task": "image_classification",
                     "dataset_id": "3f1c…",
-                    "model": {"arch": "tutorial_cnn"},
-                    "hyperparameters": {
-                        "epochs": 10,
-                        "batch_size": 64,
-                        "optimizer": "sgd",
-                        "lr": 0.01,
-                        "momentum": 0.9,
-                        "weight_decay": 0.0005,
-                        "dropout": 0.0,
-                    },
-                    "validation": {"fraction": 0.1},
-                    "seed": 0,
-                    "device": "auto",
-                }
+                    "limits": {"max_run_seconds": 600},
+                },
             ]
         },
     )
@@ -200,7 +223,7 @@ class JobSpec(Strict):
         pattern=MODEL_NAME,
         description="Model name (default: the task); no '@' or '/'.",
     )
-    model: ModelSpec
+    model: ModelSpec = ModelSpec()
     hyperparameters: Hyperparameters = Hyperparameters()
     text: TextSpec = TextSpec()
     augmentation: AugmentationSpec = AugmentationSpec()
@@ -214,6 +237,8 @@ class JobSpec(Strict):
 
     @model_validator(mode="after")
     def _arch_fits_task(self) -> "JobSpec":
+        if self.model.arch == AUTO:
+            return self
         arch_task = ARCHITECTURES[self.model.arch].task
         if arch_task != self.task:
             raise ValueError(f"model.arch {self.model.arch!r} is for {arch_task}, not {self.task}")

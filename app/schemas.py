@@ -115,7 +115,13 @@ class JobPublic(JobSummary):
     cancel_requested_at: datetime | None
     metrics: EpochPublic | None = Field(description="The latest epoch's.")
     history: list[EpochPublic]
-    spec: dict
+    spec: dict = Field(description="Resolved: every field the request left out is filled.")
+    spec_sources: dict[str, str] | None = Field(
+        description="Where each value of the spec's model, hyperparameters, text or "
+        "augmentation came from: 'given', 'recipe: <network>', 'data: …', 'budget: …', "
+        "'auto: …' (why the network was picked) or 'default'. Null for jobs stored before "
+        "specs were resolved."
+    )
 
     @classmethod
     def from_rows(cls, row, history: list) -> "JobPublic":

@@ -23,6 +23,7 @@ from client import SHARED_DATA
 from app.config import get_settings
 from app.ingest import ingest_upload
 from app.jobspec import JobSpec
+from app.recipes import facts_of_dataset, resolve
 from app.store.db import get_engine, get_session_factory
 from app.store.jobs import add_job
 from app.store.lifecycle import claim_job
@@ -77,9 +78,10 @@ def main() -> None:
                 "hyperparameters": {"batch_size": 64, "lr": 0.01},
             }
         )
-        job = add_job(session, spec)
+        resolved = resolve(spec, facts_of_dataset(dataset, spec.validation))
+        job = add_job(session, resolved.spec, resolved.sources, resolved.planned_epochs)
         claim_job(session, job.id, "bench", settings.lease_seconds)
-        run = prepare_run(spec, data_from_state(load_plain(dataset.path)))
+        run = prepare_run(resolved.spec, data_from_state(load_plain(dataset.path)))
         rates: dict[str, list[float]] = {"bare loop": [], "with per-step reporting": []}
         with Lease(job.id, "bench", settings) as lease:
             reporter = StepReporter(

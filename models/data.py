@@ -85,6 +85,10 @@ class LabelledData:
     def to_state(self) -> dict:
         return {"task": self.task, **asdict(self)}
 
+    def details(self) -> dict:
+        """Reader facts training needs, stored with the dataset: each kind says its own."""
+        raise NotImplementedError
+
 
 @dataclass
 class ImageData(LabelledData):

@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from app.jobspec import Hyperparameters, JobSpec
+from app.recipes import facts_of, filled, resolve
 from models.architectures import ARCHITECTURES, Architecture, build_network
 from models.augment import ImageAugmentation
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
@@ -32,6 +33,7 @@ FEATURE_BATCH = 256  # texts per forward pass when caching a frozen encoder's fe
 
 @dataclass
 class TrainingRun:
+    spec: JobSpec  # resolved; its epochs are None until a time budget's are sized (plan)
     network: nn.Module  # what is checkpointed and served
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler | None
@@ -44,6 +46,18 @@ class TrainingRun:
     # What the loop calls, when not the network itself: the compiled network, or the head
     # of a frozen encoder whose features were computed once.
     trained: nn.Module | None = None
+
+    @property
+    def epochs(self) -> int:
+        return filled(self.spec.hyperparameters.epochs)
+
+    def plan(self, epochs: int) -> None:
+        """A time budget's epochs, once sized: the schedule spans them."""
+        hyper = self.spec.hyperparameters.model_copy(update={"epochs": epochs})
+        self.spec = self.spec.model_copy(update={"hyperparameters": hyper})
+        self.scheduler = make_scheduler(
+            self.optimizer, hyper, self.options.steps_per_epoch(len(self.train))
+        )
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
@@ -143,6 +157,9 @@ class Inputs:
 
 
 def prepare_run(spec: JobSpec, data: LabelledData) -> TrainingRun:
+    """The run a spec describes; a spec not yet resolved (a script's, a test's) is resolved
+    here with the data's facts, as POST /jobs would."""
+    spec = resolve(spec, facts_of(data.task, data.counts(), data.details(), spec.validation)).spec
     hyper = spec.hyperparameters
     use_deterministic_kernels(hyper.deterministic)
     torch.manual_seed(spec.seed)
@@ -172,23 +189,27 @@ def prepare_run(spec: JobSpec, data: LabelledData) -> TrainingRun:
         trained = cast(nn.Module, torch.compile(trained))
     labels = data.labels.to(device)
     make_train = inputs.make_train or inputs.make
+    batch_size = filled(hyper.batch_size)
     train = Batches(
         lambda i: make_train(train_index[i]),
         labels[train_index.to(device)],
-        hyper.batch_size,
+        batch_size,
         shuffle=True,
         generator=generator,
     )
     optimizer = make_optimizer(trained, hyper)
+    steps_per_epoch = options.steps_per_epoch(len(train))
     return TrainingRun(
+        spec=spec,
         network=network,
         optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, hyper, options.steps_per_epoch(len(train))),
+        # A time budget's epochs, and so the schedule, wait for plan().
+        scheduler=make_scheduler(optimizer, hyper, steps_per_epoch) if hyper.epochs else None,
         train=train,
         validation=Batches(
             lambda i: inputs.make(val_index[i]),
             labels[val_index.to(device)],
-            max(hyper.batch_size, 256),
+            max(batch_size, 256),
             shuffle=False,
         ),
         device=device,
@@ -250,7 +271,7 @@ def cpu_has_native_bf16() -> bool:
 def step_options(hyper: Hyperparameters, device: torch.device, arch: Architecture):
     dtype = autocast_dtype(hyper.precision, device, arch)
     return StepOptions(
-        label_smoothing=hyper.label_smoothing,
+        label_smoothing=filled(hyper.label_smoothing),
         grad_clip_norm=hyper.grad_clip_norm,
         accumulate=hyper.accumulate_batches,
         autocast_dtype=dtype,
@@ -264,7 +285,10 @@ def _image_inputs(
     """Normalisation fitted on (a sample of) the training images; uint8 kept on the device."""
     sample = train_index[torch.randperm(len(train_index), generator=generator)[:STATS_SAMPLE]]
     image = ImagePreprocessing.fit(data.images[sample])
-    augmentation = image_augmentation(spec, image)
+    augmentation = ImageAugmentation(
+        crop_padding=filled(spec.augmentation.crop_padding),
+        horizontal_flip=filled(spec.augmentation.horizontal_flip),
+    )
     images = data.images.to(device)
     memory = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -283,17 +307,6 @@ def _image_inputs(
     )
 
 
-def image_augmentation(spec: JobSpec, image: ImagePreprocessing) -> ImageAugmentation:
-    default = ImageAugmentation.default_for(image.channels, image.height, image.width)
-    asked = spec.augmentation
-    return ImageAugmentation(
-        crop_padding=default.crop_padding if asked.crop_padding is None else asked.crop_padding,
-        horizontal_flip=default.horizontal_flip
-        if asked.horizontal_flip is None
-        else asked.horizontal_flip,
-    )
-
-
 def _text_inputs(
     data: TextData, train_index: torch.Tensor, spec: JobSpec, arch: Architecture
 ) -> Inputs:
@@ -302,15 +315,15 @@ def _text_inputs(
     The vocabulary is built from the training texts only; a pretrained encoder brings its own.
     """
     if arch.pretrained:
-        tokenizer = WordPieceTokenizer(max_length=min(spec.text.max_tokens, 512))
+        tokenizer = WordPieceTokenizer(max_length=min(filled(spec.text.max_tokens), 512))
         encoded = tokenizer.encode_all(data.texts)
         preprocessing, model_args = {"wordpiece": tokenizer.to_state()}, {}
     else:
         vocabulary = Vocabulary.build(
             [data.texts[i] for i in train_index.tolist()],
-            ngrams=spec.text.ngrams or arch.text_ngrams,
-            min_freq=spec.text.min_freq,
-            max_length=spec.text.max_tokens,
+            ngrams=filled(spec.text.ngrams),
+            min_freq=filled(spec.text.min_freq),
+            max_length=filled(spec.text.max_tokens),
         )
         encoded = [vocabulary.encode(text) for text in data.texts]
         preprocessing = {"vocabulary": vocabulary.to_state()}
@@ -348,10 +361,11 @@ def make_scheduler(
 
     Every schedule is one LRScheduler, whose state_dict resumes it where it stopped.
     """
-    total = steps_per_epoch * hyper.epochs
+    epochs = filled(hyper.epochs)
+    total = steps_per_epoch * epochs
     if hyper.lr_schedule == "onecycle":
-        rise = hyper.warmup_epochs / hyper.epochs if hyper.warmup_epochs else ONECYCLE_RISE
-        return OneCycleLR(optimizer, max_lr=hyper.lr, total_steps=total, pct_start=rise)
+        rise = hyper.warmup_epochs / epochs if hyper.warmup_epochs else ONECYCLE_RISE
+        return OneCycleLR(optimizer, max_lr=filled(hyper.lr), total_steps=total, pct_start=rise)
     warmup = round((hyper.warmup_epochs or 0) * steps_per_epoch)
     main: LRScheduler | None
     if hyper.lr_schedule == "cosine":
@@ -369,10 +383,14 @@ def make_scheduler(
 
 def make_optimizer(trained: nn.Module, hyper: Hyperparameters) -> torch.optim.Optimizer:
     params = [p for p in trained.parameters() if p.requires_grad]
-    lr, decay = hyper.lr, hyper.weight_decay
+    lr, decay = filled(hyper.lr), filled(hyper.weight_decay)
     if hyper.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=lr, momentum=hyper.momentum, nesterov=hyper.nesterov, weight_decay=decay
+            params,
+            lr=lr,
+            momentum=filled(hyper.momentum),
+            nesterov=filled(hyper.nesterov),
+            weight_decay=decay,
         )
     if hyper.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=decay)

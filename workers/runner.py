@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
+from app.recipes import RECIPES, filled
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job, queued_job_ids
@@ -19,6 +20,7 @@ from app.store.lifecycle import (
     fail_job,
     finish_job,
     hand_back_job,
+    plan_epochs,
     retry_or_fail,
     set_device,
 )
@@ -27,6 +29,7 @@ from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
+from workers.budget import epochs_for_budget
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
@@ -179,6 +182,8 @@ def _train(
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
     run = prepare_run(spec, data)
+    if spec.hyperparameters.epochs is None:
+        _plan_epochs(session, job, owner, run)
     folder = settings.artifacts_dir / "jobs" / job.id
     done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
     recorder.steps = StepReporter(
@@ -194,7 +199,7 @@ def _train(
     try:
         with recorder.steps:
             run.fit(
-                spec.hyperparameters.epochs,
+                run.epochs,
                 recorder,
                 first_epoch=done_epochs + 1,
                 on_step=recorder.steps,
@@ -205,7 +210,18 @@ def _train(
         reason = EndReason.TIME_LIMIT
     if reason == EndReason.COMPLETED and recorder.stopped_early:
         reason = EndReason.EARLY_STOPPED
-    return _model_version(job, spec, run, recorder), reason
+    return _model_version(job, run.spec, run, recorder), reason
+
+
+def _plan_epochs(session: Session, job: Job, owner: str, run: TrainingRun) -> None:
+    """A job with only a time budget: size its epochs, and say so in the job."""
+    spec = run.spec
+    budget = filled(spec.limits.max_run_seconds)
+    epochs, why = epochs_for_budget(run, budget, RECIPES[spec.model.arch].max_epochs)
+    run.plan(epochs)
+    sources = (job.spec_sources or {}) | {"hyperparameters.epochs": why}
+    plan_epochs(session, job.id, owner, run.spec.model_dump(mode="json"), sources)
+    log.info("job %s: %s", job.id, why)
 
 
 def _resume(

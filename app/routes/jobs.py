@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from app.config import get_settings
 from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
 from app.jobspec import JobSpec, Task
 from app.quotas import check_job_quota
+from app.recipes import Resolved, facts_of_dataset, resolve
 from app.schemas import (
     JobPublic,
     JobsPublic,
@@ -73,12 +74,14 @@ def create_job(
     if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
         response.status_code = 200
         return JobPublic.from_job(job)
-    _check_datasets(session, spec)
+    resolved = _resolved(spec, _check_datasets(session, spec))
     check_job_quota(session, key, settings)
     try:
         job = jobs.add_job(
             session,
-            spec,
+            resolved.spec,
+            resolved.sources,
+            resolved.planned_epochs,
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
             api_key_id=key.id if key else None,
@@ -113,7 +116,8 @@ def _send(celery, job: Job) -> None:
     log.info("job %s: queued %s %s", job.id, job.task, job.spec["model"]["arch"])
 
 
-def _check_datasets(session: Session, spec: JobSpec) -> None:
+def _check_datasets(session: Session, spec: JobSpec) -> Dataset:
+    """The training dataset, once it and any validation dataset fit the spec."""
     dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
     if spec.validation.dataset_id:
         held_out = _dataset_for(
@@ -125,6 +129,21 @@ def _check_datasets(session: Session, spec: JobSpec) -> None:
                 f"validation.dataset_id has classes {held_out.classes}, "
                 f"the training dataset {dataset.classes}",
             )
+    return dataset
+
+
+def _resolved(spec: JobSpec, dataset: Dataset) -> Resolved:
+    """The spec with what it left out filled from the network's recipe and the data; 422
+    when a value given and one filled do not fit together."""
+    try:
+        return resolve(spec, facts_of_dataset(dataset, spec.validation))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        raise HTTPException(
+            422, f"with its defaults filled, the spec is invalid: {problems}"
+        ) from exc
 
 
 def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Dataset:

@@ -21,14 +21,16 @@ from app.store.tables import (
 )
 
 
-def add_job(session: Session, spec: JobSpec, **fields) -> Job:
-    """Store a queued job with its first event."""
+def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: int, **fields) -> Job:
+    """Store a queued job, its spec resolved (app.recipes), with its first event; `epochs`
+    is what the job shows until the worker sizes a time budget's."""
     job = Job(
         id=new_id(),
         task=spec.task,
         dataset_id=spec.dataset_id,
         spec=spec.model_dump(mode="json"),
-        epochs=spec.hyperparameters.epochs,
+        spec_sources=sources,
+        epochs=epochs,
         max_attempts=spec.limits.max_attempts,
         event_seq=1,
         **fields,
@@ -77,7 +79,7 @@ JOB_SUMMARY = (
     Job.heartbeat_at,
     Job.finished_at,
 )
-JOB_DETAILS = (Job.resumed_from_epoch, Job.cancel_requested_at, Job.spec)
+JOB_DETAILS = (Job.resumed_from_epoch, Job.cancel_requested_at, Job.spec, Job.spec_sources)
 EPOCH_HISTORY = (
     EpochMetrics.epoch,
     EpochMetrics.train_loss,

@@ -95,6 +95,18 @@ def set_device(session: Session, job_id: str, owner: str, device: str) -> None:
     session.commit()
 
 
+def plan_epochs(
+    session: Session, job_id: str, owner: str, spec: dict, sources: dict[str, str]
+) -> None:
+    """The worker sized a time budget's epochs: the spec, its sources and the job's epoch
+    count say so from now on, and a resumed attempt trains to the same count."""
+    epochs = spec["hyperparameters"]["epochs"]
+    update_job(
+        session, job_id, held_by(owner), (Job.id,), spec=spec, spec_sources=sources, epochs=epochs
+    )
+    session.commit()
+
+
 def request_cancel(session: Session, job_id: str) -> bool:
     """A queued job is cancelled at once; a running one is asked to stop. False: neither."""
     now = utcnow()

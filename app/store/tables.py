@@ -129,7 +129,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     task: Mapped[str] = mapped_column(String(40), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
-    spec: Mapped[dict[str, Any]]
+    spec: Mapped[dict[str, Any]]  # resolved: app.recipes filled what the client left out
+    # Where each filled value of the spec came from ("given", "recipe: …", "data: …", …).
+    spec_sources: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(String(20), index=True, default=JobStatus.QUEUED)
     end_reason: Mapped[str | None] = mapped_column(String(40))  # an EndReason
     attempt: Mapped[int] = mapped_column(Integer, default=0)

@@ -160,3 +160,36 @@ def test_epoch_metrics_are_series_too(client, image_spec):
     series = client.get(f"/jobs/{job_id}/metrics", params={"name": "val_accuracy"}).json()
     assert [p["value"] for p in series["points"]] == [h["val_accuracy"] for h in job["history"]]
     assert [p["step"] for p in series["points"]] == [5, 10]
+
+
+def test_a_minimal_spec_is_stored_resolved_with_where_each_value_came_from(client, two_class_zip):
+    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
+    minimal = {"task": "image_classification", "dataset_id": dataset_id}
+    created = client.post("/jobs", json=minimal)
+    assert created.status_code == 201, created.text
+    job = client.get(f"/jobs/{created.json()['id']}").json()
+    hyper, sources = job["spec"]["hyperparameters"], job["spec_sources"]
+    assert job["arch"] == job["spec"]["model"]["arch"] == "fast_resnet"
+    assert sources["model.arch"].startswith("auto: 40 training images of 16x16")
+    # 40 images: batches of 8 (at least), SGD's rate scaled down with them, more epochs.
+    assert hyper["batch_size"] == 8 and sources["hyperparameters.batch_size"].startswith("data:")
+    assert hyper["lr"] == pytest.approx(0.2 * 8 / 256)
+    assert job["epochs"] == hyper["epochs"] == 60
+    assert sources["hyperparameters.momentum"] == "recipe: fast_resnet"
+    assert {f"hyperparameters.{name}" for name in hyper} <= sources.keys()
+    assert "task" not in sources and not any(path.startswith("text.") for path in sources)
+
+
+def test_a_given_value_that_contradicts_a_default_is_a_422_naming_it(client, sentiment_csv):
+    dataset_id = upload(client, sentiment_csv, "s.csv").json()["id"]
+    spec = {
+        "task": "text_sentiment",
+        "dataset_id": dataset_id,
+        "model": {"arch": "minilm_finetuned"},
+        "hyperparameters": {"warmup_epochs": 50},
+    }
+    refused = client.post("/jobs", json=spec)
+    assert refused.status_code == 422
+    assert "with its defaults filled" in refused.json()["detail"]
+    assert "warmup_epochs must be shorter than the run" in refused.json()["detail"]
+    assert client.get("/jobs").json()["items"] == []

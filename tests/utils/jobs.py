@@ -7,6 +7,7 @@ from sqlalchemy import update
 
 from app.ingest import ingest_upload
 from app.jobspec import JobSpec
+from app.recipes import facts_of_dataset, resolve
 from app.store.jobs import add_job, get_job
 from app.store.tables import Job, utcnow
 from models.data import NamedFile, ReadOptions
@@ -16,7 +17,8 @@ def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str
     files = [NamedFile(name, io.BytesIO(upload))]
     dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
     spec = JobSpec.model_validate({"dataset_id": dataset.id, **spec_fields})
-    return add_job(session, spec).id
+    resolved = resolve(spec, facts_of_dataset(dataset, spec.validation))
+    return add_job(session, resolved.spec, resolved.sources, resolved.planned_epochs).id
 
 
 def queue_image_job(session, settings, zip_bytes: bytes, **spec_fields) -> str:

@@ -31,7 +31,8 @@ def spec(task: str = "image_classification", arch: str = "tutorial_cnn", **overr
         "dataset_id": "d",
         "model": {"arch": arch},
         "seed": 1,
-        "hyperparameters": {"epochs": 3, "batch_size": 16, "lr": 0.05},
+        # A constant rate: these runs take a few steps, too few for a recipe's schedule.
+        "hyperparameters": {"epochs": 3, "batch_size": 16, "lr": 0.05, "lr_schedule": "constant"},
     }
     return JobSpec.model_validate(fields | overrides)
 
@@ -95,7 +96,8 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step():
     run = prepare_run(cosine, separable_images(64))
     run.fit(2, on_epoch_end=lambda _: None)
     assert run.optimizer.param_groups[0]["lr"] < 1e-6
-    assert prepare_run(spec(), separable_images(64)).scheduler is None
+    constant = spec(hyperparameters={"epochs": 2, "lr": 0.05, "lr_schedule": "constant"})
+    assert prepare_run(constant, separable_images(64)).scheduler is None
 
 
 @pytest.mark.parametrize(
@@ -126,7 +128,18 @@ def test_fit_starts_at_first_epoch_reports_every_step_and_stops_when_asked():
 
 
 def hyper(**fields) -> dict:
-    return {"hyperparameters": {"epochs": 2, "batch_size": 16, "lr": 0.05, **fields}}
+    """Two epochs at a constant rate, on hard targets: a handful of steps, too few for a
+    recipe's schedule and label smoothing."""
+    return {
+        "hyperparameters": {
+            "epochs": 2,
+            "batch_size": 16,
+            "lr": 0.05,
+            "lr_schedule": "constant",
+            "label_smoothing": 0.0,
+            **fields,
+        }
+    }
 
 
 def learning_rates(schedule: dict, epochs: int = 4, steps: int = 10) -> list[float]:
@@ -160,7 +173,7 @@ def test_step_schedule_and_warmup():
 
 
 def test_schedule_resumes_from_its_state_dict():
-    settings = Hyperparameters.model_validate({"epochs": 4, "lr_schedule": "onecycle"})
+    settings = Hyperparameters.model_validate({"epochs": 4, "lr": 1.0, "lr_schedule": "onecycle"})
     first = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = make_scheduler(first, settings, steps_per_epoch=10)
     for _ in range(13):
