@@ -36,6 +36,17 @@ from models.text import TextCNN, Vocabulary, pad_batch
 from workers.recipe import cpu_has_native_bf16
 
 HOLDOUT = {"source": "holdout", "fraction": 0.1}
+# What the plain loops do, pinned in the job: left out, the network's recipe would add
+# Nesterov momentum, weight decay, a schedule and label smoothing (app/recipes.py).
+PLAIN_SGD = {
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "label_smoothing": 0.0,
+}
+PLAIN_ADAM = {"optimizer": "adam", "lr_schedule": "constant", "label_smoothing": 0.0}
+PLAIN_TEXT = {"max_tokens": 256, "min_freq": 2, "ngrams": 1}  # as mr_tokens() builds it
 NO_AUGMENTATION = {"crop_padding": 0, "horizontal_flip": False}
 
 
@@ -96,7 +107,7 @@ CASES = {
         job={
             "task": "image_classification",
             "model": {"arch": "tutorial_cnn"},
-            "hyperparameters": {"batch_size": 64, "lr": 0.01},
+            "hyperparameters": {**PLAIN_SGD, "batch_size": 64, "lr": 0.01, "nesterov": False},
         },
         upload=upload_cifar,
         examples=cifar_images,
@@ -108,7 +119,7 @@ CASES = {
         job={
             "task": "image_classification",
             "model": {"arch": "fast_resnet"},
-            "hyperparameters": {"batch_size": 256, "lr": 0.05, "nesterov": True},
+            "hyperparameters": {**PLAIN_SGD, "batch_size": 256, "lr": 0.05, "nesterov": True},
         },
         upload=upload_cifar,
         examples=cifar_images,
@@ -121,7 +132,8 @@ CASES = {
         job={
             "task": "text_sentiment",
             "model": {"arch": "text_cnn"},
-            "hyperparameters": {"batch_size": 64, "optimizer": "adam", "lr": 0.001},
+            "hyperparameters": {**PLAIN_ADAM, "batch_size": 64, "lr": 0.001},
+            "text": PLAIN_TEXT,
         },
         upload=upload_mr,
         examples=mr_tokens,
@@ -209,7 +221,9 @@ def main() -> None:
     service = Service(args.url)
     print(
         f"median of {args.epochs} job epochs, and of {2 * args.epochs} plain-loop epochs (half "
-        f"before the job, half after), {torch.get_num_threads()} threads"
+        f"before the job, half after); the loops: {torch.get_num_threads()} threads (the "
+        f"worker's TRAINSERVE_TORCH_THREADS must be the same), CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}"
     )
     print(f"{'':42} {'samples/s':>10} {'job / this':>11}  load avg (1, 5, 15 min)")
     for name in args.only.split(","):
