@@ -167,7 +167,9 @@ def test_a_face_set_of_pgm_folders_trains_and_predicts(api, stack):
     assert_history(job, 2)
 
     photo = zipfile.ZipFile(io.BytesIO(face_set_zip(40, 9))).read("s7/3.pgm")
-    answer = api.post("/predict", files={"file": ("3.pgm", photo)}, data={"top_k": "40"})
+    answer = api.post(
+        "/predict", files={"file": ("3.pgm", photo)}, data={"model": job["id"], "top_k": "40"}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["job_id"] == job["id"]
     assert sorted(p["label"] for p in answer.json()["top_k"]) == sorted(dataset["classes"])
