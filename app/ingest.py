@@ -60,6 +60,7 @@ def ingest_upload(
         classes=data.classes,
         counts=data.counts(),
         details=data.details(),
+        skipped=asdict(data.skipped),
         path=str(path),
     )
     try:
@@ -74,11 +75,13 @@ def ingest_upload(
         path.unlink(missing_ok=True)  # no file without its row
         raise
     log.info(
-        "dataset %s: stored %s %s, classes=%d",
+        "dataset %s: stored %s %s, classes=%d, skipped %d hidden and %d not images",
         dataset.id,
         data.task,
         data.source_format,
         len(data.classes),
+        data.skipped.hidden,
+        data.skipped.not_an_image,
     )
     return dataset, True
 

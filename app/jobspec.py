@@ -4,6 +4,7 @@ Shared by the API (which validates it) and the worker (which re-reads it from th
 row), so it holds no HTTP concerns: the response models stay in app/schemas.py.
 """
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -166,6 +167,36 @@ class ValidationSpec(Strict):
         if self.dataset_id and self.source not in ("auto", "dataset"):
             raise ValueError(f"validation.dataset_id cannot be combined with {self.source!r}")
         return self
+
+    def takes_holdout(self, test_examples: int) -> bool:
+        """Whether validation is held out of the training examples: neither another dataset
+        nor the dataset's own test split (of test_examples) validates."""
+        if self.dataset_id:
+            return False
+        return self.source == "holdout" or (self.source == "auto" and not test_examples)
+
+    def holdout_size(self, train_examples: int) -> int:
+        return max(1, round(train_examples * self.fraction))
+
+    def problem(self, train_per_class: Sequence[int], test_examples: int) -> str | None:
+        """Why a dataset of these counts cannot be validated this way, or None. A holdout
+        must leave every class an example to learn from. Known from a dataset's counts, so
+        POST /jobs refuses what the worker would fail."""
+        if self.source == "test_split" and not test_examples:
+            return "validation.source is 'test_split' but the dataset has no test split"
+        if not self.takes_holdout(test_examples):
+            return None
+        examples = sum(train_per_class)
+        held_out = self.holdout_size(examples)
+        if held_out <= examples - sum(1 for count in train_per_class if count):
+            return None
+        return (
+            f"the dataset is too small to hold out validation examples: holding out {held_out} "
+            f"of its {examples} training examples (validation.fraction {self.fraction:g}) "
+            f"would leave one of its {len(train_per_class)} classes with none to learn from; "
+            "upload more examples of some classes, a test split (train/ and test/ folders), "
+            "or give a validation.dataset_id"
+        )
 
 
 class EarlyStopping(Strict):

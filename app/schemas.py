@@ -33,6 +33,20 @@ def error(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description, "content": json_body}
 
 
+class SkippedFiles(BaseModel):
+    """Files of an image zip that are not in the dataset; none for IDX files and tables."""
+
+    hidden: int = Field(
+        0, description="System and hidden files: __MACOSX/, ._*, .DS_Store, Thumbs.db, …"
+    )
+    not_an_image: int = Field(
+        0, description="Files Pillow does not recognise as an image (README, notes.txt)."
+    )
+    examples: list[str] = Field(
+        default_factory=list, description="The first few files that are not images."
+    )
+
+
 class DatasetPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -45,6 +59,7 @@ class DatasetPublic(BaseModel):
     sha256: str = Field(description="sha256 of the uploaded bytes.")
     size_bytes: int
     details: dict
+    skipped: SkippedFiles
     created_at: datetime
 
 

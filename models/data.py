@@ -29,9 +29,16 @@ TASKS: tuple[Task, ...] = get_args(Task)
 IMAGE_TASK: Final[Task] = "image_classification"
 TEXT_TASK: Final[Task] = "text_sentiment"
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# A file of a zip that Pillow does not recognise is skipped, unless its name says it is an
+# image: then it is a damaged one, and the upload is refused rather than quietly smaller.
+IMAGE_SUFFIXES = {
+    *(".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+    *(".pgm", ".ppm", ".pbm", ".pnm"),
+}
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# Written by file managers next to the files (besides every name starting with '.').
+SYSTEM_FILES = {"thumbs.db", "desktop.ini"}
+SKIPPED_EXAMPLES = 5  # names of files skipped as not images, kept for the upload's answer
 SPLITS = ("train", "test")
 MAX_LABEL_LENGTH = 200
 MAX_CLASSES = 10_000
@@ -66,12 +73,31 @@ class NamedFile:
     stream: BinaryIO
 
 
+class NotAnImage(DatasetError):
+    """Pillow does not recognise the bytes as an image of any format it reads."""
+
+
+@dataclass
+class Skipped:
+    """The files of an image zip left out of the dataset, by reason."""
+
+    hidden: int = 0  # system and hidden files: __MACOSX/, ._*, .DS_Store, Thumbs.db, …
+    not_an_image: int = 0  # what Pillow does not recognise, in a file not named as an image
+    examples: list[str] = field(default_factory=list)  # the first few not an image
+
+    def add_not_an_image(self, name: str) -> None:
+        self.not_an_image += 1
+        if len(self.examples) < SKIPPED_EXAMPLES:  # shown as a class name would be
+            self.examples.append(CONTROL_CHARACTERS.sub("", name)[:MAX_LABEL_LENGTH])
+
+
 @dataclass
 class LabelledData:
     classes: list[str]
     labels: torch.Tensor  # int64, index into classes
     is_test: torch.Tensor  # bool, True for the upload's own test split
     source_format: str  # image_zip, idx, csv, tsv or jsonl
+    skipped: Skipped = field(default_factory=Skipped, kw_only=True)
     task: ClassVar[str]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -83,7 +109,10 @@ class LabelledData:
         return counts
 
     def to_state(self) -> dict:
-        return {"task": self.task, **asdict(self)}
+        """What training reads back (data_from_state): the examples, not what was left out."""
+        state = asdict(self)
+        del state["skipped"]
+        return {"task": self.task, **state}
 
     def details(self) -> dict:
         """Reader facts training needs, stored with the dataset: each kind says its own."""
@@ -127,13 +156,20 @@ def with_test_split(train: LabelledData, test: LabelledData) -> LabelledData:
         texts = [text for text, kept in zip(train.texts, keep.tolist(), strict=True) if kept]
         return replace(train, labels=labels, is_test=is_test, texts=texts + test.texts)
     assert isinstance(train, ImageData) and isinstance(test, ImageData)  # same type, checked
-    if train.images.shape[1:] != test.images.shape[1:]:
+    train_images, test_images = _same_channels(train.images[keep], test.images)
+    if train_images.shape[2:] != test_images.shape[2:]:
         raise DatasetError(
-            f"validation images are {tuple(test.images.shape[1:])} (CxHxW), training images "
-            f"{tuple(train.images.shape[1:])}: upload one of them with a 'resize'"
+            f"validation images are {tuple(test.images.shape[2:])} (HxW), training images "
+            f"{tuple(train.images.shape[2:])}: upload one of them with a 'resize'"
         )
-    images = torch.cat([train.images[keep], test.images])
+    images = torch.cat([train_images, test_images])
     return replace(train, labels=labels, is_test=is_test, images=images)
+
+
+def _same_channels(*batches: torch.Tensor) -> list[torch.Tensor]:
+    """Grey images as colour ones when any batch is in colour, as within one upload."""
+    channels = max(batch.shape[1] for batch in batches)
+    return [batch.expand(-1, channels, -1, -1) for batch in batches]
 
 
 def data_from_state(state: dict) -> ImageData | TextData:
@@ -232,16 +268,19 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     # A name such as "" or "." names no file (and zipfile's is_dir() fails on "")
     if any(not PurePosixPath(info.filename).parts for info in archive.infolist()):
         raise DatasetError("a zip entry has no file name: the zip is damaged")
-    entries = [info for info in archive.infolist() if _is_data_entry(info)]
-    _refuse_empty_folders(archive, entries)
-    placed = _place_entries([PurePosixPath(info.filename).parts for info in entries])
-    budget = DecodeBudget(options.max_decoded_bytes)
-    arrays = [_decode_entry(archive, info, options.resize, budget) for info in entries]
-    images = _stack_images(arrays, [info.filename for info in entries])
+    files = [info for info in archive.infolist() if not info.is_dir()]
+    shown = [info for info in files if not _is_hidden(info.filename)]
+    _refuse_empty_folders(archive, shown)
+    skipped = Skipped(hidden=len(files) - len(shown))
+    names, arrays = _decode_images(archive, shown, options, skipped)
+    placed = _place_entries([PurePosixPath(name).parts for name in names], skipped)
+    images = _stack_images(arrays, names)
     splits = [split for split, _ in placed]
     labels = [label for _, label in placed]
     classes, label_ids = _index_labels(labels, splits)
-    return ImageData(classes, label_ids, _test_mask(splits), "image_zip", images=images)
+    return ImageData(
+        classes, label_ids, _test_mask(splits), "image_zip", skipped=skipped, images=images
+    )
 
 
 EOCD, ZIP64_LOCATOR, ZIP64_EOCD = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
@@ -311,9 +350,10 @@ class DecodeBudget:
             )
 
 
-def _refuse_empty_folders(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]) -> None:
-    """An empty class folder is a class with no examples: say so rather than drop it."""
-    holding = {str(parent) for info in entries for parent in PurePosixPath(info.filename).parents}
+def _refuse_empty_folders(archive: zipfile.ZipFile, files: list[zipfile.ZipInfo]) -> None:
+    """An empty class folder is a class with no examples: say so rather than drop it. (A
+    folder of files that are not images, such as docs/README, is no class: it is skipped.)"""
+    holding = {str(parent) for info in files for parent in PurePosixPath(info.filename).parents}
     for info in archive.infolist():
         folder = info.filename.rstrip("/")
         if info.is_dir() and folder not in holding and not _is_hidden(folder):
@@ -323,18 +363,33 @@ def _refuse_empty_folders(archive: zipfile.ZipFile, entries: list[zipfile.ZipInf
 
 
 def _is_hidden(path: str) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(path).parts)
+    """A file no one means as data: a name starting with '.' (.DS_Store, the ._ copies of
+    macOS) or inside such a folder, under __MACOSX/, or a system file (Thumbs.db)."""
+    parts = PurePosixPath(path).parts
+    hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
+    return hidden or parts[-1].lower() in SYSTEM_FILES
 
 
-def _is_data_entry(info: zipfile.ZipInfo) -> bool:
-    name = PurePosixPath(info.filename).name
-    return not info.is_dir() and not _is_hidden(info.filename) and name not in JUNK_NAMES
+def _decode_images(
+    archive: zipfile.ZipFile, files: list[zipfile.ZipInfo], options: ReadOptions, skipped: Skipped
+) -> tuple[list[str], list[np.ndarray]]:
+    """The name and pixels of every file that is an image; the others counted in skipped."""
+    budget = DecodeBudget(options.max_decoded_bytes)
+    names, arrays = [], []
+    for info in files:
+        array = _decode_entry(archive, info, options.resize, budget)
+        if array is None:
+            skipped.add_not_an_image(info.filename)
+        else:
+            names.append(info.filename)
+            arrays.append(array)
+    return names, arrays
 
 
-def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:
-    """Map each entry path to (split, class): <class>/<f> or <train|test>/<class>/<f>."""
+def _place_entries(paths: list[tuple[str, ...]], skipped: Skipped) -> list[tuple[str, str]]:
+    """Map each image path to (split, class): <class>/<f> or <train|test>/<class>/<f>."""
     if not paths:
-        raise DatasetError("the zip holds no image files")
+        raise DatasetError(f"the zip holds no image files{_not_images_note(skipped)}")
     first_folders = {parts[0] for parts in paths if len(parts) > 1}
     wrapped = len(first_folders) == 1 and first_folders.pop().lower() not in SPLITS
     if wrapped and all(len(parts) > 2 for parts in paths):  # one outer folder, e.g. cifar10/…
@@ -342,18 +397,21 @@ def _place_entries(paths: list[tuple[str, ...]]) -> list[tuple[str, str]]:
     return [_place_entry(parts) for parts in paths]
 
 
+def _not_images_note(skipped: Skipped) -> str:
+    if not skipped.not_an_image:
+        return ""
+    examples = ", ".join(map(repr, skipped.examples))
+    return f" ({skipped.not_an_image} files are not images, e.g. {examples})"
+
+
 def _place_entry(parts: tuple[str, ...]) -> tuple[str, str]:
-    suffix = PurePosixPath(parts[-1]).suffix.lower()
-    path = "/".join(parts)
-    if suffix not in IMAGE_SUFFIXES:
-        accepted = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise DatasetError(f"zip entry {path!r} is not an image ({accepted})")
     if len(parts) == 3 and parts[0].lower() in SPLITS:
         return parts[0].lower(), parts[1]
     if len(parts) == 2:
         return "train", parts[0]
     raise DatasetError(
-        f"zip entry {path!r} is not laid out as <class>/<file> or train|test/<class>/<file>"
+        f"zip entry {'/'.join(parts)!r} is not laid out as <class>/<file> or "
+        f"train|test/<class>/<file>"
     )
 
 
@@ -362,7 +420,8 @@ def _decode_entry(
     info: zipfile.ZipInfo,
     resize: tuple[int, int] | None,
     budget: DecodeBudget,
-) -> np.ndarray:
+) -> np.ndarray | None:
+    """The entry's pixels; None for a file that is not an image and not named as one."""
     what = f"zip entry {info.filename!r}"
     try:
         # Read no more than the budget allows, whatever the central directory declared.
@@ -375,35 +434,76 @@ def _decode_entry(
     budget.charge(len(data), what)
     try:
         array = decode_image(data, resize)
+    except NotAnImage as exc:
+        if PurePosixPath(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+            return None
+        raise DatasetError(f"{what}: {exc}") from exc
     except DatasetError as exc:
         raise DatasetError(f"{what}: {exc}") from exc
     budget.charge(array.nbytes, what)
     return array
 
 
-def decode_image(data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None):
-    """Decode image bytes to a uint8 array, HxW (grey) or HxWx3 (colour)."""
+# Pillow's modes of one channel; "I;16" and its byte orders start with "I;16".
+GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+
+def decode_image(
+    data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None
+) -> np.ndarray:
+    """Image bytes of any format Pillow reads to a uint8 array, HxW (grey) or HxWx3 (colour).
+
+    The format is told from the bytes, never from a name. Raises NotAnImage when Pillow
+    does not recognise them, DatasetError when it does but the image is too large or
+    cannot be decoded (truncated, corrupt).
+    """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DatasetError(
-                    f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
-                )
-            image.load()
-            target = mode or ("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            converted = image.convert(target)
-            if resize and converted.size != (resize[1], resize[0]):
-                converted = converted.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
-            return np.asarray(converted, dtype=np.uint8)
-    except UnidentifiedImageError as exc:
-        raise DatasetError("not a decodable image (unknown or corrupt format)") from exc
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise DatasetError(f"image too large ({exc})") from exc
-    except DatasetError:
-        raise
-    except Exception as exc:  # PIL's decoders raise many kinds of error on malformed input
-        raise DatasetError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise NotAnImage("not a decodable image (unknown or corrupt format)") from exc
+    except Exception as exc:  # a format's parser failing on a header that began like its own
+        raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    with image:
+        try:
+            return _pixels(image, resize, mode)
+        except DatasetError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise DatasetError(f"image too large ({exc})") from exc
+        except Exception as exc:  # PIL's decoders raise many kinds of error on malformed input
+            raise DatasetError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _pixels(image: Image.Image, resize: tuple[int, int] | None, mode: str | None) -> np.ndarray:
+    """The first frame (of a GIF, a TIFF), in mode or else grey or RGB as the image is."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(
+            f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
+        )
+    image.load()
+    converted = _eight_bit(image).convert(mode or ("L" if _is_grey(image) else "RGB"))
+    if resize and converted.size != (resize[1], resize[0]):
+        converted = converted.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+    return np.asarray(converted, dtype=np.uint8)
+
+
+def _is_grey(image: Image.Image) -> bool:
+    """One channel, or a palette of greys only (a grey GIF is one)."""
+    if image.mode in GREY_MODES or image.mode.startswith("I;16"):
+        return True
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    return palette is not None and palette[0::3] == palette[1::3] == palette[2::3]
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grey (a PGM whose maxval is over 255, a 16-bit PNG or TIFF) scaled to 0-255:
+    Pillow's convert() clips it at 255 instead, which turns nearly every pixel white."""
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    return image.convert("I").point(lambda value: value / 257 + 0.5)  # rounded, 65535 → 255
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

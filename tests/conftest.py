@@ -37,10 +37,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def png_bytes(array: np.ndarray) -> bytes:
+def image_bytes(array: np.ndarray, image_format: str, **options) -> bytes:
+    """The array encoded by Pillow: PNG, PPM (PGM for grey), BMP, TIFF, WebP, GIF, …"""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format=image_format, **options)
     return buffer.getvalue()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    return image_bytes(array, "PNG")
 
 
 def class_pattern(label: int, size: int, rng: np.random.Generator, channels: int = 3):
@@ -68,6 +73,21 @@ def two_class_zip() -> bytes:
         for label, name in ((0, "top"), (1, "bottom")):
             for i in range(count):
                 entries[f"{split}/{name}/{i}.png"] = png_bytes(class_pattern(label, 16, rng))
+    return image_zip(entries)
+
+
+def face_set_zip(people: int, per_person: int, size: tuple[int, int] = (112, 92)) -> bytes:
+    """A face set as distributed (AT&T/ORL style): grey PGM files, one folder per person
+    (s1/1.pgm, …), with a README and the .DS_Store a Mac leaves. Each person is a blocky
+    random face of their own (size in multiples of 8x4 pixels); each photo adds noise."""
+    rng = np.random.default_rng(19)
+    entries = {"README": b"40 people, 10 photos each.\n", ".DS_Store": b"\0\0\0\1Bud1"}
+    for person in range(1, people + 1):
+        face = np.kron(rng.integers(30, 220, (size[0] // 8, size[1] // 4)), np.ones((8, 4)))
+        for photo in range(1, per_person + 1):
+            noisy = face + rng.normal(0, 20, size)
+            grey = noisy.clip(0, 255).astype(np.uint8)
+            entries[f"s{person}/{photo}.pgm"] = image_bytes(grey, "PPM")
     return image_zip(entries)
 
 

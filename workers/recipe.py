@@ -132,18 +132,29 @@ def split_indices(
     """Training and validation example indices, as the spec's validation source says."""
     test = data.is_test.nonzero().flatten()
     train = (~data.is_test).nonzero().flatten()
-    source = spec.validation.source
-    if source == "dataset" or spec.validation.dataset_id:
-        source = "test_split"  # the validation dataset was merged in as the test split
-    if source == "test_split" and not len(test):
-        raise DatasetError("validation.source is 'test_split' but the dataset has no test split")
-    if source == "test_split" or (source == "auto" and len(test)):
-        return train, test
+    per_class = torch.bincount(data.labels[train], minlength=len(data.classes)).tolist()
+    if problem := spec.validation.problem(per_class, len(test)):
+        raise DatasetError(problem)
+    if not spec.validation.takes_holdout(len(test)):
+        return train, test  # the test split, or the validation dataset merged in as one
+    return holdout(train, data.labels, spec.validation.holdout_size(len(train)), generator)
+
+
+def holdout(
+    train: torch.Tensor, labels: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random holdout of size examples that leaves every class one to train on: the
+    first size of a shuffle, passing over each class's last example in it (so a large
+    dataset gets exactly the first size). Returns (kept, held out)."""
     shuffled = train[torch.randperm(len(train), generator=generator)]
-    held_out = max(1, round(len(train) * spec.validation.fraction))
-    if held_out >= len(train):
-        raise DatasetError("validation.fraction leaves no training examples")
-    return shuffled[held_out:], shuffled[:held_out]
+    classes = labels[shuffled]
+    positions = torch.arange(len(shuffled))
+    last = torch.zeros(int(classes.max()) + 1, dtype=torch.int64)
+    last = last.scatter_reduce(0, classes, positions, reduce="amax")
+    spare = (positions != last[classes]).nonzero().flatten()
+    held = torch.zeros(len(shuffled), dtype=torch.bool)
+    held[spare[:size]] = True
+    return shuffled[~held], shuffled[held]
 
 
 @dataclass

@@ -29,17 +29,22 @@ class Batches:
         self.generator = generator
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return len(self._starts())
+
+    def _starts(self) -> range:
+        """Where each batch starts. A last batch of one example joins the one before: batch
+        norm cannot train on a single example whose features are 1x1 (it raises)."""
+        count = len(self.labels)
+        lone_last = count > self.batch_size and count % self.batch_size == 1
+        return range(0, count - 1 if lone_last else count, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.labels)
         order = torch.randperm(count, generator=self.generator) if self.shuffle else None
-        for start in range(0, count, self.batch_size):
-            index = (
-                order[start : start + self.batch_size]
-                if order is not None
-                else torch.arange(start, min(start + self.batch_size, count))
-            )
+        starts = self._starts()
+        for start in starts:
+            stop = count if start == starts[-1] else start + self.batch_size
+            index = order[start:stop] if order is not None else torch.arange(start, stop)
             yield self.make_inputs(index), self.labels[index]
 
 

@@ -11,8 +11,9 @@ from models.data import NamedFile, ReadOptions
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 FILE_HELP = (
-    "A zip of images, one folder per class (<class>/<file>, optionally under train/ and "
-    "test/); or MNIST-style IDX files, images and labels, gzipped or not (send each as a "
+    "A zip of images in any format Pillow decodes, told by content (other files are "
+    "skipped and counted), one folder per class (<class>/<file>, optionally under train/ "
+    "and test/); or MNIST-style IDX files, images and labels, gzipped or not (send each as a "
     "'file' part; names with t10k or test form the test split); or a CSV, TSV or JSONL "
     "table with a text and a label column (an optional 'split' column says train or test)."
 )

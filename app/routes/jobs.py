@@ -119,6 +119,9 @@ def _send(celery, job: Job) -> None:
 def _check_datasets(session: Session, spec: JobSpec) -> Dataset:
     """The training dataset, once it and any validation dataset fit the spec."""
     dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
+    train, test = (dataset.counts.get(split, {}).values() for split in ("train", "test"))
+    if problem := spec.validation.problem(list(train), sum(test)):
+        raise HTTPException(422, problem)
     if spec.validation.dataset_id:
         held_out = _dataset_for(
             session, spec.validation.dataset_id, spec.task, "validation.dataset_id"

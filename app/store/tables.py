@@ -102,6 +102,8 @@ class Dataset(Base):
     counts: Mapped[dict[str, Any]]
     # Reader facts training needs: image shape, or the text and label columns.
     details: Mapped[dict[str, Any]]
+    # Files of an image zip left out: hidden, not_an_image, and the first few not images.
+    skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

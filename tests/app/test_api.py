@@ -7,7 +7,7 @@ import pytest
 from app.broker import make_celery
 from app.store.db import get_session_factory
 from app.sweeper import resend_lost_messages
-from tests.conftest import app_client
+from tests.conftest import app_client, face_set_zip, image_zip
 from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
 from workers.runner import run_job
 
@@ -26,6 +26,22 @@ def test_upload_is_stored_once_by_content(client, two_class_zip):
     assert again.status_code == 200 and again.json()["id"] == body["id"]
     assert client.get(f"/datasets/{body['id']}").json()["name"] == "shapes"
     assert [d["id"] for d in client.get("/datasets").json()["items"]] == [body["id"]]
+
+
+def test_an_upload_answers_and_keeps_what_it_skipped(client):
+    faces = face_set_zip(3, 2, size=(16, 12))
+    first = upload(client, faces, "faces.zip")
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["classes"] == ["s1", "s2", "s3"]
+    assert body["details"] == {"channels": 1, "height": 16, "width": 12}
+    skipped = {"hidden": 1, "not_an_image": 1, "examples": ["README"]}
+    assert body["skipped"] == skipped
+    assert client.get(f"/datasets/{body['id']}").json()["skipped"] == skipped
+    assert upload(client, faces, "again.zip").json()["skipped"] == skipped
+    nothing = upload(client, image_zip({"README": b"hi", "a/notes.txt": b"x"}), "docs.zip")
+    assert nothing.status_code == 422
+    assert "no image files (2 files are not images" in nothing.json()["detail"]
 
 
 def test_listing_pages_newest_first(client, sentiment_csv):
@@ -106,6 +122,32 @@ def test_job_must_name_a_dataset_of_its_task(client, sentiment_csv):
     text_id = upload(client, sentiment_csv, "t.csv").json()["id"]
     mismatch = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": text_id})
     assert mismatch.status_code == 422 and "text_sentiment data" in mismatch.json()["detail"]
+
+
+def test_a_job_its_dataset_cannot_validate_is_422_saying_why(client, sentiment_csv):
+    two_photos = face_set_zip(2, 1, size=(16, 16))
+    dataset_id = upload(client, two_photos, "tiny.zip").json()["id"]
+    too_small = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id})
+    assert too_small.status_code == 422
+    assert too_small.json()["detail"] == (
+        "the dataset is too small to hold out validation examples: holding out 1 of its 2 "
+        "training examples (validation.fraction 0.1) would leave one of its 2 classes with "
+        "none to learn from; upload more examples of some classes, a test split (train/ and "
+        "test/ folders), or give a validation.dataset_id"
+    )
+    text_id = upload(client, sentiment_csv, "t.csv").json()["id"]
+    no_test_split = client.post(
+        "/jobs",
+        json={
+            **IMAGE_JOB,
+            "task": "text_sentiment",
+            "model": {"arch": "bag_of_embeddings"},
+            "dataset_id": text_id,
+            "validation": {"source": "test_split"},
+        },
+    )
+    assert no_test_split.status_code == 422 and "has no test split" in no_test_split.text
+    assert client.get("/jobs").json()["items"] == []
 
 
 def test_created_job_is_stored_and_queued(client, embedded_settings, two_class_zip):

@@ -251,4 +251,4 @@ def test_keys_without_their_own_quota_get_the_setting(monkeypatch, client, embed
 def _small_zip() -> bytes:
     from tests.hostile import valid_png, with_class_b
 
-    return with_class_b({"a/1.png": valid_png()})
+    return with_class_b({"a/1.png": valid_png(), "a/2.png": valid_png()})  # one to hold out

@@ -5,9 +5,10 @@ import io
 import zipfile
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
-from tests.conftest import png_bytes
+from tests.conftest import class_pattern, face_set_zip, image_zip, png_bytes
 from tests.e2e.conftest import mnist_upload, wait_for_job
 
 pytestmark = pytest.mark.e2e
@@ -145,12 +146,57 @@ def test_mr_sentiment_holdout_and_text_predictions(api, stack, shared_data):
     assert all(a["model_id"] == job["model_id"] for a in answers)
 
 
-def test_a_bad_job_fails_in_the_worker_with_a_reason(api, stack, shared_data):
-    dataset = api.post("/datasets", files={"file": ("mr.csv", mr_slice(shared_data, 50))}).json()
+@pytest.mark.predicts
+def test_a_face_set_of_pgm_folders_trains_and_predicts(api, stack):
+    """40 people of 9 photos each, as the AT&T set is distributed: s1/1.pgm, …, a README."""
+    uploaded = api.post("/datasets", files={"file": ("att_faces.zip", face_set_zip(40, 9))})
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert len(dataset["classes"]) == 40 and set(dataset["counts"]["train"].values()) == {9}
+    assert dataset["details"] == {"channels": 1, "height": 112, "width": 92}
+    assert dataset["skipped"] == {"hidden": 1, "not_an_image": 1, "examples": ["README"]}
+
     job = train(
-        api, stack, dataset["id"], "text_sentiment", "text_cnn", validation={"source": "test_split"}
+        api,
+        stack,
+        dataset["id"],
+        "image_classification",
+        "tutorial_cnn",
+        hyperparameters={"epochs": 2},
     )
-    assert job["status"] == "failed" and "no test split" in job["error"]
+    assert_history(job, 2)
+
+    photo = zipfile.ZipFile(io.BytesIO(face_set_zip(40, 9))).read("s7/3.pgm")
+    answer = api.post(
+        "/predict", files={"file": ("3.pgm", photo)}, data={"model": job["id"], "top_k": "40"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["job_id"] == job["id"]
+    assert sorted(p["label"] for p in answer.json()["top_k"]) == sorted(dataset["classes"])
+
+
+def test_a_dataset_too_small_to_validate_is_refused_when_the_job_is_posted(api, stack):
+    dataset = api.post("/datasets", files={"file": ("two.zip", face_set_zip(2, 1))}).json()
+    assert dataset["counts"] == {"train": {"s1": 1, "s2": 1}}
+    refused = api.post(
+        "/jobs",
+        json={
+            "task": "image_classification",
+            "dataset_id": dataset["id"],
+            "model": {"arch": "tutorial_cnn"},
+            "hyperparameters": {"epochs": 1},
+        },
+    )
+    assert refused.status_code == 422
+    assert "too small to hold out validation examples" in refused.json()["detail"]
+
+
+def test_a_bad_job_fails_in_the_worker_with_a_reason(api, stack):
+    rng = np.random.default_rng(8)
+    small = {f"{c}/{i}.png": png_bytes(class_pattern(c, 8, rng)) for c in (0, 1) for i in range(4)}
+    dataset = api.post("/datasets", files={"file": ("8x8.zip", image_zip(small))}).json()
+    job = train(api, stack, dataset["id"], "image_classification", "tutorial_cnn")
+    assert job["status"] == "failed" and "at least 16x16, not 8x8" in job["error"]
     assert job["history"] == [] and job["model_id"] is None
     listed = api.get("/jobs", params={"limit": 1}).json()["items"]
     assert listed[0]["id"] == job["id"]  # newest first

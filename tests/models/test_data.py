@@ -1,5 +1,6 @@
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from models.data import (
     ImageData,
     ImagePreprocessing,
     NamedFile,
+    NotAnImage,
     ReadOptions,
+    Skipped,
     TextData,
     UnsupportedFormat,
     data_from_state,
@@ -20,7 +23,15 @@ from models.data import (
     read_upload,
     with_test_split,
 )
-from tests.conftest import class_pattern, idx_bytes, image_zip, png_bytes
+from tests.conftest import (
+    class_pattern,
+    face_set_zip,
+    idx_bytes,
+    image_bytes,
+    image_zip,
+    png_bytes,
+)
+from tests.hostile import png_header
 
 
 def read(*files: tuple[str, bytes], **options) -> ImageData | TextData:
@@ -65,8 +76,14 @@ def test_mixed_sizes_need_a_resize():
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
-        ({"a/1.png": b"not a png", "b/2.png": b"x"}, "a/1.png.*not a decodable image"),
-        ({"a/1.txt": b"hello", "b/1.png": b""}, "a/1.txt.*not an image"),
+        ({"a/1.png": b"not a png", "b/2.png": "VALID"}, "a/1.png.*not a decodable image"),
+        ({"a/1.jpg": b"\xff\xd8\xff\xe0" + bytes(64), "b/2": "VALID"}, "a/1.jpg.*not a decodable"),
+        ({"a/1.pgm": b"P5\n4 4\n255\n", "b/2.png": "VALID"}, "a/1.pgm.*not a decodable image"),
+        ({"a/huge.bin": png_header(60000, 60000), "b/1": "VALID"}, "a/huge.bin.*pixels"),
+        (
+            {"notes.txt": b"hello", "README": b"read me", ".DS_Store": b"\0"},
+            r"no image files \(2 files are not images, e.g. 'notes.txt', 'README'\)",
+        ),
         ({"only/1.png": "VALID"}, "at least two classes"),
         (
             {"train/a/1.png": "VALID", "train/b/1.png": "VALID", "test/c/1.png": "VALID"},
@@ -82,6 +99,126 @@ def test_bad_image_zips_name_the_problem(entries, message):
     entries = {k: valid if v == "VALID" else v for k, v in entries.items()}
     with pytest.raises(DatasetError, match=message):
         read(("x.zip", image_zip(entries)))
+
+
+def grey_and_colour(seed: int, size: tuple[int, int] = (6, 10)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size, np.uint8), rng.integers(0, 256, (*size, 3), np.uint8)
+
+
+# Lossless encodings, so the pixels read back are those written.
+LOSSLESS = {
+    "PGM/PPM": ("PPM", {}),
+    "BMP": ("BMP", {}),
+    "TIFF": ("TIFF", {"compression": "tiff_lzw"}),
+    "WebP": ("WEBP", {"lossless": True}),
+    "PNG": ("PNG", {}),
+}
+
+
+@pytest.mark.parametrize("name", LOSSLESS)
+def test_images_of_any_format_are_told_by_content_not_by_name(name):
+    image_format, options = LOSSLESS[name]
+    grey, colour = grey_and_colour(len(name))
+    if image_format == "WEBP":  # WebP has no grey: it comes back as RGB
+        grey = grey[:, :, None].repeat(3, axis=2)
+    entries = {
+        "a/1.dat": image_bytes(grey, image_format, **options),  # a suffix that says nothing
+        "b/photo": image_bytes(colour, image_format, **options),  # none at all
+    }
+    data = read(("x.zip", image_zip(entries)))
+    assert data.classes == ["a", "b"] and data.images.shape == (2, 3, 6, 10)
+    assert torch.equal(data.images[1], torch.from_numpy(colour).permute(2, 0, 1))
+    # Grey beside colour is made colour: every channel holds the grey.
+    for channel in range(3):
+        assert torch.equal(
+            data.images[0, channel], torch.from_numpy(grey[..., 0] if grey.ndim == 3 else grey)
+        )
+    assert data.skipped == Skipped()
+
+
+def test_a_grey_set_stays_grey_in_any_format_and_a_gif_gives_its_first_frame():
+    grey, _ = grey_and_colour(3)
+    second_frame = Image.fromarray(255 - grey)
+    gif = io.BytesIO()
+    Image.fromarray(grey).save(gif, format="GIF", save_all=True, append_images=[second_frame])
+    entries = {
+        "a/1.pgm": image_bytes(grey, "PPM"),
+        "a/2.tif": image_bytes(grey, "TIFF"),
+        "b/1.bmp": image_bytes(grey, "BMP"),
+        "b/2.gif": gif.getvalue(),
+        "b/3.png": image_bytes(np.dstack([grey, grey]), "PNG"),  # grey with alpha
+    }
+    data = read(("x.zip", image_zip(entries)))
+    assert data.images.shape == (5, 1, 6, 10)
+    for image in data.images:
+        assert torch.equal(image[0], torch.from_numpy(grey))
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped():
+    levels = np.array([[0, 257, 32896, 65535]], np.uint16)  # 0, 1, 128, 255 in 8 bits
+    pgm = b"P5\n4 1\n65535\n" + levels.astype(">u2").tobytes()
+    for data in (pgm, image_bytes(levels, "PNG"), image_bytes(levels, "TIFF")):
+        assert decode_image(data).tolist() == [[0, 1, 128, 255]]
+    assert decode_image(pgm, mode="RGB").tolist() == [[[0] * 3, [1] * 3, [128] * 3, [255] * 3]]
+
+
+def test_non_square_images_keep_their_shape():
+    rng = np.random.default_rng(4)
+    entries = {
+        f"{c}/{i}.pgm": image_bytes(class_pattern(0, 4, rng, 1), "PPM")
+        for c in "ab"
+        for i in range(2)
+    }
+    tall = read(("faces.zip", face_set_zip(2, 3, size=(24, 16))))
+    assert tall.images.shape == (6, 1, 24, 16) and tall.details() == {
+        "channels": 1,
+        "height": 24,
+        "width": 16,
+    }
+    assert read(("x.zip", image_zip(entries)), resize=(6, 9)).images.shape == (4, 1, 6, 9)
+
+
+def test_files_that_are_not_images_are_skipped_and_counted():
+    grey, _ = grey_and_colour(5)
+    pgm = image_bytes(grey, "PPM")
+    entries = {
+        "faces/README": b"forty people",
+        "faces/s1/1.pgm": pgm,
+        "faces/s1/2.pgm": pgm,
+        "faces/s1/notes.txt": b"taken in 1992",
+        "faces/s2/1.pgm": pgm,
+        "faces/s2/Thumbs.db": b"\xd0\xcf\x11\xe0",
+        "faces/.DS_Store": b"\0\0\0\1Bud1",
+        "__MACOSX/faces/s1/._1.pgm": b"\0\5\26\7",
+        "faces/docs/": b"",  # a folder of files that are not images is no class
+        "faces/docs/LICENSE": b"free",
+    }
+    data = read(("faces.zip", image_zip(entries)))
+    assert data.classes == ["s1", "s2"] and data.counts() == {"train": {"s1": 2, "s2": 1}}
+    assert data.skipped == Skipped(
+        hidden=3,
+        not_an_image=3,
+        examples=["faces/README", "faces/s1/notes.txt", "faces/docs/LICENSE"],
+    )
+    assert "skipped" not in data.to_state()  # training needs only the examples
+
+
+def test_a_face_set_as_distributed_reads_with_a_class_per_person():
+    data = read(("att_faces.zip", face_set_zip(40, 9)))
+    assert len(data.classes) == 40 and data.classes[:3] == ["s1", "s10", "s11"]
+    assert set(data.counts()["train"].values()) == {9}
+    assert data.images.shape == (360, 1, 112, 92)
+    assert data.skipped == Skipped(hidden=1, not_an_image=1, examples=["README"])
+
+
+def test_decode_image_says_whether_bytes_are_no_image_or_a_broken_one():
+    with pytest.raises(NotAnImage, match="unknown or corrupt format"):
+        decode_image(b"a README, not an image")
+    truncated = png_bytes(grey_and_colour(6, (32, 32))[0])[:60]
+    with pytest.raises(DatasetError, match="not a decodable image") as broken:
+        decode_image(truncated)
+    assert not isinstance(broken.value, NotAnImage)
 
 
 def test_corrupt_zip_is_rejected():
@@ -191,6 +328,9 @@ def test_state_round_trip_and_merged_validation_split(two_class_zip, sentiment_c
     merged = with_test_split(images, images)
     assert merged.counts()["train"] == {"bottom": 20, "top": 20}
     assert merged.counts()["test"] == {"bottom": 25, "top": 25}
+    grey = replace(images, images=images.images[:, :1])
+    assert with_test_split(grey, images).images.shape == (90, 3, 16, 16)  # grey made colour
+    assert torch.equal(with_test_split(images, grey).images[-1, 2], grey.images[-1, 0])
     with pytest.raises(DatasetError, match="classes"):
         with_test_split(images, read(("t.csv", sentiment_csv)))
 

@@ -7,6 +7,7 @@ from models.data import DatasetError, ImageData, TextData
 from workers.recipe import (
     autocast_dtype,
     cpu_has_native_bf16,
+    holdout,
     make_scheduler,
     prepare_run,
     split_indices,
@@ -47,6 +48,25 @@ def test_batches_cover_every_example_once_per_epoch():
     assert seen.tolist() != list(range(10))  # shuffled
 
 
+def test_a_last_batch_of_one_example_joins_the_one_before():
+    for shuffle in (False, True):
+        batches = Batches(lambda i: i, torch.arange(9), 4, shuffle=shuffle)
+        sizes = [len(y) for _, y in batches]
+        assert len(batches) == 2 and sizes == [4, 5]
+    assert [len(y) for _, y in Batches(lambda i: i, torch.arange(1), 4, shuffle=False)] == [1]
+
+
+def test_batch_norm_at_1x1_trains_on_a_set_that_leaves_one_example_over():
+    data = separable_images(37)  # 17 training examples: batches of 16, then one
+    data.images = data.images[:, :, :8, :8]  # fast_resnet's features are 1x1 at 8x8
+    run = prepare_run(
+        spec(arch="fast_resnet", hyperparameters={"epochs": 1, "batch_size": 16}), data
+    )
+    results: list[EpochResult] = []
+    run.fit(1, on_epoch_end=results.append)
+    assert len(run.train) == 1 and results[0].train_loss > 0
+
+
 def test_validation_sources():
     data = separable_images(100)
     train, val = split_indices(data, spec(), torch.Generator().manual_seed(0))
@@ -56,6 +76,31 @@ def test_validation_sources():
     assert (len(train), len(val)) == (60, 20)
     assert not set(train.tolist()) & set(val.tolist())
     assert not bool(data.is_test[train].any())
+
+
+def test_a_holdout_of_a_large_set_is_the_start_of_a_shuffle():
+    train, labels = torch.arange(1000), torch.arange(1000) % 10
+    kept, held = holdout(train, labels, 100, torch.Generator().manual_seed(3))
+    shuffled = train[torch.randperm(1000, generator=torch.Generator().manual_seed(3))]
+    assert torch.equal(held, shuffled[:100]) and torch.equal(kept, shuffled[100:])
+
+
+def test_a_holdout_leaves_every_class_an_example_to_learn_from():
+    labels = torch.tensor([0, 1, 2, 2, 2, 3, 3])  # classes 0 and 1 have one example each
+    for seed in range(20):
+        kept, held = holdout(torch.arange(7), labels, 3, torch.Generator().manual_seed(seed))
+        assert set(labels[kept].tolist()) == {0, 1, 2, 3} and len(held) == 3
+        assert sorted(kept.tolist() + held.tolist()) == list(range(7))
+
+
+def test_a_set_too_small_to_hold_out_from_is_a_data_error():
+    images = torch.zeros(3, 1, 16, 16, dtype=torch.uint8)
+    one_each = torch.tensor([False, False, True])  # a and b once each; a test example of a
+    data = ImageData(["a", "b"], torch.tensor([0, 1, 0]), one_each, "image_zip", images=images)
+    with pytest.raises(DatasetError, match="too small to hold out validation examples"):
+        split_indices(data, spec(validation={"source": "holdout"}), torch.Generator())
+    train, val = split_indices(data, spec(), torch.Generator())  # its test split validates
+    assert (train.tolist(), val.tolist()) == ([0, 1], [2])
 
 
 def test_fit_learns_separable_images_and_reports_each_epoch():
