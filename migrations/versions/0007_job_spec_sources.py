@@ -4,8 +4,8 @@ POST /jobs fills what a spec leaves out from the network's recipe and the data
 (app/recipes.py) and keeps, beside the spec, the source of each value. Jobs stored
 before have none (null): their spec was filled by the spec's own defaults.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 13:00:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
