@@ -275,9 +275,11 @@ class ModelServer:
         if old == target:
             return
         self._serving[ref] = target
-        if old and old != target and old not in self._serving.values():
+        if old and old not in self._serving.values():
             self.cache.discard(old)  # in-flight requests keep it alive until they finish
-        log.info("%s %s now served by model %s (was %s)", ref.kind, ref.value, target, old)
+        log.info(
+            "%s %s now served by model %s (was %s)", ref.kind, ref.value, target, old or "none"
+        )
 
     # ---- answering requests --------------------------------------------------------------
 
@@ -296,7 +298,7 @@ class ModelServer:
         if served is not None:
             return served
         target = self.snapshot.target(ref)
-        if target is None:  # a name or a version not heard of yet (the watch hears nothing)
+        if target is None:  # not heard of yet (a watch that hears nothing), or unknown
             await self.refresh()
             ref = self._parse(reference, task)
             target = self.snapshot.target(ref)
