@@ -55,6 +55,8 @@ class RegistryWatch:
 
 
 class PostgresListener(RegistryWatch):
+    """LISTEN on a connection of its own; every change's transaction sends a NOTIFY."""
+
     how = f"heard through PostgreSQL's LISTEN {REGISTRY_CHANNEL}"
 
     def __init__(self, conninfo: str, on_heard: Callable[[], None]):
@@ -123,6 +125,8 @@ class PostgresListener(RegistryWatch):
 
 
 class SqliteDataVersion(RegistryWatch):
+    """The generation, read again whenever another connection has committed."""
+
     how = "read through SQLite's data_version on every request"
 
     def __init__(self, path: str):
@@ -140,8 +144,8 @@ class SqliteDataVersion(RegistryWatch):
         try:
             data_version = self._cursor.execute("PRAGMA data_version").fetchone()
             if data_version != self._data_version:  # another connection committed something
-                self._data_version = data_version
                 self._generation = self._cursor.execute(self._query).fetchone()
+                self._data_version = data_version  # once the generation is read
         except sqlite3.Error:
             pass  # the file busy for a moment: the next request or poll looks again
         return self._generation

@@ -175,7 +175,7 @@ class ModelServer:
         """Refresh every `registry_poll_seconds`, until cancelled: serving keeps in step
         this way when the watch hears nothing."""
         log.info(
-            "registry changes %s; the registry is also read every %g s",
+            "registry changes %s; the registry is read every %g s in any case",
             self.watch.how,
             self.settings.registry_poll_seconds,
         )
