@@ -83,6 +83,7 @@ async def lifespan(app: FastAPI):
     gc.set_threshold(50_000, 20, 10)
     yield
     poller.cancel()
+    server.stop()
     sweeper.stop()
 
 

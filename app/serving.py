@@ -2,14 +2,18 @@
 
 A reference is a version id (or job id), `name@alias`, a bare `name` (its
 `production` alias where set, else `latest`), or nothing (the default name of the
-task: the name of its newest version). Every API process polls the aliases from
-the database, so an alias moved through any process is served by all of them.
+task: the name of its newest version). Every API process reads the aliases from the
+database again as soon as its registry watch (app/registry_watch.py) hears of a change,
+and every `registry_poll_seconds` in any case, so an alias moved through any process,
+or a job's new version, is served by all of them.
 
-Hot swap: when a reference's target changes, the new version is loaded in a
-background thread while the old one goes on answering; then the reference is
-switched in one assignment on the event loop, and the old version is dropped
-unless another reference still serves it. All bookkeeping runs on the event loop;
-threads only read files and build networks.
+A request answers from the version the registry names for its reference, as last read:
+once a process has heard of a move, it no longer answers from the old version. The new
+one is loaded in a background thread (one load, however many requests wait for it),
+then the reference is switched in one assignment on the event loop, and the old version
+is dropped unless another reference still serves it. A load that fails leaves the old
+version answering. All bookkeeping runs on the event loop; threads only read the
+database and files and build networks.
 """
 
 import asyncio
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from app.batching import Arrivals, Batcher
 from app.config import Settings
 from app.metrics import Metrics
+from app.registry_watch import registry_watch
 from app.store.db import get_session_factory
 from app.store.tables import ModelVersion
 from app.store.versions import (
@@ -159,29 +164,81 @@ class ModelServer:
         self._swapping: dict[Ref, str] = {}
         self._broken: set[str] = set()  # versions whose load failed: not retried by the poller
         self._tasks: set[asyncio.Task] = set()
+        self.watch = registry_watch(settings, on_heard=self._heard_of_change)
+        self._synced: object = None  # what the watch had heard when the snapshot was read
+        self._reads = self._newest_read = 0  # snapshot reads started; the newest one applied
+        self._catching_up: asyncio.Future[None] | None = None
 
     # ---- keeping in step with the registry -----------------------------------------------
 
     async def poll(self) -> None:
-        """Refresh every `registry_poll_seconds`, until cancelled."""
+        """Refresh every `registry_poll_seconds`, until cancelled: serving keeps in step
+        this way when the watch hears nothing."""
+        log.info(
+            "registry changes %s; the registry is read every %g s in any case",
+            self.watch.how,
+            self.settings.registry_poll_seconds,
+        )
         while True:
             try:
+                await self.watch.connect()
                 await self.refresh()
             except Exception as exc:  # the database may be down for a while; keep serving
                 log.warning("registry poll failed: %s", exc)
             await asyncio.sleep(self.settings.registry_poll_seconds)
 
+    def stop(self) -> None:
+        self.watch.close()
+
     async def refresh(self) -> None:
         """Read the aliases now; start loading every new target in the background."""
-        self.snapshot = await asyncio.to_thread(read_snapshot)
+        heard = self.watch.heard()  # before the read: a change heard later reads again
+        self._reads += 1
+        read = self._reads
+        snapshot = await asyncio.to_thread(read_snapshot)
+        if read < self._newest_read:
+            return  # a read started later has answered already
+        self._newest_read, self._synced, self.snapshot = read, heard, snapshot
         self._names = self.snapshot.names
         for version_id in self.cache.ids() - set(self.snapshot.versions):
             self.cache.discard(version_id)  # deleted through this or another process
         refs = set(self._serving) | {Ref("task", task) for task in self.snapshot.default_names}
         for ref in refs:
             target = self.snapshot.target(ref)
-            if target and target != self._serving.get(ref) and target not in self._broken:
+            if target == self._serving.get(ref):
+                self._swapping.pop(ref, None)  # moved back before the other version loaded
+            elif target and target not in self._broken:
                 self._start_swap(ref, target)
+
+    def behind(self) -> bool:
+        """Whether the watch heard of a change to the registry since the snapshot was read."""
+        return self.watch.heard() != self._synced
+
+    async def catch_up(self) -> None:
+        """Read the registry again if the watch heard of a change since the last read: one
+        read at a time, however many requests wait for it."""
+        while self.behind():
+            if self._catching_up is None:
+                self._catching_up = asyncio.ensure_future(self._read_again())
+                self._catching_up.add_done_callback(self._caught_up)
+            await asyncio.shield(self._catching_up)
+
+    async def _read_again(self) -> None:
+        heard = self.watch.heard()
+        try:
+            await self.refresh()
+        except Exception as exc:  # the database went away since: serve what is loaded
+            self._synced = heard  # and leave the change to the poll, once it is back
+            log.warning("registry read after a change failed: %s", exc)
+
+    def _caught_up(self, _: asyncio.Future) -> None:
+        self._catching_up = None
+
+    def _heard_of_change(self) -> None:
+        """The watch heard of a change unasked: start loading what it moved now."""
+        task = asyncio.ensure_future(self.catch_up())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def ready(self) -> tuple[bool, str]:
         if not self.snapshot.default_names:
@@ -215,36 +272,60 @@ class ModelServer:
 
     def _switch(self, ref: Ref, target: str) -> None:
         old = self._serving.get(ref)
+        if old == target:
+            return
         self._serving[ref] = target
-        if old and old != target and old not in self._serving.values():
+        if old and old not in self._serving.values():
             self.cache.discard(old)  # in-flight requests keep it alive until they finish
-        log.info("%s %s now served by model %s (was %s)", ref.kind, ref.value, target, old)
+        log.info(
+            "%s %s now served by model %s (was %s)", ref.kind, ref.value, target, old or "none"
+        )
 
     # ---- answering requests --------------------------------------------------------------
 
     def loaded(self, reference: str | None, task: str) -> Served | None:
-        """The version answering a request's `model` if it is loaded now, else None (then
-        `resolve` finds and loads it)."""
-        ref = self._parse(reference, task)
-        if ref.kind == "id":  # ids are not kept in service: they would never leave the cache
-            return self.cache.get(self.snapshot.versions.get(ref.value, ""))
-        return self.cache.get(self._serving.get(ref, ""))
+        """The version answering a request's `model` if it is loaded and the registry has not
+        changed since it was read, else None (then `resolve` reads, finds and loads it)."""
+        if self.behind():
+            return None
+        return self._loaded(self._parse(reference, task))
 
     async def resolve(self, reference: str | None, task: str) -> Served:
         """The loaded version for a request's `model`. Raises UnknownModel."""
-        served = self.loaded(reference, task)
+        await self.catch_up()
+        ref = self._parse(reference, task)
+        served = self._loaded(ref)
         if served is not None:
             return served
-        ref = self._parse(reference, task)
         target = self.snapshot.target(ref)
-        if target is None:  # perhaps just trained or moved, and not polled yet
+        if target is None:  # not heard of yet (a watch that hears nothing), or unknown
             await self.refresh()
+            ref = self._parse(reference, task)
             target = self.snapshot.target(ref)
         if target is None:
             raise UnknownModel(self._unknown(ref))
-        served = await self._load(target)
-        if ref.kind != "id":
-            self._serving.setdefault(ref, target)
+        return await self._serve(ref, target)
+
+    def _loaded(self, ref: Ref) -> Served | None:
+        if ref.kind == "id":  # ids are not kept in service: they would never leave the cache
+            return self.cache.get(self.snapshot.versions.get(ref.value, ""))
+        if ref in self._swapping:  # moved: answered by the new version once it is loaded
+            return None
+        return self.cache.get(self._serving.get(ref, ""))
+
+    async def _serve(self, ref: Ref, target: str) -> Served:
+        """The target, loaded (a load under way is waited for) and switched to."""
+        try:
+            served = await self._load(target)
+        except Exception:
+            # The load of a move's target failed (its swap logs why): the old version, if
+            # any, serves on.
+            answering = None if ref.kind == "id" else self.cache.get(self._serving.get(ref, ""))
+            if answering is None:
+                raise
+            return answering
+        if ref.kind != "id" and self.snapshot.target(ref) == target:
+            self._switch(ref, target)
         return served
 
     def _parse(self, reference: str | None, task: str) -> Ref:

@@ -108,6 +108,17 @@ def sentiment_csv() -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
+@pytest.fixture(scope="session")
+def moods_csv() -> bytes:
+    """Texts of three moods: another text_sentiment model, with classes of its own."""
+    rows = ["text,label"]
+    for i in range(20):
+        rows.append(f'"so joyful and glad today {i}",joy')
+        rows.append(f'"furious and angry again {i}",anger')
+        rows.append(f'"scared and afraid tonight {i}",fear')
+    return ("\n".join(rows) + "\n").encode()
+
+
 def clear_cached_settings() -> None:
     from app.config import get_settings
     from app.store.db import get_engine, get_session_factory

@@ -7,7 +7,7 @@
     jobs.py       jobs as submitted and read: store, find, list, count
     lifecycle.py  a job's state changes: claim, lease, cancel, finish, fail, re-queue, recover
     records.py    what training reports: steps, epochs, events, metric series
-    versions.py   model versions and their aliases
+    versions.py   model versions, their aliases, and the registry's generation
     keys.py       API keys
 
 One module per aggregate, so a query is found by what it touches. Nothing here imports

@@ -27,13 +27,21 @@ def _enable_sqlite_concurrency(dbapi_connection, _record) -> None:
 POOL = {"pool_size": 20, "max_overflow": 20}
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database or another kind."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        database = make_url(url).database or ""
-        in_file = database not in ("", ":memory:")
-        if in_file:
+        database = sqlite_file(url)
+        if database is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        pool = POOL if in_file else {}  # an in-memory database has one connection per thread
+        # An in-memory database has one connection per thread.
+        pool = POOL if database is not None else {}
         engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _enable_sqlite_concurrency)
         return engine

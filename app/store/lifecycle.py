@@ -151,7 +151,9 @@ def _end(
 def finish_job(
     session: Session, job_id: str, owner: str, model: ModelVersion, reason: EndReason
 ) -> bool:
-    """Mark the job succeeded, register its model and move its `latest`, in one transaction."""
+    """Mark the job succeeded, register its model and move its `latest`, in one transaction
+    (which also bumps the registry's generation): a job reads succeeded only once its
+    model can be served."""
     add_version(session, session.get_one(Job, job_id), model)
     return _end(
         session,

@@ -259,3 +259,14 @@ class AliasMove(Base):
     moved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_alias_moves_name_alias_id", "name", "alias", "id"),)
+
+
+class RegistryGeneration(Base):
+    """One row counting the changes to the registry (a version stored or deleted, an alias
+    moved), bumped in each change's own transaction: an API process that reads a new count
+    knows its aliases are out of date (app/registry_watch.py)."""
+
+    __tablename__ = "registry_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)

@@ -2,15 +2,28 @@
 
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.store.pages import page
-from app.store.tables import AliasMove, Dataset, Job, ModelAlias, ModelVersion, is_id, utcnow
+from app.store.tables import (
+    AliasMove,
+    Dataset,
+    Job,
+    ModelAlias,
+    ModelVersion,
+    RegistryGeneration,
+    is_id,
+    utcnow,
+)
 from models.files import file_sha256
 
 LATEST = "latest"
 PRODUCTION = "production"
+# The PostgreSQL channel each change to the registry is announced on, when it commits.
+REGISTRY_CHANNEL = "trainserve_registry"
+# The registry's change count (see RegistryGeneration).
+GENERATION = select(RegistryGeneration.generation).where(RegistryGeneration.id == 1)
 
 
 class ModelFileCorrupt(RuntimeError):
@@ -66,6 +79,7 @@ def delete_model(session: Session, model: ModelVersion) -> None:
     if aliases:
         raise VersionAliased(aliases)
     session.delete(model)
+    _count_change(session)
     session.commit()
 
 
@@ -152,7 +166,24 @@ def _move_alias(
         moved_by=moved_by,
     )
     session.add(move)
+    _count_change(session)
     return move
+
+
+def _count_change(session: Session) -> None:
+    """Bump the registry's generation in the change's transaction, and on PostgreSQL
+    announce it to every listening API process: PostgreSQL delivers it when the change
+    commits, never before and never for a change rolled back. Called after the change's
+    own rows are locked, so concurrent changes meet on the counter's row in one order."""
+    generation = session.scalar(
+        update(RegistryGeneration)
+        .where(RegistryGeneration.id == 1)
+        .values(generation=RegistryGeneration.generation + 1)
+        .returning(RegistryGeneration.generation)
+        .execution_options(synchronize_session=False)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(REGISTRY_CHANNEL, str(generation))))
 
 
 def alias_moves(session: Session, name: str, alias: str, limit: int) -> list[AliasMove]:

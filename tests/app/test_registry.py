@@ -12,7 +12,7 @@ import torch
 
 from models.checkpoint import network_from_checkpoint
 from models.export import OnnxNetwork
-from tests.conftest import app_client, class_pattern, png_bytes
+from tests.conftest import app_client, class_pattern, clear_cached_settings, png_bytes
 from tests.utils.api import IMAGE_JOB, TOP_IMAGE, train, upload
 from tests.utils.waiting import wait_until
 
@@ -28,6 +28,14 @@ def embedded_settings(shapes_trained_once):
 def two_versions(shapes_trained_once, embedded_settings) -> tuple[dict, dict]:
     _, first, second = shapes_trained_once
     return first, second
+
+
+@pytest.fixture
+def unpolled(embedded_settings, monkeypatch):
+    """Apps that read the registry when they start, and then only when their watch hears
+    of a change: here SQLite's data_version, looked at by every request."""
+    monkeypatch.setenv("TRAINSERVE_REGISTRY_POLL_SECONDS", "3600")
+    clear_cached_settings()
 
 
 def predict(client, model: str | None = None) -> dict:
@@ -266,3 +274,17 @@ def test_a_swap_releases_the_version_no_longer_served(client, two_versions):
     move(client, "shapes", "production", first["id"])
     wait_until_served(client, None, first["id"])
     assert server.cache.ids() == {first["id"]}
+
+
+def test_another_process_serves_a_move_and_a_new_version_at_once(
+    unpolled, two_versions, two_class_zip
+):
+    first, second = two_versions
+    with app_client() as mover, app_client() as other:
+        assert predict(other)["model_id"] == second["id"]  # latest, loaded now
+        move(mover, "shapes", "production", first["id"])
+        # The first request after the move: the old version is loaded, the poll an hour off.
+        assert predict(other)["model_id"] == first["id"]
+        assert predict(other, "shapes")["model_id"] == first["id"]
+        newest = train(mover, upload(mover, two_class_zip, "d.zip").json()["id"], name="newest")
+        assert predict(other)["model_id"] == newest["id"]  # the task's newest name now

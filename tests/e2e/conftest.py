@@ -33,6 +33,9 @@ REDIS_URL = os.environ.get("TRAINSERVE_E2E_REDIS", "redis://127.0.0.1:6379/11")
 JOB_TIMEOUT_S = 300
 E2E_MAX_UPLOAD_BYTES = 32 << 20
 E2E_MAX_DECODED_BYTES = 256 << 20
+# A registry poll interval no test outlasts: an API process started with it learns of a
+# new version or an alias move only through the registry's notifications.
+NEVER_POLLED = {"TRAINSERVE_REGISTRY_POLL_SECONDS": "3600"}
 # The API without the prediction lane: the stock protocol it falls back to on another
 # uvicorn release (every request through the app).
 STOCK_PROTOCOL = ()
@@ -146,9 +149,10 @@ class Stack:
             "--without-heartbeat",
         )
 
-    def start_api(self, name: str = "api") -> str:
-        """Start an API process (another name: another process on its own port); its URL."""
-        process, url = start_api(env=self.env, stdout=self._log_file(name), args=self.http)
+    def start_api(self, name: str = "api", **env: str) -> str:
+        """Start an API process (another name: another process on its own port), `env` added
+        to the stack's environment; its URL."""
+        process, url = start_api(env=self.env | env, stdout=self._log_file(name), args=self.http)
         self.processes[name], self.urls[name] = process, url
         wait_until_ready(process, url, log=lambda: self.log(name))
         return url

@@ -1,4 +1,5 @@
-"""Aliases through the real stack: two API processes, a real worker, requests under load."""
+"""Aliases through the real stack: several API processes, a real worker, requests under load,
+and processes that learn of a change only through its notification."""
 
 import io
 import threading
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import ADMIN_KEY, bearer
-from tests.e2e.conftest import wait_for_job
+from tests.e2e.conftest import NEVER_POLLED, wait_for_job
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +26,24 @@ def second_api(stack):
     stack.terminate("api-2")
 
 
-def train_version(api, stack, dataset_id: str, seed: int) -> dict:
+@pytest.fixture(scope="module")
+def unpolled_apis(stack):
+    """Two more API processes that read the registry when they start and then only when a
+    notification says it changed."""
+    names = ("unpolled-1", "unpolled-2")
+    yield [stack.start_api(name, **NEVER_POLLED) for name in names]
+    for name in names:
+        stack.terminate(name)
+
+
+def train_job(api, stack, dataset_id: str, name: str, seed: int = 0) -> dict:
+    """A text job of `name`, trained by the worker; the job, as the API first says succeeded."""
     created = api.post(
         "/jobs",
         json={
             "task": "text_sentiment",
             "dataset_id": dataset_id,
-            "name": "swap",
+            "name": name,
             "seed": seed,
             "model": {"arch": "bag_of_embeddings"},
             "text": {"min_freq": 1},
@@ -40,7 +52,23 @@ def train_version(api, stack, dataset_id: str, seed: int) -> dict:
     )
     job = wait_for_job(api, stack, created.json()["id"])
     assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def train_version(api, stack, dataset_id: str, seed: int, name: str = "swap") -> dict:
+    job = train_job(api, stack, dataset_id, name, seed)
     return api.get(f"/models/{job['model_id']}").json()
+
+
+def upload(api, name: str, data: bytes) -> str:
+    return api.post("/datasets", files={"file": (name, data)}).json()["id"]
+
+
+def prediction(url: str, headers: dict, model: str | None = None) -> dict:
+    body = {"text": TEXTS[0]} | ({"model": model} if model else {})
+    answer = httpx.post(f"{url}/predict", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 @pytest.fixture
@@ -107,9 +135,9 @@ class Load:
 def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
     api, stack, second_api, predict_key, sentiment_csv
 ):
-    dataset = api.post("/datasets", files={"file": ("swap.csv", sentiment_csv)}).json()
-    first = train_version(api, stack, dataset["id"], seed=0)
-    second = train_version(api, stack, dataset["id"], seed=1)
+    dataset_id = upload(api, "swap.csv", sentiment_csv)
+    first = train_version(api, stack, dataset_id, seed=0)
+    second = train_version(api, stack, dataset_id, seed=1)
     assert api.get(f"/models/{second['id']}").json()["aliases"] == ["latest"]
     urls = [stack.url, second_api]
     wait_until_served(urls, "swap", second["id"], predict_key)  # no production yet: latest
@@ -144,3 +172,43 @@ def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
     assert checkpoint["arch"] == "bag_of_embeddings" and checkpoint["classes"] == first["classes"]
     metrics = httpx.get(f"{second_api}/metrics").text
     assert 'route="/predict",status="200"' in metrics and "trainserve_batch_size_bucket" in metrics
+
+
+@pytest.mark.predicts
+def test_every_process_serves_a_job_as_soon_as_it_says_succeeded(
+    api, stack, unpolled_apis, predict_key, sentiment_csv, moods_csv
+):
+    reviews = train_job(api, stack, upload(api, "reviews.csv", sentiment_csv), "reviews")
+    # No model named: the task's default, now the newest name. Asked of processes that
+    # would read the registry again only in an hour, the moment the job says succeeded.
+    answers = [prediction(url, predict_key) for url in unpolled_apis]
+    assert [a["job_id"] for a in answers] == [reviews["id"]] * 2
+
+    moods = train_job(api, stack, upload(api, "moods.csv", moods_csv), "moods")
+    answers = [prediction(url, predict_key) for url in unpolled_apis]
+    assert [a["job_id"] for a in answers] == [moods["id"]] * 2
+    assert all({t["label"] for t in a["top_k"]} == {"joy", "anger", "fear"} for a in answers)
+
+
+@pytest.mark.predicts
+def test_an_alias_move_reaches_the_other_processes_before_their_next_request(
+    api, stack, unpolled_apis, predict_key, sentiment_csv
+):
+    dataset_id = upload(api, "notified.csv", sentiment_csv)
+    first = train_version(api, stack, dataset_id, seed=0, name="notified")
+    second = train_version(api, stack, dataset_id, seed=1, name="notified")
+    one, two = unpolled_apis
+    assert [prediction(url, predict_key, "notified")["model_id"] for url in (one, two)] == [
+        second["id"]
+    ] * 2  # latest, with no production yet
+    for via, other, target in ((one, two, first), (two, one, second), (one, two, first)):
+        moved = httpx.put(
+            f"{via}/models/notified/aliases/production",
+            json={"version_id": target["id"]},
+            headers=bearer(ADMIN_KEY),
+        )
+        assert moved.status_code == 200, moved.text
+        # The first request after the move, to the process that did not make it.
+        assert prediction(other, predict_key, "notified")["model_id"] == target["id"]
+        assert prediction(other, predict_key, "notified@production")["model_id"] == target["id"]
+        assert prediction(via, predict_key, "notified")["model_id"] == target["id"]
