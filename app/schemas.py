@@ -156,6 +156,15 @@ class MetricSeries(BaseModel):
     points: list[MetricPointPublic]
 
 
+class JobListQuery(BaseModel):
+    """GET /jobs's query: the filters, then the page."""
+
+    status: list[JobStatus] | None = Field(None, description="Any of these.")
+    task: Task | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
 class JobsPublic(BaseModel):
     items: list[JobSummary]
     next_cursor: str | None
