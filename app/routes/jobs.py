@@ -30,7 +30,7 @@ from app.schemas import (
     error,
 )
 from app.store import datasets, jobs, lifecycle, records
-from app.store.db import get_session_factory, read_only_session
+from app.store.db import get_session_factory, read_only_connection
 from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -162,9 +162,9 @@ async def list_jobs(*, query: Annotated[JobListQuery, Query()]) -> Response:
 
 
 def _job_page(query: JobListQuery) -> Response:
-    with read_only_session() as session:
+    with read_only_connection() as connection:
         rows, next_cursor = jobs.list_job_summaries(
-            session, query.limit, query.cursor, query.status, query.task
+            connection, query.limit, query.cursor, query.status, query.task
         )
     return _json(JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor))
 
@@ -194,8 +194,8 @@ async def get_job(*, job_id: str) -> Response:
 
 
 def _job_view(job_id: str) -> Response:
-    with read_only_session() as session:
-        found = jobs.read_job(session, job_id)
+    with read_only_connection() as connection:
+        found = jobs.read_job(connection, job_id)
     if found is None:
         raise _no_such_job(job_id)
     return _json(JobPublic.from_rows(*found))
