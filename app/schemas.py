@@ -118,9 +118,9 @@ class JobPublic(JobSummary):
     spec: dict
 
     @classmethod
-    def from_rows(cls, row, history: list) -> "JobPublic":
-        """From app.store.jobs.read_job's row and history rows."""
-        return cls._validated(row._asdict(), [epoch._asdict() for epoch in history])
+    def from_rows(cls, row, history: list[dict]) -> "JobPublic":
+        """From app.store.jobs.read_job's row and history."""
+        return cls._validated(row._asdict(), history)
 
     @classmethod
     def from_job(cls, job) -> "JobPublic":
