@@ -125,7 +125,7 @@ def require_multipart(request: Request) -> None:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-async def reject_unknown_query(request: Request) -> None:  # async: as check_scope
+async def reject_unknown_query(request: Request) -> None:  # async: as ScopeCheck
     """422 for a query parameter the route does not take: a typo (?limt=5) is not ignored."""
     if not request.scope["query_string"]:
         return

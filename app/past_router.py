@@ -3,12 +3,13 @@
 FastAPI takes a request through its exception and exit-stack middleware, the router's
 match over every route, dependency solving and response handling before an endpoint runs:
 for a prediction that was a fifth of the server's CPU time per request (bench/serving.py),
-for GET /jobs/{id} a third (py-spy under bench/job_api.py). `PastRouter` hands the requests
-of a declared few routes (POST /predict, and GET /jobs and /jobs/{job_id}, which dashboards
-and CLIs poll) to the route's endpoint itself, with what FastAPI would have given it, and
-maps its exceptions with the app's own handlers, as the router would. Every other request,
-and every other method at those paths, goes through FastAPI. The routes stay declared
-there, so the docs and OpenAPI describe them, and FastAPI would answer them the same way.
+for GET /jobs/{id} over a quarter (py-spy under bench/job_api.py). `PastRouter` hands the
+requests of a declared few routes (POST /predict, and GET /jobs and /jobs/{job_id}, which
+dashboards and CLIs poll) to the route's endpoint itself, with what FastAPI would have
+given it, and maps its exceptions with the app's own handlers, as the router would. Every
+other request, and every other method at those paths, goes through FastAPI. The routes
+stay declared there, so the docs and OpenAPI describe them, and FastAPI would answer them
+the same way.
 
 What it gives an endpoint, in FastAPI's order, is checked at start against the route:
 its key check (the route's own `require_scope` dependency, an app.deps.ScopeCheck),
