@@ -1,11 +1,13 @@
 """Annotated dependency aliases for route signatures."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -66,25 +68,27 @@ def scope_allows(key: ApiKey, scope: str) -> bool:
     return key.scope in (scope, "admin")
 
 
-def require_scope(scope: str):
+@dataclass(frozen=True)
+class ScopeCheck:
     """A router dependency: a key `admit`s for this scope (admin passes every scope), then
     `reject_unknown_query`. One dependency, not two: FastAPI's solving costs per dependency
-    per request (py-spy, GET /jobs/{id} at c=32: a fifth of the API's CPU)."""
+    per request (py-spy, GET /jobs/{id} at c=32: a fifth of the API's CPU). An object, so that
+    app.past_router can find a route's check and `run` it itself."""
 
-    async def check_scope(request: Request, key: CurrentKeyDep) -> None:  # async: no thread hop
-        _admit(request, key, scope)
+    scope: str
+
+    async def __call__(self, request: Request, key: CurrentKeyDep) -> None:  # async: no hop
+        _admit(request, key, self.scope)
         await reject_unknown_query(request)
 
-    return Depends(check_scope)
+    async def run(self, request: Request) -> None:
+        """The same check, for a request reached past FastAPI's dependency solving."""
+        await self(request, await authenticate(request, await bearer(request)))
 
 
-async def authorize(request: Request, scope: str) -> ApiKey | None:
-    """What `require_scope` and `reject_unknown_query` check, called by a handler itself,
-    for the route reached past FastAPI's dependency solving (app.past_router)."""
-    key = await authenticate(request, await bearer(request))
-    _admit(request, key, scope)
-    await reject_unknown_query(request)
-    return key
+def require_scope(scope: str):
+    """The dependency of a route that needs a key of this scope (or admin)."""
+    return Depends(ScopeCheck(scope))
 
 
 def _admit(request: Request, key: ApiKey | None, scope: str) -> None:
@@ -121,7 +125,7 @@ def require_multipart(request: Request) -> None:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-async def reject_unknown_query(request: Request) -> None:  # async: as check_scope
+async def reject_unknown_query(request: Request) -> None:  # async: as ScopeCheck
     """422 for a query parameter the route does not take: a typo (?limt=5) is not ignored."""
     if not request.scope["query_string"]:
         return
@@ -135,7 +139,13 @@ async def reject_unknown_query(request: Request) -> None:  # async: as check_sco
 
 
 def _query_names(dependant: Dependant) -> set[str]:
-    names = {parameter.alias for parameter in dependant.query_params}
+    names = set()
+    for parameter in dependant.query_params:
+        model = parameter.field_info.annotation  # a query model's fields are its names
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {field.alias or name for name, field in model.model_fields.items()}
+        else:
+            names.add(parameter.alias)
     for dependency in dependant.dependencies:
         names |= _query_names(dependency)
     return names

@@ -7,7 +7,7 @@ import os
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
@@ -23,7 +23,7 @@ from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
 from app.limits import BodySizeLimit
 from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
-from app.past_router import PredictPastRouter
+from app.past_router import PastRouter
 from app.quotas import TokenBuckets
 from app.routes import datasets, health, jobs, keys, models, predict
 from app.schemas import Responses, error
@@ -52,6 +52,10 @@ PROTECTED_RESPONSES: Responses = {
 }
 DATABASE_RETRY_AFTER_S = 5
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+# The routers whose routes PastRouter answers: POST /predict, and the job routes polled.
+PAST_ROUTER = (predict.predict_router, jobs.polled_router)
 
 
 def protected(scope: str) -> dict:
@@ -143,6 +147,15 @@ def _error(status: int):
     return handler
 
 
+def _api_routes(*routers: APIRouter) -> list[APIRoute]:
+    routes = []
+    for route in (route for router in routers for route in router.routes):
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"PastRouter takes APIRoutes, not {type(route).__name__}")
+        routes.append(route)
+    return routes
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging()
@@ -154,10 +167,7 @@ def create_app() -> FastAPI:
         telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
     app.state.metrics = Metrics()
-    [predict_route] = predict.predict_router.routes
-    if not isinstance(predict_route, APIRoute):
-        raise TypeError(f"POST /predict must be an APIRoute, not {type(predict_route).__name__}")
-    app.add_middleware(PredictPastRouter, api=app, route=predict_route)  # innermost
+    app.add_middleware(PastRouter, api=app, routes=_api_routes(*PAST_ROUTER))  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 413
     app.add_middleware(PeerGoneMidStream)  # outermost: a stream's client may leave mid-way
@@ -174,9 +184,11 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
-    # POST /predict never reaches the router: PredictPastRouter hands it to its handler. The route
-    # is included for the docs and OpenAPI, and for the 405 other methods at its path get.
-    app.include_router(predict.predict_router, responses=PROTECTED_RESPONSES)
+    # Their requests never reach the router: PastRouter hands them to their endpoints. They
+    # are included for the docs and OpenAPI, and for the 405 other methods at their paths
+    # get; each route declares its own key check, which PastRouter runs.
+    for router in PAST_ROUTER:
+        app.include_router(router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))

@@ -139,9 +139,9 @@ class JobPublic(JobSummary):
     )
 
     @classmethod
-    def from_rows(cls, row, history: list) -> "JobPublic":
-        """From app.store.jobs.read_job's row and history rows."""
-        return cls._validated(row._asdict(), [epoch._asdict() for epoch in history])
+    def from_rows(cls, row, history: list[dict]) -> "JobPublic":
+        """From app.store.jobs.read_job's row and history."""
+        return cls._validated(row._asdict(), history)
 
     @classmethod
     def from_job(cls, job) -> "JobPublic":
@@ -175,6 +175,15 @@ class MetricSeries(BaseModel):
     job_id: str
     name: MetricName
     points: list[MetricPointPublic]
+
+
+class JobListQuery(BaseModel):
+    """GET /jobs's query: the filters, then the page."""
+
+    status: list[JobStatus] | None = Field(None, description="Any of these.")
+    task: Task | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
 
 
 class JobsPublic(BaseModel):

@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from app.broker import enqueue_training
 from app.config import get_settings
-from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep
-from app.jobspec import JobSpec, Task
+from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep, require_scope
+from app.jobspec import JobSpec
 from app.quotas import check_job_quota
 from app.recipes import Resolved, facts_of_dataset, resolve
 from app.schemas import (
+    JobListQuery,
     JobPublic,
     JobsPublic,
     JobSummary,
@@ -30,7 +31,7 @@ from app.schemas import (
     error,
 )
 from app.store import datasets, jobs, lifecycle, records
-from app.store.db import get_session_factory, read_only_session
+from app.store.db import get_session_factory, read_only_connection
 from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -160,11 +161,14 @@ def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Da
     return dataset
 
 
-# The two routes dashboards and CLIs poll cross to the thread pool once, to read: async,
-# with no SessionDep. (SessionDep's set-up and clean-up are a hop each, and FastAPI checks
-# the answer of a plain def route against its response model in one more.) They answer
-# their model's JSON, made in that thread: FastAPI would validate the model it was handed
-# once more and serialise it on the event loop. response_model keeps the OpenAPI schema.
+# The two routes dashboards and CLIs poll are answered past FastAPI's router
+# (app.past_router), which runs the key check they declare themselves: their router is
+# included without app.main's. They cross to the thread pool once, to read: async, with
+# no SessionDep. (SessionDep's set-up and clean-up are a hop each, and FastAPI checks the
+# answer of a plain def route against its response model in one more.) They answer their
+# model's JSON, made in that thread: FastAPI would validate the model it was handed once
+# more and serialise it on the event loop. response_model keeps the OpenAPI schema.
+polled_router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[require_scope("train")])
 
 
 def _json(model: BaseModel) -> Response:
@@ -172,24 +176,18 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-@router.get("", response_model=JobsPublic)
-async def list_jobs(
-    *,
-    status: Annotated[list[JobStatus] | None, Query(description="Any of these.")] = None,
-    task: Task | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
-) -> Response:
+@polled_router.get("", response_model=JobsPublic)
+async def list_jobs(*, query: Annotated[JobListQuery, Query()]) -> Response:
     """Jobs, newest first, filtered before they are paged: each one's summary (GET
     /jobs/{id} has its spec and per-epoch history)."""
-    return await run_in_threadpool(_job_page, status, task, limit, cursor)
+    return await run_in_threadpool(_job_page, query)
 
 
-def _job_page(
-    statuses: list[JobStatus] | None, task: str | None, limit: int, cursor: str | None
-) -> Response:
-    with read_only_session() as session:
-        rows, next_cursor = jobs.list_job_summaries(session, limit, cursor, statuses, task)
+def _job_page(query: JobListQuery) -> Response:
+    with read_only_connection() as connection:
+        rows, next_cursor = jobs.list_job_summaries(
+            connection, query.limit, query.cursor, query.status, query.task
+        )
     return _json(JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor))
 
 
@@ -211,15 +209,15 @@ def existing_job(session: SessionDep, job_id: str) -> Job:
 ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
+@polled_router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 async def get_job(*, job_id: str) -> Response:
     """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
     return await run_in_threadpool(_job_view, job_id)
 
 
 def _job_view(job_id: str) -> Response:
-    with read_only_session() as session:
-        found = jobs.read_job(session, job_id)
+    with read_only_connection() as connection:
+        found = jobs.read_job(connection, job_id)
     if found is None:
         raise _no_such_job(job_id)
     return _json(JobPublic.from_rows(*found))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from app.deps import ModelServerDep, authorize
+from app.deps import ModelServerDep, require_scope
 from app.multipart import MultipartError, parse_multipart
 from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
@@ -20,10 +20,9 @@ from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
 router = APIRouter(tags=["predict"])
-# Requests reach /predict through app.past_router, past FastAPI's dependencies: it
-# checks its key itself (app.deps.authorize), and is included without the router
-# dependencies of app.main.protected; its docs name the key it needs.
-predict_router = APIRouter(tags=["predict"])
+# Requests reach /predict through app.past_router, past FastAPI's router, which runs the
+# key check the route declares itself: it is included without app.main's.
+predict_router = APIRouter(tags=["predict"], dependencies=[require_scope("predict")])
 
 JSON = "application/json"
 MAX_EXAMPLES = 1024
@@ -65,7 +64,7 @@ REQUEST_BODY = {
 
 @predict_router.post(
     "/predict",
-    openapi_extra={"requestBody": REQUEST_BODY, "security": [{"HTTPBearer": []}]},
+    openapi_extra={"requestBody": REQUEST_BODY},
     response_model=Prediction | list[Prediction],
     responses={
         400: error("The multipart body cannot be parsed."),
@@ -76,7 +75,6 @@ REQUEST_BODY = {
 )
 async def predict(request: Request) -> Response:
     """Classify images (multipart 'file' or 'files') or texts (JSON 'text' or 'texts')."""
-    await authorize(request, "predict")
     server: ModelServer = request.app.state.model_server
     content_type = request.headers.get("content-type", "")
     with server.arrivals.expect():

@@ -1,17 +1,28 @@
 """Jobs survive what breaks in production: a killed worker, a Redis that restarts empty,
-a client that reconnects; cancel stops a running job and frees the worker."""
+a client that reconnects, database connections lost; cancel stops a running job and frees
+the worker."""
 
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from itertools import islice
 
 import httpx
+import psycopg
 import pytest
 import redis
+from sqlalchemy import make_url
 
-from tests.e2e.conftest import Stack, fresh_postgres_database, mnist_upload, wait_for_job
+from app.store.db import PING_AFTER_IDLE_S
+from tests.e2e.conftest import (
+    POSTGRES_ADMIN,
+    Stack,
+    fresh_postgres_database,
+    mnist_upload,
+    wait_for_job,
+)
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -212,3 +223,44 @@ def test_a_job_queued_when_redis_restarts_empty_still_runs(tmp_path, mnist):
         finally:
             own.stop()
             broker.stop()
+
+
+def test_connections_the_database_dropped_are_replaced_unseen(tmp_path, redis_url):
+    """As after a database restart: every connection the API holds is gone; the requests
+    after it are answered as if nothing happened (an idle connection is pinged first)."""
+    with fresh_postgres_database() as database_url:
+        own = Stack(tmp_path, database_url, redis_url)
+        # Nothing but these requests in the API reads the database meanwhile: a background
+        # read would meet the lost connection first, and SQLAlchemy then replaces them all.
+        quiet = {"KEY_CACHE_SECONDS": 60, "SWEEP_SECONDS": 3600, "REGISTRY_POLL_SECONDS": 3600}
+        own.env |= {f"TRAINSERVE_{name}": str(seconds) for name, seconds in quiet.items()}
+        try:
+            own.start_api()
+            with own.client(timeout=60) as client:
+                job_reads = ("/jobs", "/jobs?limit=1", f"/jobs/{uuid.uuid4().hex}")
+                assert [client.get(path).status_code for path in job_reads] == [200, 200, 404]
+                drop_connections(make_url(database_url).database)
+                time.sleep(2 * PING_AFTER_IDLE_S)  # what makes a connection idle
+                answers = [client.get(path).status_code for path in job_reads]
+                answers.append(client.post("/keys", json={"scope": "train"}).status_code)
+                assert answers == [200, 200, 404, 201], own.log("api")
+        finally:
+            own.stop()  # and its log holds no traceback
+
+
+def drop_connections(database: str) -> None:
+    """Every connection to the database ended by the server, as a restart ends them."""
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        others = "datname = %s AND pid <> pg_backend_pid()"
+        admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}", (database,)
+        )
+        wait_until(
+            lambda: (
+                not admin.execute(
+                    f"SELECT 1 FROM pg_stat_activity WHERE {others}", (database,)
+                ).fetchall()
+            ),
+            timeout=10,
+            what="the database's connections to end",
+        )
