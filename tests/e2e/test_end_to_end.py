@@ -165,6 +165,10 @@ def test_a_face_set_of_pgm_folders_trains_and_predicts(api, stack):
         hyperparameters={"epochs": 2},
     )
     assert_history(job, 2)
+    # 360 photos, 36 held out: batches of 324 // 16, the recipe's 64 being too many.
+    assert job["spec"]["hyperparameters"]["batch_size"] == 20
+    assert job["spec_sources"]["hyperparameters.batch_size"].startswith("data: 324 training")
+    assert job["spec_sources"]["hyperparameters.epochs"] == "given"
 
     photo = zipfile.ZipFile(io.BytesIO(face_set_zip(40, 9))).read("s7/3.pgm")
     answer = api.post(
