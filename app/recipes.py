@@ -60,6 +60,15 @@ SGD_RESNET = {
     "lr_schedule": "onecycle",
     "label_smoothing": 0.1,
 }
+# Text networks trained from scratch: Adam at a constant rate, dropout 0.5.
+ADAM_TEXT = {
+    "optimizer": "adam",
+    "lr": 0.001,
+    "dropout": 0.5,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "label_smoothing": 0.0,
+}
 RECIPES = {
     "tutorial_cnn": Recipe(
         "SGD with Nesterov momentum, a one-cycle schedule (Smith 2018), label smoothing 0.1",
@@ -85,15 +94,7 @@ RECIPES = {
     ),
     "bag_of_embeddings": Recipe(
         "fastText (Joulin et al. 2017): word and bigram embeddings averaged; Adam, dropout 0.5",
-        {
-            "optimizer": "adam",
-            "lr": 0.005,
-            "batch_size": 32,
-            "dropout": 0.5,
-            "weight_decay": 0.0,
-            "lr_schedule": "constant",
-            "label_smoothing": 0.0,
-        },
+        {**ADAM_TEXT, "lr": 0.005, "batch_size": 32},
         epochs=10,
         min_steps=1000,
         max_epochs=20,
@@ -101,15 +102,7 @@ RECIPES = {
     ),
     "text_cnn": Recipe(
         "Kim 2014 (CNN-rand): filters of 3, 4 and 5 words, dropout 0.5, batch 50; Adam",
-        {
-            "optimizer": "adam",
-            "lr": 0.001,
-            "batch_size": 50,
-            "dropout": 0.5,
-            "weight_decay": 0.0,
-            "lr_schedule": "constant",
-            "label_smoothing": 0.0,
-        },
+        {**ADAM_TEXT, "batch_size": 50},
         epochs=10,
         min_steps=1000,
         max_epochs=20,
@@ -117,16 +110,7 @@ RECIPES = {
     ),
     "text_gru": Recipe(
         "a bidirectional GRU, max-pooled: Adam, dropout 0.5, gradients clipped at norm 1",
-        {
-            "optimizer": "adam",
-            "lr": 0.001,
-            "batch_size": 64,
-            "dropout": 0.5,
-            "weight_decay": 0.0,
-            "lr_schedule": "constant",
-            "label_smoothing": 0.0,
-            "grad_clip_norm": 1.0,
-        },
+        {**ADAM_TEXT, "batch_size": 64, "grad_clip_norm": 1.0},
         epochs=8,
         min_steps=1000,
         max_epochs=20,
@@ -134,14 +118,7 @@ RECIPES = {
     ),
     "minilm_frozen": Recipe(
         "a linear head on frozen sentence features (Reimers & Gurevych 2019): Adam",
-        {
-            "optimizer": "adam",
-            "lr": 0.003,
-            "batch_size": 64,
-            "weight_decay": 0.0,
-            "lr_schedule": "constant",
-            "label_smoothing": 0.0,
-        },
+        {**ADAM_TEXT, "lr": 0.003, "batch_size": 64, "dropout": None},
         epochs=30,
         min_steps=1000,
         max_epochs=100,
@@ -269,7 +246,8 @@ def _fill_from_recipe(values: dict, sources: dict, recipe: Recipe, arch: str) ->
     given_optimizer = values["optimizer"]
     own_optimizer = given_optimizer in (None, recipe.hyperparameters["optimizer"])
     for name, value in recipe.hyperparameters.items():
-        if values[name] is None and (own_optimizer or name not in SGD_ONLY_AND_LR):
+        left_out = values[name] is None and value is not None
+        if left_out and (own_optimizer or name not in SGD_ONLY_AND_LR):
             values[name] = value
             sources[f"hyperparameters.{name}"] = f"recipe: {arch}"
     if values["lr"] is None:

@@ -23,14 +23,8 @@ import time
 
 from client import SHARED_DATA, Service
 
-FAST_RESNET_SGD = {
-    "optimizer": "sgd",
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "lr_schedule": "onecycle",
-    "label_smoothing": 0.1,
-}
+from app.recipes import SGD_RESNET as FAST_RESNET_SGD
+
 MR_SPLIT = {"source": "holdout", "fraction": 0.1}
 
 
