@@ -9,6 +9,8 @@ import logging
 from datetime import timedelta
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerUnreachable
+from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 from sqlalchemy.orm import Session
 
 from app.broker import enqueue_training, queue_length
@@ -64,7 +66,6 @@ class Sweeper:
 
     def __init__(self, settings: Settings, celery: Celery):
         self.settings, self.celery = settings, celery
-        # A database or broker outage is logged by Periodic, and the next sweep tries again.
         self._sweeps = Periodic(self._sweep_once, settings.sweep_seconds, name="sweeper")
 
     def start(self) -> None:
@@ -75,5 +76,13 @@ class Sweeper:
         self._sweeps.stop()
 
     def _sweep_once(self) -> None:
-        with get_session_factory()() as session:
-            sweep(session, self.celery, self.settings)
+        # An outage is the service's state, not a bug: one line, and the next sweep tries
+        # again. Anything else reaches Periodic, which logs it with its traceback.
+        try:
+            with get_session_factory()() as session:
+                sweep(session, self.celery, self.settings)
+        except (BrokerUnreachable, DatabaseUnreachable) as exc:
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning(
+                "sweep skipped, retried in %g s: %s", self.settings.sweep_seconds, first_line
+            )
