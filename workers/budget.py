@@ -31,7 +31,7 @@ def epochs_for_budget(run: TrainingRun, seconds: float, most: int) -> tuple[int,
     """How many epochs of this run fit in `seconds` (1 to `most`), and how that was found."""
     state = _saved(run)
     try:
-        train_seconds = _seconds_per_example(run, run.train) * len(run.train.labels)
+        train_seconds = _training_seconds_per_example(run) * len(run.train.labels)
         val_seconds = _evaluation_seconds_per_example(run) * len(run.validation.labels)
     finally:
         _restore(run, state)
@@ -43,9 +43,9 @@ def epochs_for_budget(run: TrainingRun, seconds: float, most: int) -> tuple[int,
     )
 
 
-def _seconds_per_example(run: TrainingRun, batches: Batches) -> float:
+def _training_seconds_per_example(run: TrainingRun) -> float:
     """Training time per example over the first steps of a pass, after the warm-up."""
-    network = run.trained if run.trained is not None else run.network
+    batches = run.train
     steps = min(len(batches), WARMUP_STEPS + TIMED_STEPS[1])
     first = Batches(
         batches.make_inputs,
@@ -56,7 +56,7 @@ def _seconds_per_example(run: TrainingRun, batches: Batches) -> float:
     timing = _StepTimer()
     with contextlib.suppress(_Timed):
         train_one_epoch(
-            network, run.optimizer, first, run.device, on_step=timing, options=run.options
+            run.module, run.optimizer, first, run.device, on_step=timing, options=run.options
         )
     return timing.seconds_per_example(batches.batch_size)
 
@@ -92,10 +92,9 @@ def _evaluation_seconds_per_example(run: TrainingRun) -> float:
     sample = Batches(
         validation.make_inputs, validation.labels[:count], validation.batch_size, shuffle=False
     )
-    network = run.trained if run.trained is not None else run.network
-    evaluate(network, sample, run.device, run.options)  # warm-up
+    evaluate(run.module, sample, run.device, run.options)  # warm-up
     started = time.perf_counter()
-    evaluate(network, sample, run.device, run.options)
+    evaluate(run.module, sample, run.device, run.options)
     return (time.perf_counter() - started) / count
 
 

@@ -48,6 +48,11 @@ class TrainingRun:
     trained: nn.Module | None = None
 
     @property
+    def module(self) -> nn.Module:
+        """What a training step calls: `trained` where there is one, else the network."""
+        return self.trained if self.trained is not None else self.network
+
+    @property
     def epochs(self) -> int:
         return filled(self.spec.hyperparameters.epochs)
 
@@ -73,7 +78,7 @@ class TrainingRun:
         on_step: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         fit(
-            self.trained if self.trained is not None else self.network,
+            self.module,
             self.optimizer,
             self.train,
             self.validation,
