@@ -1,10 +1,12 @@
 """The epochs of a job with only a time budget: as many as fit, timed on its own steps.
 
 A schedule (one-cycle, cosine) spans the whole run, so the epoch count must be known before
-the first step. The worker trains a few steps of the run itself, times them and one
-validation pass's worth of batches, puts the network, optimizer and random state back,
-and sizes the epochs to the budget with a margin; the job's time limit still stops it
-where the guess was short.
+the first step. The worker trains a few steps of the run itself, times them and two
+validation batches, puts the network, optimizer and random state back, and sizes the
+epochs to the budget with a margin. That guess leaves out what only a whole epoch costs
+(the validation pass at full length, checkpoints, reports, the machine's other load) and
+ran 20-25 % short on a shared machine, so the time limit cut the schedule's last epochs,
+where one-cycle anneals. After the first epoch, its real time sizes the run once more.
 """
 
 import contextlib
@@ -21,6 +23,8 @@ WARMUP_STEPS = 2  # the first steps also build kernels and grow the allocator: n
 TIMED_SECONDS = 1.0  # steps are timed until this much time has passed...
 TIMED_STEPS = (5, 50)  # ...and at least, at most this many
 MARGIN = 0.85  # of the budget: the estimate's error, checkpoints and the epochs' reports
+# Of the time left after the first epoch, whose time has everything an epoch costs in it.
+REPLAN_MARGIN = 0.9
 
 
 class _Timed(Exception):
@@ -40,6 +44,17 @@ def epochs_for_budget(run: TrainingRun, seconds: float, most: int) -> tuple[int,
     return epochs, (
         f"budget: {epochs} epochs of about {epoch_seconds:.1f} s (timed on the run's first "
         f"steps) fit in {seconds:g} s, at most {most}"
+    )
+
+
+def epochs_after_first(first_seconds: float, seconds_left: float, most: int) -> tuple[int, str]:
+    """The run's epochs (1 to `most`) once its first took `first_seconds` of the budget, with
+    `seconds_left`; and how that was found."""
+    more = max(0, math.floor(REPLAN_MARGIN * seconds_left / first_seconds))
+    epochs = min(most, 1 + more)
+    return epochs, (
+        f"budget: {epochs} epochs (the first took {first_seconds:.1f} s; {more} more fit in "
+        f"the {seconds_left:.0f} s left), at most {most}"
     )
 
 

@@ -56,13 +56,16 @@ class TrainingRun:
     def epochs(self) -> int:
         return filled(self.spec.hyperparameters.epochs)
 
-    def plan(self, epochs: int) -> None:
-        """A time budget's epochs, once sized: the schedule spans them."""
+    def plan(self, epochs: int, epochs_done: int = 0) -> None:
+        """A time budget's epochs, once sized: the schedule spans them. Sized again after
+        `epochs_done` epochs, the new schedule goes on from the steps already taken."""
         hyper = self.spec.hyperparameters.model_copy(update={"epochs": epochs})
         self.spec = self.spec.model_copy(update={"hyperparameters": hyper})
-        self.scheduler = make_scheduler(
-            self.optimizer, hyper, self.options.steps_per_epoch(len(self.train))
-        )
+        steps_per_epoch = self.options.steps_per_epoch(len(self.train))
+        self.scheduler = make_scheduler(self.optimizer, hyper, steps_per_epoch)
+        if self.scheduler is not None:
+            for _ in range(epochs_done * steps_per_epoch):
+                self.scheduler.step()
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
-from workers.budget import epochs_for_budget
+from workers.budget import epochs_after_first, epochs_for_budget
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
@@ -182,7 +183,8 @@ def _train(
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
     run = prepare_run(spec, data)
-    if spec.hyperparameters.epochs is None:
+    budgeted = spec.hyperparameters.epochs is None
+    if budgeted:
         _plan_epochs(session, job, owner, run)
     folder = settings.artifacts_dir / "jobs" / job.id
     done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
@@ -195,15 +197,13 @@ def _train(
         deadline=_deadline(spec, recorder.history),
         flush_seconds=settings.step_flush_seconds,
     )
+    on_epoch_end: Callable[[EpochResult], bool] = recorder
+    if budgeted:
+        on_epoch_end = SizedAgainAfterFirstEpoch(session, job, owner, recorder)
     reason = EndReason.COMPLETED
     try:
         with recorder.steps:
-            run.fit(
-                run.epochs,
-                recorder,
-                first_epoch=done_epochs + 1,
-                on_step=recorder.steps,
-            )
+            _fit_to_plan(run, on_epoch_end, done_epochs + 1, recorder)
     except TimeLimitReached:
         if recorder.best is None:
             raise
@@ -213,15 +213,60 @@ def _train(
     return _model_version(job, run.spec, run, recorder), reason
 
 
+def _fit_to_plan(
+    run: TrainingRun,
+    on_epoch_end: Callable[[EpochResult], bool],
+    first_epoch: int,
+    recorder: EpochRecorder,
+) -> None:
+    """Train to the plan's last epoch. A plan sized again stops the loop after its first
+    epoch, and the loop goes on to the new count."""
+    while first_epoch <= run.epochs and not recorder.stopped_early:
+        run.fit(run.epochs, on_epoch_end, first_epoch=first_epoch, on_step=recorder.steps)
+        first_epoch = recorder.history[-1].epoch + 1
+
+
 def _plan_epochs(session: Session, job: Job, owner: str, run: TrainingRun) -> None:
     """A job with only a time budget: size its epochs, and say so in the job."""
     spec = run.spec
     budget = filled(spec.limits.max_run_seconds)
     epochs, why = epochs_for_budget(run, budget, RECIPES[spec.model.arch].max_epochs)
     run.plan(epochs)
+    _store_plan(session, job, owner, run, why)
+
+
+def _store_plan(session: Session, job: Job, owner: str, run: TrainingRun, why: str) -> None:
     sources = (job.spec_sources or {}) | {"hyperparameters.epochs": why}
     plan_epochs(session, job.id, owner, run.spec.model_dump(mode="json"), sources)
     log.info("job %s: %s", job.id, why)
+
+
+class SizedAgainAfterFirstEpoch:
+    """The end of each epoch of a job sized to its time budget. After the first, its real
+    time sizes the run again; that is done before the recorder writes last.pt, so that the
+    checkpoint resumes the new schedule. True (stop the loop) when the count changed, or
+    when the recorder says to stop."""
+
+    def __init__(self, session: Session, job: Job, owner: str, recorder: EpochRecorder):
+        self.session, self.job, self.owner, self.recorder = session, job, owner, recorder
+
+    def __call__(self, result: EpochResult) -> bool:
+        sized_again = result.epoch == 1 and self._size_again()
+        return self.recorder(result) or sized_again
+
+    def _size_again(self) -> bool:
+        run, steps = self.recorder.run, self.recorder.steps
+        if steps is None:
+            raise RuntimeError("the recorder's StepReporter is set before training starts")
+        now = time.monotonic()
+        started = steps.deadline - filled(run.spec.limits.max_run_seconds)
+        most = RECIPES[run.spec.model.arch].max_epochs
+        epochs, why = epochs_after_first(now - started, steps.deadline - now, most)
+        if epochs == run.epochs:
+            return False
+        run.plan(epochs, epochs_done=1)
+        _store_plan(self.session, self.job, self.owner, run, why)
+        return True
 
 
 def _resume(

@@ -1,11 +1,13 @@
 """Sizing a time budget's epochs on the run's own first steps."""
 
+import pytest
 import torch
 
 from tests.utils.jobs import queue_image_job, reloaded
 from tests.workers.test_training import separable_images, spec
-from workers.budget import epochs_for_budget
-from workers.recipe import prepare_run
+from workers import runner
+from workers.budget import epochs_after_first, epochs_for_budget
+from workers.recipe import make_scheduler, prepare_run
 from workers.runner import run_job
 
 BUDGET_ONLY = {"hyperparameters": {}, "limits": {"max_run_seconds": 60}}
@@ -41,7 +43,7 @@ def test_a_job_with_only_a_time_budget_sizes_and_records_its_epochs(
         embedded_settings,
         two_class_zip,
         hyperparameters={},
-        limits={"max_run_seconds": 120},
+        limits={"max_run_seconds": 15},
     )
     assert reloaded(session, job_id).spec["hyperparameters"]["epochs"] is None
     run_job(job_id)
@@ -50,4 +52,62 @@ def test_a_job_with_only_a_time_budget_sizes_and_records_its_epochs(
     planned = job.spec["hyperparameters"]["epochs"]
     assert job.epochs == planned and 1 <= planned <= 60
     assert job.spec_sources["hyperparameters.epochs"].startswith(f"budget: {planned} epochs")
+    assert len(job.history) == planned or job.end_reason == "time_limit"
+
+
+@pytest.mark.parametrize(
+    ("first", "left", "most", "epochs"),
+    [(10.0, 95.0, 40, 9), (10.0, 5.0, 40, 1), (1.0, 1000.0, 40, 40), (30.0, 0.0, 40, 1)],
+)
+def test_after_the_first_epoch_the_time_left_sizes_the_rest(first, left, most, epochs):
+    sized, why = epochs_after_first(first, left, most)
+    assert sized == epochs
+    assert why.startswith(f"budget: {epochs} epochs (the first took {first:.1f} s;")
+
+
+def test_a_plan_sized_again_goes_on_from_the_steps_taken():
+    """The new schedule's rate is the one a schedule of the new length has at this step,
+    not its first step's: the run does not warm up a second time."""
+    one_cycle = {"epochs": 4, "lr": 0.1, "lr_schedule": "onecycle", "batch_size": 16}
+    run = prepare_run(spec(hyperparameters=one_cycle), separable_images(200))
+    steps = run.options.steps_per_epoch(len(run.train))
+    for _ in range(steps):
+        run.optimizer.step()
+        run.scheduler.step()
+    run.plan(7, epochs_done=1)
+    reference = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+    longer = run.spec.hyperparameters
+    schedule = make_scheduler(reference, longer, steps)
+    first_rate = reference.param_groups[0]["lr"]
+    for _ in range(steps):
+        reference.step()
+        schedule.step()
+    assert longer.epochs == 7
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])
+    assert run.optimizer.param_groups[0]["lr"] > 2 * first_rate
+
+
+def test_a_short_first_guess_is_sized_again_after_the_first_epoch(
+    session, embedded_settings, two_class_zip, monkeypatch
+):
+    """A first guess far below what fits (as when the timed steps ran fast and the epochs
+    slow) is corrected from the first epoch's real time, and the run trains to the new count."""
+    monkeypatch.setattr(
+        runner, "epochs_for_budget", lambda run, seconds, most: (2, "budget: 2 epochs (a guess)")
+    )
+    job_id = queue_image_job(
+        session,
+        embedded_settings,
+        two_class_zip,
+        hyperparameters={},
+        limits={"max_run_seconds": 15},
+    )
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded", job.error
+    planned = job.spec["hyperparameters"]["epochs"]
+    assert planned > 2 and job.epochs == planned
+    assert job.spec_sources["hyperparameters.epochs"].startswith(
+        f"budget: {planned} epochs (the first took"
+    )
     assert len(job.history) == planned or job.end_reason == "time_limit"
