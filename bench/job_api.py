@@ -29,8 +29,6 @@ import io
 import json
 import os
 import random
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +45,7 @@ import psycopg
 from PIL import Image
 from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from wrk import paths_script, require_wrk, run_wrk
 
 from app.store import lifecycle, records
 from app.store.db import make_engine
@@ -66,17 +65,6 @@ STEPS_PER_EPOCH = 40
 # The image's command (Dockerfile CMD); docker-compose.yml sets the two variables.
 SERVICE_COMMAND = ["app.main:app", "--http", "app.past_asgi:PredictProtocol"]
 DOCKER_COMPOSE_ENV = {"WEB_CONCURRENCY": "2", "UVICORN_ACCESS_LOG": "false"}
-WRK_CYCLE = """
-local paths = {}
-local next_path = 0
-function init(args)
-  for _, path in ipairs(args) do paths[#paths + 1] = path end
-end
-function request()
-  next_path = next_path % #paths + 1
-  return wrk.format("GET", paths[next_path])
-end
-"""
 # What the simulated jobs run: (task, arch); each job picks one in turn.
 RECIPES = (
     ("image_classification", "tutorial_cnn"),
@@ -326,10 +314,8 @@ def floor_answers(base: str, token: str, job_ids: list[str]) -> dict:
 
 def drive(target: Server, token: str | None, job_ids: list[str], seconds: int, folder: Path):
     """{(route, concurrency): Figures} for both routes."""
-    script = folder / "cycle.lua"
-    script.write_text(WRK_CYCLE)
     job_paths = [f"/jobs/{job_id}" for job_id in job_ids]
-    routes = {"/jobs/{id}": ["-s", str(script), f"{target.base}/jobs", "--", *job_paths]}
+    routes = {"/jobs/{id}": paths_script(folder, f"{target.base}/jobs", job_paths)}
     routes[PAGE] = [f"{target.base}{PAGE}"]
     headers = ["-H", f"Authorization: Bearer {token}"] if token else []
     for arguments in routes.values():
@@ -342,24 +328,15 @@ def drive(target: Server, token: str | None, job_ids: list[str], seconds: int, f
 
 
 def wrk(target: Server, arguments: list[str], connections: int, seconds: int) -> Figures:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *arguments]
     before = cpu_times(target)
-    finished = subprocess.run(command, capture_output=True, text=True)
+    figures = run_wrk(arguments, connections, seconds)
     cpu_seconds = _cpu_used(before, cpu_times(target))
-    output = finished.stdout + finished.stderr
-    latencies = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
-    if finished.returncode or len(latencies) < 2:
-        sys.exit(f"could not read wrk's output:\n{output}")
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    socket_errors = re.search(r"Socket errors: (.*)", output)
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
     return Figures(
-        requests_per_s=float(re.search(r"Requests/sec:\s+(\S+)", output).group(1)),
-        p50_ms=_milliseconds(latencies["50"]),
-        p99_ms=_milliseconds(latencies["99"]),
-        errors=(int(failed.group(1)) if failed else 0)
-        + (sum(map(int, re.findall(r"\d+", socket_errors.group(1)))) if socket_errors else 0),
-        cpu_ms=1000 * cpu_seconds / max(requests, 1),
+        requests_per_s=figures.requests_per_s,
+        p50_ms=figures.p50_ms,
+        p99_ms=figures.p99_ms,
+        errors=figures.errors,
+        cpu_ms=1000 * cpu_seconds / max(figures.requests, 1),
     )
 
 
@@ -391,11 +368,6 @@ def _under(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
 
 def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
-def _milliseconds(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 # ---- one database, then the table --------------------------------------------------------
@@ -459,8 +431,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--port", type=int, default=18300, help="the floor takes the next one")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("needs wrk: apt-get install -y wrk")
+    require_wrk()
     print(f"load average at start: {_load()} on {os.cpu_count()} cores")
     for kind in args.databases.split(","):
         with tempfile.TemporaryDirectory(prefix="job-api-bench-") as folder:

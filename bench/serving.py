@@ -2,35 +2,41 @@
 limit, in one run.
 
     .venv/bin/python bench/serving.py [--only uvicorn-asgi,torchserve] [--models cifar-bench]
-        [--seconds 8] [--warmup 60] [--memory-requests 100000] [--ports 18200-18299]
+        [--seconds 5] [--rounds 3] [--warmup 60] [--memory-requests 100000] [--ports 18200-18299]
         [--torchserve /work/ts-venv/bin/torchserve]
 
 It trains the seed's tutorial_cnn on CIFAR-10 images and a bag_of_embeddings on MR
 (two versions each, one epoch: the figures are speed, not accuracy) with its own
-trainserve (embedded defaults, in a temporary folder), stops it, and then measures each
-system in turn, alone on the machine, after `--warmup` seconds of load, at concurrency
-1, 8 and 64 (`--only` picks some of them):
+trainserve (embedded defaults, in a temporary folder), stops it, and then measures at
+concurrency 1, 8 and 64 (`--only` picks some of the systems):
 
 - limit: the same checkpoint's decode + batched forward in this process, one torch
   thread as in each server process (batch = c: every request answered at once);
 - uvicorn-protocol: `uvicorn --http app.past_asgi:PredictProtocol`, the prediction lane
   inside uvicorn's HTTP protocol, past ASGI (a subclass of uvicorn's private protocol);
 - uvicorn-asgi: plain `uvicorn`; /predict reaches its handler through app.past_router's
-  PredictPastRouter, past FastAPI's router (ASGI only);
+  PastRouter, past FastAPI's router (ASGI only);
 - granian-asgi: Granian's ASGI interface serving the same app;
 - torchserve: TorchServe (its own virtual environment; 2 workers, batch size 8, 5 ms
   maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py.
 
-Every trainserve server runs `--api-workers` processes with its access log on, as users
-have it; after it stops, its log's access lines, "Logging error"s and tracebacks are
-counted. All systems get the same request bodies (multipart 32x32 PNG, or JSON text).
+The load is wrk's (bench/wrk.py: a C client on one thread, cycling through 64 prebuilt
+requests: multipart 32x32 PNGs, or JSON texts, the same bytes for every system). The
+trainserve systems serve at once and take turns: each cell runs `--rounds` times on
+each of them in turn and shows its median round, so a change in the machine's other load
+falls on all of them alike. Each runs `--api-workers` processes with its access log on,
+as users have it; after it stops, its log's access lines, "Logging error"s and
+tracebacks are counted. CPU us/req is the server's own CPU time per answered request:
+the steadiest figure on a shared machine.
 
-Memory is the PSS (proportional set size: a shared library's pages divided among the
-processes that map them) of each process of a server and their sum, read from
-/proc/<pid>/smaps_rollup, after 10k and after `--memory-requests` requests at c=64:
-trainserve serving the image and the text model in turn, TorchServe the image model.
-Then failed requests while `production` moves 20 times under load. The machine is
-shared: compare ratios within one run, and read them with the load average beside them.
+Memory is measured with each server alone (PSS, the proportional set size, divides a
+shared library's pages among the processes that map them, so a second server would
+lower the first's): each process's PSS and their sum, read from /proc/<pid>/smaps_rollup
+after 10k and after `--memory-requests` requests at c=64 (the Python client of
+bench/loadgen.py, which counts requests): trainserve serving the image and the text model
+in turn, TorchServe the image model. Then failed requests while `production` moves 20
+times under load, on the default system. Compare ratios within one run, and read them
+with the load average beside them.
 """
 
 import argparse
@@ -55,6 +61,7 @@ import torch
 from client import PROJECT, SHARED_DATA, Service
 from loadgen import LoadResult, http_request, multipart, run, run_load
 from PIL import Image
+from wrk import LoadFigures, requests_script, require_wrk, run_wrk
 
 from app.config import get_settings
 from models.files import load_plain
@@ -68,7 +75,7 @@ TRAINSERVE_SYSTEMS = ("uvicorn-protocol", "uvicorn-asgi", "granian-asgi")
 PUBLIC_INTERFACES = ("uvicorn-asgi", "granian-asgi")
 SYSTEMS = ("limit", *TRAINSERVE_SYSTEMS, "torchserve")
 # What `make run` serves with: the alias-move check runs on it.
-DEFAULT_SYSTEM = "uvicorn-asgi"
+DEFAULT_SYSTEM = "uvicorn-protocol"
 MODELS = ("cifar-bench", "mr-bench")
 FIRST_MEMORY_READING = 10_000
 LOG4J = """<Configuration status="WARN">
@@ -284,7 +291,9 @@ def train_versions(service: Service, folder: Path) -> dict[str, list[dict]]:
 # ---- one table cell ----------------------------------------------------------------------
 
 
-def limit_cell(predictor: Predictor, examples: list, concurrency: int, seconds: float):
+def limit_cell(
+    predictor: Predictor, examples: list, concurrency: int, seconds: float
+) -> LoadFigures:
     """Decode and forward `concurrency` examples at a time: every request answered at once."""
     batches = [examples[i : i + concurrency] for i in range(0, len(examples), concurrency)]
     batches = [b for b in batches if len(b) == concurrency] or [examples[:concurrency]]
@@ -297,26 +306,38 @@ def limit_cell(predictor: Predictor, examples: list, concurrency: int, seconds: 
         predictor.predict_requests([[x] for x in batch], [3] * len(batch))
         result.latencies += [time.perf_counter() - t0] * len(batch)
     result.seconds = time.perf_counter() - started
-    return result
+    return LoadFigures(
+        requests_per_s=result.rate,
+        p50_ms=result.percentile(0.50) * 1000,
+        p99_ms=result.percentile(0.99) * 1000,
+        errors=0,
+        requests=len(result.latencies),
+    )
 
 
-def http_cell(port: int, requests: list[bytes], concurrency: int, seconds: float, server: int):
-    """The load's result, and the server's CPU microseconds per answered request."""
-    run(run_load(HOST, port, requests, concurrency, 300 * concurrency, max_seconds=2))
+def http_cell(load: list[str], concurrency: int, seconds: float, server: int):
+    """wrk's figures for `load` (its arguments), and the server's CPU microseconds per
+    answered request."""
+    run_wrk(load, concurrency, 2)  # the server settles at this concurrency first
     cpu_before = cpu_seconds(server)
-    result = run(run_load(HOST, port, requests, concurrency, 10**9, max_seconds=seconds))
-    cpu = (cpu_seconds(server) - cpu_before) / max(1, len(result.latencies)) * 1e6
-    return result, cpu
+    figures = run_wrk(load, concurrency, seconds)
+    cpu = (cpu_seconds(server) - cpu_before) / max(1, figures.requests) * 1e6
+    return figures, cpu
 
 
-def row(system: str, concurrency: int, result: LoadResult, pss=None, cpu_us=None) -> dict:
+def median_cell(cells: list[tuple[LoadFigures, float]]) -> tuple[LoadFigures, float]:
+    """Of one cell's rounds, the one with the median req/s (its latencies and CPU with it)."""
+    return sorted(cells, key=lambda cell: cell[0].requests_per_s)[len(cells) // 2]
+
+
+def row(system: str, concurrency: int, figures: LoadFigures, pss=None, cpu_us=None) -> dict:
     return {
         "system": system,
         "c": concurrency,
-        "rps": result.rate,
-        "p50": result.percentile(0.50) * 1000,
-        "p99": result.percentile(0.99) * 1000,
-        "errors": result.errors,
+        "rps": figures.requests_per_s,
+        "p50": figures.p50_ms,
+        "p99": figures.p99_ms,
+        "errors": figures.errors,
         "pss": pss,
         "cpu": cpu_us,
         "load": os.getloadavg()[0],
@@ -505,10 +526,10 @@ class Bench:
         return port
 
 
-def warm_up(port: int, requests: list[bytes], seconds: float) -> None:
+def warm_up(load: list[str], seconds: float) -> None:
     """Load before the measured cells: TorchServe's Java front end answered half as many
     requests in its first minute as once its JIT had compiled the hot paths."""
-    run(run_load(HOST, port, requests, 64, 10**9, max_seconds=seconds))
+    run_wrk(load, 64, seconds)
 
 
 def total_pss(pid: int) -> float:
@@ -540,22 +561,50 @@ def limit_rows(predictor: Predictor, examples: list, seconds: float) -> list[dic
     return [row("limit", c, limit_cell(predictor, examples, c, seconds)) for c in CONCURRENCY]
 
 
-def measured(system: str, model: str, c: int, result: LoadResult) -> None:
-    print(f"  {system} {model} c={c}: {result.rate:.0f} req/s, {result.errors} failed", flush=True)
+def measured(system: str, model: str, c: int, figures: LoadFigures) -> None:
+    print(
+        f"  {system} {model} c={c}: {figures.requests_per_s:.0f} req/s, {figures.errors} failed",
+        flush=True,
+    )
 
 
-def measure_trainserve(bench: Bench, trained: Trained, system: str, rows: dict, memory: dict):
-    """One trainserve system's cells for each model, its memory, and its log's health."""
-    service, process = bench.start_trainserve(system, system)
-    port = service.http.base_url.port
+def measure_trainserve(bench: Bench, trained: Trained, systems: list[str], rows: dict) -> None:
+    """The trainserve systems' cells, interleaved: all of them serve at once, and each cell
+    runs `--rounds` times on each system in turn, so that the machine's other load falls
+    on all of them alike. A cell's figures are its median round's."""
+    servers = {system: bench.start_trainserve(system, system) for system in systems}
     try:
         for model in bench.args.models:
-            requests = trainserve_requests(trained, port, model)
-            warm_up(port, requests, bench.args.warmup)
+            loads = {
+                system: trainserve_load(bench, trained, service, model)
+                for system, (service, _) in servers.items()
+            }
+            for load in loads.values():
+                warm_up(load, bench.args.warmup)
             for c in CONCURRENCY:
-                result, cpu = http_cell(port, requests, c, bench.args.seconds, process.pid)
-                rows[model].append(row(system, c, result, total_pss(process.pid), cpu))
-                measured(system, model, c, result)
+                rounds = {system: [] for system in systems}
+                for _ in range(bench.args.rounds):
+                    for system, (_, process) in servers.items():
+                        rounds[system].append(
+                            http_cell(loads[system], c, bench.args.seconds, process.pid)
+                        )
+                for system, cells in rounds.items():
+                    figures, cpu = median_cell(cells)
+                    rows[model].append(row(system, c, figures, cpu_us=cpu))
+                    measured(system, model, c, figures)
+    finally:
+        for system in systems:
+            bench.processes.stop(system)
+    for system in systems:
+        print(f"  {system}: {log_health(bench.processes.log_path(system))}", flush=True)
+
+
+def measure_alone(bench: Bench, trained: Trained, system: str, memory: dict) -> None:
+    """What needs a server alone on the machine: its memory (a shared library's pages are
+    divided among every process that maps it), and, on the default, the alias moves."""
+    service, process = bench.start_trainserve(f"{system}-alone", system)
+    try:
+        port = service.http.base_url.port
         if bench.args.memory_requests:
             # Both models in turn: the goal is one image and one text model served.
             each = [trainserve_requests(trained, port, model) for model in MODELS]
@@ -564,8 +613,13 @@ def measure_trainserve(bench: Bench, trained: Trained, system: str, rows: dict, 
         if system == DEFAULT_SYSTEM and bench.args.aliases:
             alias_run(service, trained, "cifar-bench")
     finally:
-        bench.processes.stop(system)
-    print(f"  {system}: {log_health(bench.processes.log_path(system))}", flush=True)
+        bench.processes.stop(f"{system}-alone")
+
+
+def trainserve_load(bench: Bench, trained: Trained, service: Service, model: str) -> list[str]:
+    port = service.http.base_url.port
+    requests = trainserve_requests(trained, port, model)
+    return requests_script(bench.folder, str(service.http.base_url), requests, f"{port}-{model}")
 
 
 def measure_torchserve(bench: Bench, trained: Trained, model: str, rows: dict, memory: dict):
@@ -573,11 +627,12 @@ def measure_torchserve(bench: Bench, trained: Trained, model: str, rows: dict, m
     pid = bench.torchserve.pid
     try:
         requests = torchserve_requests(trained, port, model)
-        warm_up(port, requests, bench.args.warmup)
+        load = requests_script(bench.folder, f"http://{HOST}:{port}", requests, f"ts-{model}")
+        warm_up(load, bench.args.warmup)
         for c in CONCURRENCY:
-            result, cpu = http_cell(port, requests, c, bench.args.seconds, pid)
-            rows[model].append(row("torchserve", c, result, total_pss(pid), cpu))
-            measured("torchserve", model, c, result)
+            figures, cpu = http_cell(load, c, bench.args.seconds, pid)
+            rows[model].append(row("torchserve", c, figures, total_pss(pid), cpu))
+            measured("torchserve", model, c, figures)
         if bench.args.memory_requests and model == MODELS[0]:
             memory["torchserve"] = memory_readings(port, pid, requests, bench.args.memory_requests)
     finally:
@@ -698,7 +753,10 @@ def arguments() -> argparse.Namespace:
         "--models", type=names(MODELS), default=list(MODELS), help="models, comma-separated"
     )
     parser.add_argument("--torchserve", default="/work/ts-venv/bin/torchserve")
-    parser.add_argument("--seconds", type=float, default=8, help="measured seconds a cell")
+    parser.add_argument("--seconds", type=float, default=5, help="measured seconds a round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of each trainserve cell (the median is shown)"
+    )
     parser.add_argument(
         "--memory-requests", type=int, default=100_000, help="0: no memory readings"
     )
@@ -718,6 +776,7 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    require_wrk()
     torch.set_num_threads(1)  # as in each server process: the limit is one core's
     print(f"{os.cpu_count()} cores; {load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trainserve-bench-") as tmp:
@@ -746,9 +805,12 @@ def measure_all(bench: Bench, trained, examples, predictors, rows, memory) -> No
     if "limit" in args.only:
         for model in args.models:
             rows[model] += limit_rows(predictors[model], examples[model], args.seconds)
-    for system in TRAINSERVE_SYSTEMS:
-        if system in args.only:
-            measure_trainserve(bench, trained, system, rows, memory)
+    systems = [system for system in TRAINSERVE_SYSTEMS if system in args.only]
+    if systems:
+        measure_trainserve(bench, trained, systems, rows)
+    for system in systems:
+        if args.memory_requests or (system == DEFAULT_SYSTEM and args.aliases):
+            measure_alone(bench, trained, system, memory)
     if "torchserve" in args.only:
         for model in args.models:
             measure_torchserve(bench, trained, model, rows, memory)
