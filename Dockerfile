@@ -33,4 +33,10 @@ USER trainserve
 
 EXPOSE 8000
 
-CMD ["sh", "-c", "alembic upgrade head && exec uvicorn app.main:app --http app.past_asgi:PredictProtocol --host 0.0.0.0 --port 8000"]
+# Granian serves the app (bench/serving.py: the fastest of the servers measured; see
+# docs/benchmarks.md), its settings from the environment, so compose can change them.
+ENV GRANIAN_INTERFACE=asgi \
+    GRANIAN_HOST=0.0.0.0 \
+    GRANIAN_PORT=8000 \
+    GRANIAN_LOG_ACCESS_ENABLED=true
+CMD ["sh", "-c", "alembic upgrade head && exec granian app.main:app"]

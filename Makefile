@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The API's server: Granian, the fastest bench/serving.py measured (docs/benchmarks.md).
+SERVE := $(VENV)/bin/granian --interface asgi --access-log
 
 .PHONY: install run test check lint types migrate api worker clean
 
@@ -25,10 +27,10 @@ migrate: install
 run: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1 & \
 	worker=$$!; trap "kill $$worker" EXIT INT TERM; \
-	$(VENV)/bin/uvicorn app.main:app --http app.past_asgi:PredictProtocol --host $(HOST) --port $(PORT)
+	$(SERVE) --host $(HOST) --port $(PORT) app.main:app
 
 api: migrate
-	$(VENV)/bin/uvicorn app.main:app --http app.past_asgi:PredictProtocol --host $(HOST) --port $(PORT)
+	$(SERVE) --host $(HOST) --port $(PORT) app.main:app
 
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1

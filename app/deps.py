@@ -49,11 +49,8 @@ CurrentKeyDep = Annotated[ApiKey | None, Depends(authenticate)]
 def admit(
     key: ApiKey, scope: str, buckets: TokenBuckets, settings: Settings
 ) -> HTTPException | None:
-    """The one rule of both ways in, the routes' dependencies and the prediction lane
-    (app/past_asgi_uvicorn.py): the refusal for this key calling a route of `scope` (401
-    revoked, 403 another scope, 429 over its rate), or None, the request then counted
-    against the key's rate. A refused request is not counted, so the lane may ask first
-    and leave the app to answer the refusal."""
+    """The refusal for this key calling a route of `scope` (401 revoked, 403 another scope,
+    429 over its rate), or None, the request then counted against the key's rate."""
     if key.revoked_at is not None:
         return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
     if not scope_allows(key, scope):

@@ -2,7 +2,7 @@
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import BatchMetrics
@@ -53,13 +53,6 @@ class Metrics:
             "trainserve_predict_requests_arriving",
             "Prediction requests this process is reading that have not reached a batch queue "
             "yet (a batch waits for them, within its time budget); read when scraped.",
-            registry=self.registry,
-        )
-        self.lane = Counter(
-            "trainserve_predict_lane_requests",
-            "POST /predict requests the uvicorn protocol's lane answered, or passed to the app "
-            "(app/past_asgi.py).",
-            ["outcome"],
             registry=self.registry,
         )
 

@@ -6,8 +6,8 @@
 For each database it starts its own trainserve API as users run it:
 
 - postgresql: a database of its own on TRAINSERVE_BENCH_POSTGRES (default the local
-  server), uvicorn as the image's command runs it, with docker-compose.yml's process
-  count and access log (WEB_CONCURRENCY=2, UVICORN_ACCESS_LOG=false);
+  server), Granian as the image's command runs it, with docker-compose.yml's process
+  count and access log (GRANIAN_WORKERS=2, GRANIAN_LOG_ACCESS_ENABLED=false);
 - sqlite: `make run`'s API: a SQLite file, one process, the access log on.
 
 It stores `--jobs` jobs as a user and a worker would: two datasets, a key and the jobs
@@ -15,7 +15,7 @@ through the API, then each job's life through the store's own functions (claimed
 and epochs recorded, then succeeded, failed, cancelled, still running or still queued).
 Then wrk (Debian's `wrk`, a C load generator, one thread) drives both routes at c=1 and
 c=32 with that key, after a warm-up; `/jobs/{id}` cycles through every job. Beside it,
-under the same uvicorn process count and log setting, bench/job_api_floor.py answers
+under the same Granian process count and log setting, bench/job_api_floor.py answers
 the service's own JSON from memory: the floor. Figures: requests/s, p50, p99, errors,
 the ratio to the floor, and CPU milliseconds per request (the server's processes, and on
 PostgreSQL the backends serving its database, from /proc): on a shared machine the
@@ -62,9 +62,10 @@ CONCURRENCY = (1, 32)
 WARMUP_S = 3
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS_PER_EPOCH = 40
-# The image's command (Dockerfile CMD); docker-compose.yml sets the two variables.
-SERVICE_COMMAND = ["app.main:app", "--http", "app.past_asgi:PredictProtocol"]
-DOCKER_COMPOSE_ENV = {"WEB_CONCURRENCY": "2", "UVICORN_ACCESS_LOG": "false"}
+# The image's command (Dockerfile CMD and ENV); docker-compose.yml sets the two variables.
+SERVICE_COMMAND = ["granian", "--interface", "asgi", "app.main:app"]
+DOCKER_COMPOSE_ENV = {"GRANIAN_WORKERS": "2", "GRANIAN_LOG_ACCESS_ENABLED": "false"}
+MAKE_RUN_ENV = {"GRANIAN_LOG_ACCESS_ENABLED": "true"}  # its --access-log
 # What the simulated jobs run: (task, arch); each job picks one in turn.
 RECIPES = (
     ("image_classification", "tutorial_cnn"),
@@ -118,7 +119,7 @@ def service_env(kind: str, url: str, folder: Path) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("TRAINSERVE_", "UVICORN_")) and name != "WEB_CONCURRENCY"
+        if not name.startswith(("TRAINSERVE_", "GRANIAN_"))
     }
     env |= {
         "PYTHONPATH": str(PROJECT),
@@ -128,13 +129,13 @@ def service_env(kind: str, url: str, folder: Path) -> dict[str, str]:
         "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
         "TRAINSERVE_ADMIN_KEY": ADMIN_KEY,
     }
-    return env | (DOCKER_COMPOSE_ENV if kind == "postgresql" else {})
+    return env | (DOCKER_COMPOSE_ENV if kind == "postgresql" else MAKE_RUN_ENV)
 
 
 @contextmanager
 def server(app_args: list[str], env: dict[str, str], port: int, log_path: Path):
-    """uvicorn with these arguments until the block ends; yields its Server."""
-    command = [sys.executable, "-m", "uvicorn", *app_args, "--host", HOST, "--port", str(port)]
+    """Granian serving these arguments until the block ends; yields its Server."""
+    command = [sys.executable, "-m", *app_args, "--host", HOST, "--port", str(port)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -388,7 +389,8 @@ def bench(kind: str, args, folder: Path) -> dict:
     answers_path = folder / "answers.json"
     answers_path.write_text(json.dumps(answers))
     floor_env = env | {"JOB_API_FLOOR_DATA": str(answers_path)}
-    floor_app = ["job_api_floor:app", "--app-dir", str(PROJECT / "bench")]
+    bench_dir = ["--working-dir", str(PROJECT / "bench")]
+    floor_app = [*SERVICE_COMMAND[:-1], *bench_dir, "job_api_floor:app"]
     with server(floor_app, floor_env, args.port + 1, folder / f"{kind}-floor.log") as floor_server:
         floor = drive(floor_server, None, job_ids, args.seconds, folder)
     sizes = (

@@ -12,11 +12,10 @@ concurrency 1, 8 and 64 (`--only` picks some of the systems):
 
 - limit: the same checkpoint's decode + batched forward in this process, one torch
   thread as in each server process (batch = c: every request answered at once);
-- uvicorn-protocol: `uvicorn --http app.past_asgi:PredictProtocol`, the prediction lane
-  inside uvicorn's HTTP protocol, past ASGI (a subclass of uvicorn's private protocol);
-- uvicorn-asgi: plain `uvicorn`; /predict reaches its handler through app.past_router's
-  PastRouter, past FastAPI's router (ASGI only);
-- granian-asgi: Granian's ASGI interface serving the same app;
+- granian-asgi: Granian's ASGI interface, as `make run` and the image serve the app;
+  /predict reaches its handler through app.past_router's PastRouter, past FastAPI's
+  router;
+- uvicorn-asgi: the same app on plain `uvicorn`;
 - torchserve: TorchServe (its own virtual environment; 2 workers, batch size 8, 5 ms
   maximum batch delay) serving the same checkpoint with bench/torchserve_handler.py.
 
@@ -70,12 +69,11 @@ from models.predictor import Predictor
 CONCURRENCY = (1, 8, 64)
 HOST = "127.0.0.1"
 ADMIN_KEY = "ts_bench-admin-key-0123456789abcdef0123456789abcd"
-# The ways trainserve can be served, by the name --only takes; only the first is past ASGI.
-TRAINSERVE_SYSTEMS = ("uvicorn-protocol", "uvicorn-asgi", "granian-asgi")
-PUBLIC_INTERFACES = ("uvicorn-asgi", "granian-asgi")
+# The servers trainserve can run on, by the name --only takes.
+TRAINSERVE_SYSTEMS = ("granian-asgi", "uvicorn-asgi")
 SYSTEMS = ("limit", *TRAINSERVE_SYSTEMS, "torchserve")
 # What `make run` serves with: the alias-move check runs on it.
-DEFAULT_SYSTEM = "uvicorn-protocol"
+DEFAULT_SYSTEM = "granian-asgi"
 MODELS = ("cifar-bench", "mr-bench")
 FIRST_MEMORY_READING = 10_000
 LOG4J = """<Configuration status="WARN">
@@ -384,14 +382,13 @@ def print_ratios(rows: list[dict]) -> None:
 
 
 def trainserve_command(system: str, port: int, workers: int) -> list:
-    """How `system` serves the app, with its access log on (both servers' default for
-    uvicorn; Granian's is off unless asked)."""
+    """How `system` serves the app, with its access log on (as `make run` has it; uvicorn's
+    by default)."""
     venv = Path(sys.executable).parent
     address = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
     if system == "granian-asgi":
         return [venv / "granian", "--interface", "asgi", "--access-log", *address, "app.main:app"]
-    protocol = ["--http", "app.past_asgi:PredictProtocol"] if system == "uvicorn-protocol" else []
-    return [venv / "uvicorn", "app.main:app", *protocol, *address]
+    return [venv / "uvicorn", "app.main:app", *address]
 
 
 @dataclass

@@ -23,7 +23,7 @@ import redis
 from app.store.tables import ENDED
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
-from tests.utils.servers import LANE_PROTOCOL, start_api, wait_until_ready
+from tests.utils.servers import GRANIAN, UVICORN, start_api
 from tests.utils.waiting import wait_until
 
 POSTGRES_ADMIN = os.environ.get(
@@ -36,9 +36,6 @@ E2E_MAX_DECODED_BYTES = 256 << 20
 # A registry poll interval no test outlasts: an API process started with it learns of a
 # new version or an alias move only through the registry's notifications.
 NEVER_POLLED = {"TRAINSERVE_REGISTRY_POLL_SECONDS": "3600"}
-# The API without the prediction lane: the stock protocol it falls back to on another
-# uvicorn release (every request through the app).
-STOCK_PROTOCOL = ()
 # What a healthy process never writes: a traceback (a bug, or an error logged with its
 # stack), or logging's own report of a log call whose arguments do not fit its format. Both
 # leave every answer correct, so only the logs show them.
@@ -78,10 +75,8 @@ def redis_url():
 class Stack:
     """The API and a worker as separate processes, configured like production."""
 
-    def __init__(
-        self, folder: Path, database_url: str, broker_url: str, http: tuple = LANE_PROTOCOL
-    ):
-        self.folder, self.http = folder, http
+    def __init__(self, folder: Path, database_url: str, broker_url: str, server: str = GRANIAN):
+        self.folder, self.server = folder, server
         self.urls: dict[str, str] = {}  # of each API process, by name
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
@@ -152,9 +147,10 @@ class Stack:
     def start_api(self, name: str = "api", **env: str) -> str:
         """Start an API process (another name: another process on its own port), `env` added
         to the stack's environment; its URL."""
-        process, url = start_api(env=self.env | env, stdout=self._log_file(name), args=self.http)
+        process, url = start_api(
+            self.env | env, self._log_file(name), self.server, log=lambda: self.log(name)
+        )
         self.processes[name], self.urls[name] = process, url
-        wait_until_ready(process, url, log=lambda: self.log(name))
         return url
 
     def client(self, token: str = ADMIN_KEY, timeout: float = 120) -> httpx.Client:
@@ -205,24 +201,21 @@ class Stack:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The stack without the lane runs only the tests marked `predicts`: the lane changes
-    how /predict is answered and nothing else, and the other tests would double the run."""
+    """The stack on uvicorn runs only the tests marked `predicts`: uvicorn is the other
+    server docs/operations.md offers, and every test on both would double the run."""
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        stock = callspec is not None and callspec.params.get("stack") == STOCK_PROTOCOL
-        (dropped if stock and not item.get_closest_marker("predicts") else kept).append(item)
+        on_uvicorn = callspec is not None and callspec.params.get("stack") == UVICORN
+        (dropped if on_uvicorn and not item.get_closest_marker("predicts") else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
 
 
-@pytest.fixture(
-    scope="session", params=[LANE_PROTOCOL, STOCK_PROTOCOL], ids=["lane", "stock-protocol"]
-)
+@pytest.fixture(scope="session", params=[GRANIAN, UVICORN])
 def stack(request, tmp_path_factory, redis_url):
-    """The session's stack, once with each protocol (every test through both paths), each on
-    a database and broker of its own."""
+    """The session's stack, once on each server, each on a database and broker of its own."""
     redis.Redis.from_url(redis_url).flushdb()
     with fresh_postgres_database() as postgres_url:
         stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url, request.param)

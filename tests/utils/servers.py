@@ -1,34 +1,39 @@
-"""Servers the tests start as processes, on ports no other process can take meanwhile.
+"""API processes the tests start, on ports no other process can take meanwhile.
 
 Binding port 0, closing it and handing the number to a server leaves a gap in which
 another process (another test run on this machine) can take the port, and a readiness
-probe would then talk to that process. Here the test binds the socket and the server
-inherits it (uvicorn's documented `--fd`), so the port is held from the start.
+probe would then talk to that process. Here the test binds the port first and holds it
+while the server runs: uvicorn inherits the socket (its documented `--fd`); Granian binds
+the port itself with SO_REUSEPORT, which the held socket allows, as it allows no one
+else.
 """
 
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import httpx
 
 from tests.conftest import PROJECT
 from tests.utils.waiting import wait_until
 
-# The API, less the address, which the inherited socket gives, and its HTTP protocol.
-API_COMMAND = (sys.executable, "-m", "uvicorn", "app.main:app")
-# uvicorn's --http for the prediction lane, as `make run` serves it.
-LANE_PROTOCOL = ("--http", "app.past_asgi:PredictProtocol")
+# The servers the API runs on: Granian, as `make run` and the image serve it, and uvicorn,
+# the alternative docs/operations.md gives. Both with their access log on.
+GRANIAN = "granian"
+UVICORN = "uvicorn"
 
 
-def bound_socket() -> socket.socket:
+def bound_socket(shared: bool = False) -> socket.socket:
     """A socket on a free local port, bound but not listening: until the server listens,
-    a readiness probe is refused at once instead of waiting in the backlog."""
+    a readiness probe is refused at once instead of waiting in the backlog. `shared`: a
+    server that sets SO_REUSEPORT may bind the port too."""
     sock = socket.socket()
     # Accepted connections inherit this on Linux; uvicorn sets it only on sockets it
     # binds itself, and without it every keep-alive request waits ~40 ms (Nagle).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
 
@@ -36,22 +41,33 @@ def bound_socket() -> socket.socket:
 def start_api(
     env: dict[str, str] | None = None,
     stdout=subprocess.DEVNULL,
-    args: Sequence[str] = LANE_PROTOCOL,
+    server: str = GRANIAN,
+    log: Callable[[], str] = lambda: "",
 ) -> tuple[subprocess.Popen, str]:
-    """An API process serving on a socket of its own (with the lane unless `args` say
-    otherwise); the process and its URL."""
-    with bound_socket() as sock:
+    """An API process on `server`, serving on a port of its own, once it is ready; the
+    process and its URL. `log`: what to show if it fails to start."""
+    with bound_socket(shared=server == GRANIAN) as sock:
+        port = sock.getsockname()[1]
         process = subprocess.Popen(
-            [*API_COMMAND, "--fd", str(sock.fileno()), *args],
+            _command(server, port, sock),
             cwd=PROJECT,
             env=env,
             stdout=stdout,
             stderr=subprocess.STDOUT,
-            pass_fds=(sock.fileno(),),
+            pass_fds=(sock.fileno(),) if server == UVICORN else (),
             start_new_session=True,  # its own process group: a kill reaches its children
         )
-        port = sock.getsockname()[1]
-    return process, f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(process, url, log)  # Granian listens on the port: it is its own now
+    return process, url
+
+
+def _command(server: str, port: int, sock: socket.socket) -> list[str]:
+    if server == GRANIAN:
+        address = ["--host", "127.0.0.1", "--port", str(port)]
+        granian = [sys.executable, "-m", "granian", "--interface", "asgi", "--access-log"]
+        return [*granian, *address, "app.main:app"]
+    return [sys.executable, "-m", "uvicorn", "app.main:app", "--fd", str(sock.fileno())]
 
 
 def is_ready(url: str) -> bool:
