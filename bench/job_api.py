@@ -401,10 +401,10 @@ def bench(kind: str, args, folder: Path) -> dict:
 
 
 def print_table(kind: str, results: dict) -> None:
-    processes = DOCKER_COMPOSE_ENV["WEB_CONCURRENCY"] if kind == "postgresql" else "1"
+    processes = DOCKER_COMPOSE_ENV["GRANIAN_WORKERS"] if kind == "postgresql" else "1"
     job_bytes, page_bytes = results["sizes"]
     print(
-        f"\n{kind}: {processes} uvicorn process(es); a job's JSON {job_bytes} bytes, "
+        f"\n{kind}: {processes} Granian process(es); a job's JSON {job_bytes} bytes, "
         f"a page's {page_bytes} bytes; load average {_load()}"
     )
     print(

@@ -78,7 +78,9 @@ def store_two_versions(session: Session) -> list[str]:
     session.flush()
     ids = []
     for _ in range(2):
-        job = Job(task=TASK, dataset_id=dataset.id, spec={}, epochs=1)
+        job = Job(
+            task=TASK, dataset_id=dataset.id, name=TASK, arch="tutorial_cnn", spec={}, epochs=1
+        )
         session.add(job)
         session.flush()
         model = ModelVersion(

@@ -28,6 +28,8 @@ def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: in
         id=new_id(),
         task=spec.task,
         dataset_id=spec.dataset_id,
+        name=spec.name or spec.task,
+        arch=spec.model.arch,
         spec=spec.model_dump(mode="json"),
         spec_sources=sources,
         epochs=epochs,
@@ -59,9 +61,9 @@ def find_job_by_idempotency_key(session: Session, key: str) -> Job | None:
 
 JOB_SUMMARY = (
     Job.id,
-    func.coalesce(Job.spec["name"].as_string(), Job.task).label("name"),
+    Job.name,
     Job.task,
-    Job.spec[("model", "arch")].as_string().label("arch"),
+    Job.arch,
     Job.dataset_id,
     Job.status,
     Job.end_reason,

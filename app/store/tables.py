@@ -131,6 +131,10 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     task: Mapped[str] = mapped_column(String(40), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    # The spec's model name (else the task) and network: what a listing shows, in columns
+    # so that it need not read the spec (migration 0009 says why).
+    name: Mapped[str] = mapped_column(String(200))
+    arch: Mapped[str] = mapped_column(String(40))
     spec: Mapped[dict[str, Any]]  # resolved: app.recipes filled what the client left out
     # Where each filled value of the spec came from ("given", "recipe: …", "data: …", …).
     spec_sources: Mapped[dict[str, Any] | None]

@@ -10,6 +10,9 @@ from sqlalchemy import create_engine
 from app.store.tables import Base
 from tests.conftest import alembic_config, migrate
 
+SPEC = {"seed": 7}  # a spec of the first release's tests: no name, no network
+NAMED = {"seed": 7, "name": "mr", "model": {"arch": "text_cnn"}}
+
 
 def test_migrations_match_the_tables_and_downgrade_cleanly(tmp_path):
     url = f"sqlite:///{tmp_path}/m.db"
@@ -26,8 +29,8 @@ def test_migrations_match_the_tables_and_downgrade_cleanly(tmp_path):
 def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(tmp_path):
     """From the first release's schema: jobs, versions and their links survive every step
     (on SQLite a step may rebuild a table that others reference), and the new fields get
-    their values: job defaults, the registry's data hash, spec and `latest` alias, and no
-    skipped files for the datasets."""
+    their values: job defaults, the registry's data hash, spec and `latest` alias, no
+    skipped files for the datasets, and each job's name and network from its spec."""
     url = f"sqlite:///{tmp_path}/m.db"
     config = alembic_config(url)
     command.upgrade(config, "0001")
@@ -38,11 +41,14 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
             "classes, counts, details, path, created_at) VALUES ('d1', 'd', 'text_sentiment', "
             "'csv', 'abc', 'f', 1, '[]', '{}', '{}', 'p', '2026-01-01 00:00:00')"
         )
-        for job, at in (("j1", "2026-01-01 00:00:01"), ("j2", "2026-01-01 00:00:02")):
+        for job, at, spec in (
+            ("j1", "2026-01-01 00:00:01", SPEC),
+            ("j2", "2026-01-01 00:00:02", NAMED),
+        ):
             connection.exec_driver_sql(
                 "INSERT INTO jobs (id, task, dataset_id, spec, status, epoch, epochs, created_at) "
-                f"VALUES ('{job}', 'text_sentiment', 'd1', '{{\"seed\": 7}}', 'succeeded', 1, 1, "
-                f"'{at}')"
+                f"VALUES ('{job}', 'text_sentiment', 'd1', '{json.dumps(spec)}', 'succeeded', 1, "
+                f"1, '{at}')"
             )
             connection.exec_driver_sql(
                 "INSERT INTO model_versions (id, job_id, name, task, arch, classes, metrics, "
@@ -59,15 +65,18 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
         ).all()
         moves = connection.exec_driver_sql("SELECT to_version_id, action FROM alias_moves").all()
         jobs = connection.exec_driver_sql(
-            "SELECT id, status, attempt, max_attempts, queued_at = created_at FROM jobs"
+            "SELECT id, status, attempt, max_attempts, queued_at = created_at, name, arch FROM jobs"
         ).all()
         skipped = connection.exec_driver_sql("SELECT skipped FROM datasets").scalar_one()
         dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     assert [(v.id, v.data_sha256, json.loads(v.spec)) for v in versions] == [
-        ("mj1", "abc", {"seed": 7}),
-        ("mj2", "abc", {"seed": 7}),
+        ("mj1", "abc", SPEC),
+        ("mj2", "abc", NAMED),
     ]
     assert aliases == [("mr", "latest", "mj2")] and moves == [("mj2", "job_succeeded")]
-    assert jobs == [("j1", "succeeded", 0, 3, 1), ("j2", "succeeded", 0, 3, 1)]
+    assert jobs == [
+        ("j1", "succeeded", 0, 3, 1, "text_sentiment", "unknown"),
+        ("j2", "succeeded", 0, 3, 1, "mr", "text_cnn"),
+    ]
     assert json.loads(skipped) == {}  # a dataset stored before skipped nothing it knows of
     assert dangling == []
