@@ -75,6 +75,11 @@ async function route() {
   }
 }
 
+// A page's requests still under way when another page replaces it end as AbortErrors:
+// expected, not faults. Any other unhandled rejection still reaches the console.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason?.name === "AbortError") event.preventDefault();
+});
 window.addEventListener("signed-out", (event) => showSignIn(event.detail));
 window.addEventListener("hashchange", route);
 signOutButton.addEventListener("click", () => session.signOut());

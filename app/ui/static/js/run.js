@@ -204,7 +204,7 @@ function summary(job) {
     ["last val loss", fixed(job.last_val_loss)],
     ["device", job.device ?? "–"],
     ["attempt", `${job.attempt} / ${job.max_attempts}`],
-    ["duration", duration(job.duration_seconds)],
+    ["duration", duration(job.duration_seconds ?? (job.started_at ? (Date.now() - Date.parse(job.started_at)) / 1000 : null))],
     ["model", job.model_id ? h("a", { href: link("models", { name: job.name }) }, job.model_id.slice(0, 8)) : "–"],
     ["dataset", h("a", { href: link("datasets", { id: job.dataset_id }) }, job.dataset_id.slice(0, 8))],
   ];
