@@ -156,7 +156,7 @@ def _job_summaries(by_status: bool, by_task: bool, by_name: bool, after_cursor: 
     if by_task:
         query = query.where(Job.task == bindparam("task"))
     if by_name:
-        query = query.where(JOB_NAME == bindparam("name"))
+        query = query.where(bindparam("name") == JOB_NAME)
     if after_cursor:
         query = query.where(after(Job, bindparam("created"), bindparam("row_id")))
     return query.order_by(*newest_first(Job)).limit(bindparam("rows"))

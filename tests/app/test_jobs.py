@@ -88,8 +88,8 @@ def test_listing_filters_by_the_model_name(client, image_spec):
 SUMMARY_FIELDS = {
     "id", "name", "task", "arch", "dataset_id", "status", "end_reason", "attempt",
     "max_attempts", "epoch", "epochs", "progress", "best_epoch", "best_val_accuracy",
-    "last_val_accuracy", "last_val_loss", "model_id", "device", "error", "created_at", "queued_at", "started_at", "heartbeat_at",
-    "finished_at", "duration_seconds",
+    "last_val_accuracy", "last_val_loss", "model_id", "device", "error", "created_at",
+    "queued_at", "started_at", "heartbeat_at", "finished_at", "duration_seconds",
 }  # fmt: skip
 
 

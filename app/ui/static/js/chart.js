@@ -2,8 +2,22 @@
 // zoom, the smoothing, the log axes or which series are shown.
 /* global uPlot */
 
+const UPLOT = "vendor/uplot-1.6.32/uPlot.iife.min.js";
 const FAINT = "55"; // the raw line's alpha (hex) beside its smoothed line
 const ENVELOPE = "22"; // the min/max band's
+
+let loading = null;
+
+// uPlot's own minified build, a classic script that defines the global uPlot, loaded by
+// the first page that draws a chart (the runs page draws none: its sparklines are SVG).
+export function loadCharts() {
+  loading ??= new Promise((resolve, reject) => {
+    const script = Object.assign(document.createElement("script"), { src: UPLOT, onload: resolve });
+    script.onerror = () => reject(new Error(`could not load ${UPLOT}`));
+    document.head.append(script);
+  });
+  return loading;
+}
 
 // TensorBoard's smoothing: an exponential moving average, debiased at the start.
 export function ema(values, weight) {
@@ -19,6 +33,7 @@ export function ema(values, weight) {
 }
 
 // lines: [{label, color, envelope: bool}]; each update gives, per line, {values, min, max}.
+// Made once loadCharts() has resolved.
 export class Curves {
   // smoothing: null for a chart that is never smoothed (it then draws no raw line).
   constructor(container, { title, lines, xLabel, logX = false, logY = false, smoothing = null, hidden = new Set(), zoom = null, onZoom = () => {}, onToggle = () => {} }) {

@@ -1,7 +1,7 @@
 // Compare: up to 10 runs on one chart, each in the colour of its place in the URL's list,
 // and their specs side by side with the values that differ marked.
 import { api } from "./api.js";
-import { Curves } from "./chart.js";
+import { Curves, loadCharts } from "./chart.js";
 import { h, PALETTE, statusBadge } from "./dom.js";
 import { flatten } from "./run.js";
 import { link, updateParams } from "./view.js";
@@ -17,7 +17,7 @@ export async function render(root, params, signal) {
     root.append(h("p", { class: "muted" }, "Tick up to 10 runs on the ", h("a", { href: link("runs") }, "Runs"), " page, then Compare selected."));
     return;
   }
-  const jobs = await Promise.all(ids.map((id) => api(`/jobs/${id}`, { signal })));
+  const [jobs] = await Promise.all([Promise.all(ids.map((id) => api(`/jobs/${id}`, { signal }))), loadCharts()]);
   const select = h("select", { name: "metric", "aria-label": "metric", onchange: (e) => { metric = e.target.value; updateParams({ metric }); chart.setOptions({ title: `${metric} per epoch` }); draw(); } },
     ...METRICS.map((m) => h("option", { value: m, selected: m === metric }, m)));
   const box = h("div", { class: "chart", id: "chart-compare" });

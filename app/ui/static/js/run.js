@@ -1,11 +1,11 @@
 // One run: its curves (per step from GET /jobs/{id}/metrics, then live from the event
 // stream), its events, spec, ETA, model and a Cancel button.
 import { api, followEvents } from "./api.js";
-import { Curves } from "./chart.js";
+import { Curves, loadCharts } from "./chart.js";
 import { duration, fixed, h, percent, problem, statusBadge, when } from "./dom.js";
 import { link, updateParams } from "./view.js";
 
-const COARSE_POINTS = 1500; // buckets of the whole run; a zoom fetches as many for its range
+const COARSE_POINTS = 1000; // buckets of the whole run (more than a chart has pixels); a zoom fetches as many for its range
 const LIVE = new Set(["queued", "running", "cancelling"]);
 const X_MODES = { step: "step", epoch: "epoch", time: "training time (s)" };
 
@@ -20,10 +20,14 @@ export async function render(root, params, signal) {
     hidden: new Set((params.get("hide") || "").split(",").filter(Boolean)),
     zoom: (params.get("zoom") || "").split(",").filter(Boolean).map(Number),
   };
+  const charting = loadCharts(); // fetched while the API answers
+  // The job before its series: the stream resumes after the job's last event, and any step
+  // the series then hold as well is dropped as already drawn (none is missed).
   let job = await api(`/jobs/${id}`, { signal });
   const [loss, lr, ends] = await Promise.all(
     ["loss", "lr", "val_loss"].map((name) => api(`/jobs/${id}/metrics?name=${name}&max_points=${COARSE_POINTS}`, { signal })),
   );
+  await charting;
   const steps = { loss: loss.points, lr: lr.points };
   const epochEnds = ends.points.map((p) => p.step); // the last step of each finished epoch
   const liveEvents = [];
