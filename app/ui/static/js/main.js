@@ -22,8 +22,10 @@ let running = null; // the page's AbortController
 function showSignIn(message) {
   running?.abort();
   nav.hidden = signOutButton.hidden = true;
+  // No name: were the form ever submitted by the browser itself, the key would not go
+  // into the URL (the CSP's form-action 'none' refuses such a submission as well).
   const input = h("input", {
-    type: "password", name: "key", id: "key", required: true, autocomplete: "off",
+    type: "password", id: "key", required: true, autocomplete: "off",
     placeholder: "ts_…", "aria-label": "API key",
   });
   const form = h(

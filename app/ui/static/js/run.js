@@ -140,6 +140,7 @@ export async function render(root, params, signal) {
   }
 
   draw();
+  if (view.zoom.length === 2) finer(view.zoom); // a link's zoom gets its finer points too
   if (LIVE.has(job.status)) followEvents(id, job.last_event_id, onEvent, signal);
 }
 
