@@ -296,3 +296,34 @@ def test_a_revoked_key_mid_session_returns_to_the_sign_in_page(page, console, ap
         wait_until(lambda: client.get("/jobs").status_code == 401, timeout=30)
     page.wait_for_selector("form.sign-in .error", timeout=30_000)  # the runs page's next poll
     assert page.locator("table").count() == 0 and page.is_hidden("#nav")
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
+    """At a phone's width, with the system's dark theme, no page is wider than the screen
+    (wide tables scroll in their own box) and none logs an error."""
+    context = browser.new_context(viewport=PHONE, color_scheme="dark")
+    tab = context.new_page()
+    tab.on("console", console.heard)
+    tab.on("pageerror", lambda error: console.errors.append(f"uncaught: {error}"))
+    open_page(tab, stack.url, "runs")
+    background = tab.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)"  # the dark theme's
+    fragments = {
+        "runs": "table.runs tbody tr",
+        f"run?id={versions[0]['job_id']}": "#chart-loss[data-points]",
+        f"compare?ids={versions[0]['job_id']}": "#chart-compare[data-points]",
+        f"models?name={DIGITS}": "#versions tbody tr",
+        "try": "#image-drop",
+        "datasets": "#datasets tbody tr",
+        "keys": "#keys tbody tr",
+    }
+    for fragment, shown in fragments.items():
+        tab.goto(f"{stack.url}/ui/#/{fragment}")
+        tab.wait_for_selector(shown)
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"#/{fragment} is {width} px wide"
+    context.close()
+    console.check()
