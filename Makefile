@@ -8,7 +8,7 @@ PORT ?= 8000
 # The API's server: Granian, the fastest bench/serving.py measured (docs/benchmarks.md).
 SERVE := $(VENV)/bin/granian --interface asgi --access-log
 
-.PHONY: install run test check lint types migrate api worker clean
+.PHONY: install run test check lint types migrate api worker clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -35,8 +35,14 @@ api: migrate
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
-test: lint types
+test: lint types chromium
 	$(VENV)/bin/pytest
+
+# The dashboard's browser tests (tests/e2e/test_dashboard.py) drive Debian's chromium:
+# playwright's own browser download needs the internet. .ci/run installs it when missing.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "make test: the dashboard's browser tests need chromium at $(CHROMIUM): apt-get install -y chromium (.ci/run does)" >&2; exit 1; }
 
 # The fast loop: everything but the end-to-end tests, which start real servers.
 check: lint types

@@ -33,6 +33,7 @@ from app.store.pages import InvalidCursor
 from app.store.versions import ModelFileCorrupt, VersionAliased
 from app.streams import PeerGoneMidStream
 from app.sweeper import Sweeper
+from app.ui import mount_dashboard
 from models.data import DatasetError, UnsupportedFormat
 
 log = logging.getLogger("trainserve.api")
@@ -194,8 +195,9 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router, **protected("train"))
     app.include_router(models.router, **protected("train"))
     app.include_router(keys.router, **protected("admin"))
-    # /healthz, /readyz and /metrics need no key, nor do /docs
+    # /healthz, /readyz and /metrics need no key, nor do /docs and the dashboard's pages
     app.include_router(health.router)
+    mount_dashboard(app)
     return app
 
 

@@ -98,6 +98,8 @@ class JobSummary(BaseModel):
     progress: float = Field(description="epoch / epochs: from 0 to 1.")
     best_epoch: int | None
     best_val_accuracy: float | None
+    last_val_accuracy: float | None = Field(description="The latest epoch's.")
+    last_val_loss: float | None = Field(description="The latest epoch's.")
     model_id: str | None
     device: str | None
     error: str | None
@@ -110,7 +112,7 @@ class JobSummary(BaseModel):
 
     @classmethod
     def of(cls, row) -> "JobSummary":
-        """From a row of app.store.jobs.JOB_SUMMARY."""
+        """From a row of app.store.jobs.LISTING."""
         return cls.model_validate(_with_figures(row._asdict()))
 
 
@@ -128,6 +130,10 @@ class JobPublic(JobSummary):
         description="The checkpoint epoch the latest attempt continued from."
     )
     cancel_requested_at: datetime | None
+    last_event_id: int = Field(
+        description="The id of the job's latest event: a stream opened with it as "
+        "Last-Event-ID sends only what comes after."
+    )
     metrics: EpochPublic | None = Field(description="The latest epoch's.")
     history: list[EpochPublic]
     spec: dict = Field(description="Resolved: every field the request left out is filled.")
@@ -151,13 +157,27 @@ class JobPublic(JobSummary):
             "name": job.spec.get("name") or job.task,
             "arch": job.spec["model"]["arch"],
             "model_id": job.model.id if job.model else None,
+            "last_event_id": job.event_seq,
         }
         return cls._validated(fields, job.history)
 
     @classmethod
     def _validated(cls, fields: dict, history: list) -> "JobPublic":
         latest = history[-1] if history else None
-        return cls.model_validate(_with_figures(fields) | {"history": history, "metrics": latest})
+        latest_fields = {
+            "history": history,
+            "metrics": latest,
+            "last_val_accuracy": _field(latest, "val_accuracy"),
+            "last_val_loss": _field(latest, "val_loss"),
+        }
+        return cls.model_validate(_with_figures(fields) | latest_fields)
+
+
+def _field(epoch, name: str):
+    """A field of a history entry (a dict or an EpochMetrics row); None without an entry."""
+    if epoch is None:
+        return None
+    return epoch[name] if isinstance(epoch, dict) else getattr(epoch, name)
 
 
 MetricName = Literal[StepMetric, EpochMetric]
@@ -182,6 +202,7 @@ class JobListQuery(BaseModel):
 
     status: list[JobStatus] | None = Field(None, description="Any of these.")
     task: Task | None = None
+    name: Name | None = Field(None, description="The model name the job trains.")
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = None
 

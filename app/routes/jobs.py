@@ -186,7 +186,7 @@ async def list_jobs(*, query: Annotated[JobListQuery, Query()]) -> Response:
 def _job_page(query: JobListQuery) -> Response:
     with read_only_connection() as connection:
         rows, next_cursor = jobs.list_job_summaries(
-            connection, query.limit, query.cursor, query.status, query.task
+            connection, query.limit, query.cursor, query.status, query.task, query.name
         )
     return _json(JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor))
 
@@ -298,11 +298,19 @@ def job_metrics(
     job: ExistingJobDep,
     name: MetricName = "loss",
     max_points: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    step_min: Annotated[
+        int | None, Query(ge=0, description="Only steps from this one on (a zoomed view).")
+    ] = None,
+    step_max: Annotated[int | None, Query(ge=0, description="Only steps up to this one.")] = None,
 ) -> MetricSeries:
     """A metric over training steps: per step (`loss`, `lr`) or per epoch (`train_loss`,
     `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
-    the database; each point has the bucket's last step, mean, min, max and count."""
-    points = records.metric_series(session, job.id, name, max_points)
+    the database; each point has the bucket's last step, mean, min, max and count. With
+    `step_min` and `step_max` only those steps are bucketed: a zoomed chart gets finer
+    points."""
+    if step_min is not None and step_max is not None and step_min > step_max:
+        raise HTTPException(422, f"step_min {step_min} is after step_max {step_max}")
+    points = records.metric_series(session, job.id, name, max_points, step_min, step_max)
     return MetricSeries(
         job_id=job.id,
         name=name,

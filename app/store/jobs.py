@@ -82,7 +82,14 @@ JOB_SUMMARY = (
     Job.heartbeat_at,
     Job.finished_at,
 )
-JOB_DETAILS = (Job.resumed_from_epoch, Job.cancel_requested_at, Job.spec, Job.spec_sources)
+JOB_DETAILS = (
+    Job.resumed_from_epoch,
+    Job.cancel_requested_at,
+    Job.spec,
+    Job.spec_sources,
+    Job.event_seq.label("last_event_id"),
+)
+
 EPOCH_HISTORY = (
     EpochMetrics.epoch,
     EpochMetrics.train_loss,
@@ -91,6 +98,25 @@ EPOCH_HISTORY = (
     EpochMetrics.val_accuracy,
     EpochMetrics.seconds,
     EpochMetrics.samples_per_second,
+)
+
+
+def _latest_epoch(column):
+    """A listing's figure of the job's latest epoch: one indexed row per job, not its history."""
+    return (
+        select(column)
+        .where(EpochMetrics.job_id == Job.id)
+        .order_by(EpochMetrics.epoch.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(f"last_{column.key}")
+    )
+
+
+LISTING = (
+    *JOB_SUMMARY,
+    _latest_epoch(EpochMetrics.val_accuracy),
+    _latest_epoch(EpochMetrics.val_loss),
 )
 
 
@@ -123,13 +149,15 @@ HISTORY_OF_JOB = (
 
 
 @lru_cache
-def _job_summaries(by_status: bool, by_task: bool, after_cursor: bool):
+def _job_summaries(by_status: bool, by_task: bool, by_name: bool, after_cursor: bool):
     """The listing's statement for one combination of its filters."""
-    query = _with_model_id(*JOB_SUMMARY)
+    query = _with_model_id(*LISTING)
     if by_status:
         query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
     if by_task:
         query = query.where(Job.task == bindparam("task"))
+    if by_name:
+        query = query.where(Job.name == bindparam("name"))
     if after_cursor:
         query = query.where(after(Job, bindparam("created"), bindparam("row_id")))
     return query.order_by(*newest_first(Job)).limit(bindparam("rows"))
@@ -141,12 +169,18 @@ def list_job_summaries(
     cursor: str | None,
     statuses: Sequence[str] | None = None,
     task: str | None = None,
+    name: str | None = None,
 ):
-    """A page of jobs, newest first, as rows of JOB_SUMMARY; and the next cursor."""
-    values: dict[str, object] = {"statuses": statuses, "task": task, "rows": limit + 1}
+    """A page of jobs, newest first, as rows of LISTING; and the next cursor."""
+    values: dict[str, object] = {
+        "statuses": statuses,
+        "task": task,
+        "name": name,
+        "rows": limit + 1,
+    }
     if cursor:
         values["created"], values["row_id"] = decode_cursor(cursor)
-    query = _job_summaries(bool(statuses), bool(task), bool(cursor))
+    query = _job_summaries(bool(statuses), bool(task), bool(name), bool(cursor))
     return cut_page(connection.execute(query, values).all(), limit)
 
 

@@ -100,9 +100,21 @@ def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> 
     )
 
 
-def metric_series(session: Session, job_id: str, name: str, max_points: int) -> Sequence[Row]:
-    """A metric's points, averaged by the database into at most max_points step buckets."""
-    where = (MetricPoint.job_id == job_id, MetricPoint.name == name)
+def metric_series(
+    session: Session,
+    job_id: str,
+    name: str,
+    max_points: int,
+    step_min: int | None = None,
+    step_max: int | None = None,
+) -> Sequence[Row]:
+    """A metric's points from step_min to step_max (default: all), averaged by the database
+    into at most max_points step buckets."""
+    where = [MetricPoint.job_id == job_id, MetricPoint.name == name]
+    if step_min is not None:
+        where.append(MetricPoint.step >= step_min)
+    if step_max is not None:
+        where.append(MetricPoint.step <= step_max)
     first, last = session.execute(
         select(func.min(MetricPoint.step), func.max(MetricPoint.step)).where(*where)
     ).one()

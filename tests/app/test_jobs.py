@@ -76,11 +76,20 @@ def test_listing_filters_before_paging(client, image_spec):
     assert client.get("/jobs", params={"status": "sleeping"}).status_code == 422
 
 
+def test_listing_filters_by_the_model_name(client, image_spec):
+    named = client.post("/jobs", json={**image_spec, "name": "shapes"}).json()["id"]
+    client.post("/jobs", json=image_spec)  # named after its task
+    listed = client.get("/jobs", params={"name": "shapes"}).json()["items"]
+    assert [job["id"] for job in listed] == [named]
+    by_task_name = client.get("/jobs", params={"name": "image_classification"}).json()["items"]
+    assert len(by_task_name) == 1 and by_task_name[0]["id"] != named
+
+
 SUMMARY_FIELDS = {
     "id", "name", "task", "arch", "dataset_id", "status", "end_reason", "attempt",
     "max_attempts", "epoch", "epochs", "progress", "best_epoch", "best_val_accuracy",
-    "model_id", "device", "error", "created_at", "queued_at", "started_at", "heartbeat_at",
-    "finished_at", "duration_seconds",
+    "last_val_accuracy", "last_val_loss", "model_id", "device", "error", "created_at",
+    "queued_at", "started_at", "heartbeat_at", "finished_at", "duration_seconds",
 }  # fmt: skip
 
 
@@ -97,6 +106,8 @@ def test_a_listing_holds_summaries_and_the_job_its_history(client, image_spec):
     assert listed[trained]["duration_seconds"] > 0
     assert [epoch["epoch"] for epoch in full["history"]] == [1, 2]
     assert full["metrics"] == full["history"][-1] and full["spec"]["name"] == "shapes"
+    assert listed[trained]["last_val_loss"] == full["history"][-1]["val_loss"]
+    assert listed[queued]["last_val_accuracy"] is None and listed[queued]["last_val_loss"] is None
     waiting = listed[queued]
     assert waiting["name"] == "image_classification"  # no name in the spec: the task's
     assert waiting["progress"] == 0.0 and waiting["model_id"] is None
@@ -136,6 +147,10 @@ def test_events_replay_a_finished_job_in_order_and_resume_after_an_id(client, im
     assert {s["epoch"] for s in steps} == {1, 2} and all(s["loss"] > 0 for s in steps)
     later = parse_sse(client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "5"}).text)
     assert later == events[5:]
+    last_event_id = client.get(f"/jobs/{job_id}").json()["last_event_id"]
+    assert last_event_id == events[-1]["id"]
+    after_all = client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": str(last_event_id)})
+    assert parse_sse(after_all.text) == []
     assert client.get("/jobs/nope/events").status_code == 404
 
 
@@ -151,6 +166,20 @@ def test_metrics_are_downsampled_by_the_database(client, image_spec, embedded_se
     full = client.get(f"/jobs/{job_id}/metrics", params={"name": "loss", "max_points": 5000})
     assert len(full.json()["points"]) == 1000
     assert client.get(f"/jobs/{job_id}/metrics", params={"name": "nope"}).status_code == 422
+
+
+def test_a_step_range_gets_finer_points(client, image_spec, embedded_settings):
+    job_id = client.post("/jobs", json=image_spec).json()["id"]
+    with get_session_factory()() as session:
+        record_steps(session, job_id, [(s, 1, float(s), 0.1) for s in range(1, 1001)])
+    zoomed = client.get(
+        f"/jobs/{job_id}/metrics",
+        params={"name": "loss", "max_points": 10, "step_min": 101, "step_max": 200},
+    ).json()["points"]
+    assert [p["step"] for p in zoomed] == list(range(110, 201, 10))
+    assert zoomed[0] == {"step": 110, "value": 105.5, "min": 101.0, "max": 110.0, "count": 10}
+    backwards = client.get(f"/jobs/{job_id}/metrics", params={"step_min": 5, "step_max": 4})
+    assert backwards.status_code == 422 and "step_min" in backwards.json()["detail"]
 
 
 def test_epoch_metrics_are_series_too(client, image_spec):

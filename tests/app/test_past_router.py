@@ -92,7 +92,7 @@ def test_bad_listing_queries_and_unknown_jobs_are_named(client):
     ]
     typo = client.get("/jobs", params={"limt": "5"})
     assert typo.status_code == 422 and typo.json()["detail"] == (
-        "unknown query parameter 'limt'; this route takes: cursor, limit, status, task"
+        "unknown query parameter 'limt'; this route takes: cursor, limit, name, status, task"
     )
     [bogus] = client.get("/jobs", params={"status": ["queued", "bogus"]}).json()["detail"]
     assert bogus["loc"] == ["query", "status", 1] and bogus["input"] == "bogus"
