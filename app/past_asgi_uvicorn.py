@@ -57,7 +57,7 @@ class PastAsgiLane:
         self.state = app.state
         self.arrivals = app.state.model_server.arrivals
         # Bodies the protocol holds whole without pausing the socket, and the app accepts.
-        self.max_body = min(HIGH_WATER_LIMIT, settings.max_upload_bytes)
+        self.max_body = min(HIGH_WATER_LIMIT, settings.max_predict_bytes)
         metrics = app.state.metrics
         self.latency = metrics.requests.labels(method="POST", route=PATH, status="200")
         self.answered, self.passed = (

@@ -449,7 +449,10 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
 
 
 def decode_image(
-    data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None
+    data: bytes,
+    resize: tuple[int, int] | None = None,
+    mode: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Image bytes of any format Pillow reads to a uint8 array, HxW (grey) or HxWx3 (colour).
 
@@ -467,7 +470,7 @@ def decode_image(
         raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
     with image:
         try:
-            return _pixels(image, resize, mode)
+            return _pixels(image, resize, mode, max_pixels)
         except DatasetError:
             raise
         except Image.DecompressionBombError as exc:
@@ -476,13 +479,14 @@ def decode_image(
             raise DatasetError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _pixels(image: Image.Image, resize: tuple[int, int] | None, mode: str | None) -> np.ndarray:
-    """The first frame (of a GIF, a TIFF), in mode or else grey or RGB as the image is."""
+def _pixels(
+    image: Image.Image, resize: tuple[int, int] | None, mode: str | None, max_pixels: int
+) -> np.ndarray:
+    """The first frame (of a GIF, a TIFF), in mode or else grey or RGB as the image is;
+    refused from its header, before it is decoded, if it has over max_pixels."""
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise DatasetError(
-            f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
-        )
+    if width * height > max_pixels:
+        raise DatasetError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     image.load()
     converted = _eight_bit(image).convert(mode or ("L" if _is_grey(image) else "RGB"))
     if resize and converted.size != (resize[1], resize[0]):
@@ -745,11 +749,13 @@ class ImagePreprocessing:
         mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
         return torch.addcmul(-mean / std, batch.float(), 1 / (255 * std))
 
-    def decode(self, data: bytes) -> torch.Tensor:
-        """Image bytes to uint8 C,H,W in this network's channels and size."""
+    def decode(self, data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+        """Image bytes to uint8 C,H,W in this network's channels and size; DatasetError for
+        an image of over max_pixels, before it is decoded."""
         pixels = plain_png(data, self.channels, (self.height, self.width))
         if pixels is not None:
             return pixels
-        array = decode_image(data, (self.height, self.width), "L" if self.channels == 1 else "RGB")
+        mode = "L" if self.channels == 1 else "RGB"
+        array = decode_image(data, (self.height, self.width), mode, max_pixels)
         tensor = torch.from_numpy(array.copy())
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
