@@ -138,10 +138,18 @@ def pixel_bomb(limit: int) -> bytes:
     return image_zip({f"{'ab'[i % 2]}/{i}.png": blank for i in range(count)})
 
 
-def gzip_bomb(limit: int) -> bytes:
-    """gzip members of 16 MiB of zeros, one after another: more than limit once unzipped."""
-    member = gzip.compress(bytes(16 * MiB), compresslevel=1)
-    return member * (limit // (16 * MiB) + 1)
+def gzip_bomb(limit: int, content: bytes = bytes(16 * MiB)) -> bytes:
+    """gzip members of 16 MiB (of zeros), one after another: more than limit once unzipped."""
+    member = gzip.compress(content, compresslevel=1)
+    return member * (limit // len(content) + 1)
+
+
+def gzip_rows_bomb(limit: int) -> bytes:
+    """A gzipped table of valid rows, a million of them decoding to the limit: the decoded
+    size, not the row count, refuses it."""
+    row = b"x" * max(8, limit // 1_000_000 - 5) + b",pos\n"
+    rows = row * (16 * MiB // len(row))
+    return gzip.compress(b"text,label\n") + gzip_bomb(limit, rows)
 
 
 def csv(*rows: str) -> bytes:
@@ -237,11 +245,32 @@ def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostil
             with_class_b({"a/bad.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4}),
         ),
         upload(
-            "gzip bomb named .csv",
+            "gzip bomb of zeros named .csv",
+            422,
+            "line 1: over 1000000 characters",
+            "bomb.csv",
+            gzip_bomb(max_decoded_bytes),
+        ),
+        upload(
+            "gzip bomb of newlines named .csv",
+            422,
+            "over 1000 blank lines",
+            "bomb.csv",
+            gzip_bomb(max_decoded_bytes, b"\n" * (16 * MiB)),
+        ),
+        upload(
+            "gzip bomb of valid rows named .csv",
             422,
             "decodes to more than",
             "bomb.csv",
-            gzip_bomb(max_decoded_bytes),
+            gzip_rows_bomb(max_decoded_bytes),
+        ),
+        upload(
+            "CSV row of 2000 columns across quoted newlines",
+            422,
+            "over 1000 columns",
+            "t.csv",
+            csv("text,label", "a,pos", ",".join(['"x\ny"'] * 2000) + ",neg"),
         ),
         upload(
             "IDX header claiming 60000x28x28", 422, "truncated", "train-images-idx3-ubyte", idx_liar
@@ -255,11 +284,11 @@ def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostil
             csv("text,label", "hello\0there,pos", "x,neg"),
         ),
         upload(
-            "CSV with a million columns",
+            "CSV with 100000 columns",
             422,
             "over 1000 columns",
             "wide.csv",
-            (",".join(["c"] * 1_000_000) + "\n").encode(),
+            (",".join(["c"] * 100_000) + "\n").encode(),
         ),
         upload(
             "CSV field of 200000 characters",
