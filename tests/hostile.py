@@ -156,7 +156,91 @@ def csv(*rows: str) -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
-def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostile]:
+NO_KEY = {"authorization": ""}  # replaces the client's own key
+UNKNOWN_KEY = {"authorization": "Bearer ts_not-a-key-of-this-service"}
+DEFAULT_PREDICT_BYTES = 8 * MiB  # TRAINSERVE_MAX_PREDICT_BYTES's default
+DEFAULT_PREDICT_PIXELS = 2048 * 2048  # TRAINSERVE_MAX_PREDICT_IMAGE_PIXELS's default
+
+
+def hostile_inputs(
+    max_upload_bytes: int, max_decoded_bytes: int, max_predict_bytes: int = DEFAULT_PREDICT_BYTES
+) -> list[Hostile]:
+    return [
+        *upload_attacks(max_upload_bytes, max_decoded_bytes),
+        *predict_attacks(max_predict_bytes),
+        *keyless_attacks(max_upload_bytes),
+    ]
+
+
+def predict_attacks(max_predict_bytes: int) -> list[Hostile]:
+    """Requests that could hold a model's batch thread or the event loop: each refused."""
+    tiny = valid_png(4)
+    return [
+        Hostile(
+            "/predict: body over the predict limit",
+            413,
+            "TRAINSERVE_MAX_PREDICT_BYTES",
+            "/predict",
+            files=[("file", ("x.png", bytes(max_predict_bytes)))],
+        ),
+        Hostile(
+            "/predict: 1100 multipart parts",
+            422,
+            "more than 1026 multipart fields",
+            "/predict",
+            files=[("files", (f"{i}.png", tiny)) for i in range(1100)],
+        ),
+        Hostile(
+            "/predict: 1025 images",
+            422,
+            "at most 1024 images",
+            "/predict",
+            files=[("files", (f"{i}.png", tiny)) for i in range(1025)],
+        ),
+        Hostile(
+            "/predict: image header of 2049x2048",
+            422,
+            f"the limit is {DEFAULT_PREDICT_PIXELS} pixels",
+            "/predict",
+            files=[("file", ("x.png", png_header(2049, 2048)))],
+        ),
+        Hostile(
+            "/v2 infer: body over the predict limit",
+            413,
+            "TRAINSERVE_MAX_PREDICT_BYTES",
+            "/v2/models/anything/infer",
+            content=bytes(max_predict_bytes + 1),
+            headers={"content-type": "application/json"},
+        ),
+        Hostile(
+            "/jobs: body over the JSON limit",
+            413,
+            "TRAINSERVE_MAX_JSON_BYTES",
+            "/jobs",
+            json={"task": "text_sentiment", "name": "x" * (1 * MiB)},
+        ),
+    ]
+
+
+def keyless_attacks(max_upload_bytes: int) -> list[Hostile]:
+    """Bodies the size of the upload limit sent without a valid key, to each kind of route
+    that takes a body: refused before they are read."""
+    body = bytes(max_upload_bytes)  # one copy for all
+
+    def keyless(path: str, key: dict, detail: str) -> Hostile:
+        title = f"no key: {max_upload_bytes // MiB} MiB to {path}"
+        headers = {"content-type": "application/json", **key}
+        return Hostile(title, 401, detail, path, content=body, headers=headers)
+
+    return [
+        keyless("/datasets", NO_KEY, "send an API key"),
+        keyless("/jobs", NO_KEY, "send an API key"),
+        keyless("/keys", UNKNOWN_KEY, "unknown or revoked"),
+        keyless("/predict", UNKNOWN_KEY, "unknown or revoked"),
+    ]
+
+
+def upload_attacks(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostile]:
     two_rows = ("hello there,pos", "general kenobi,neg")
     truncated_png = valid_png(32)[:60]
     deep_json = b"[" * 100_000 + b"]" * 100_000
@@ -274,6 +358,14 @@ def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostil
         ),
         upload(
             "IDX header claiming 60000x28x28", 422, "truncated", "train-images-idx3-ubyte", idx_liar
+        ),
+        upload(
+            "IDX resized to 9999x9999",
+            422,
+            "TRAINSERVE_MAX_RESIZE_SIDE",
+            "train-images-idx3-ubyte",
+            idx_liar,
+            resize="9999x9999",
         ),
         upload("non-UTF-8 text (latin-1)", 422, "not UTF-8", "t.csv", latin1),
         upload(
