@@ -27,7 +27,24 @@ class Settings(BaseSettings):
     broker_dir: Path = Field(
         Path("var/broker"), description="Message folder of the filesystem:// broker."
     )
-    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest accepted upload.")
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, description="Largest request body of POST /datasets (an upload)."
+    )
+    # One phone photo, or max_examples small images (a 32x32 PNG is about 3 KiB): a
+    # prediction's body is held whole in memory and parsed, so this times the requests in
+    # flight is what predictions may hold.
+    max_predict_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body of POST /predict and the KServe infer route.",
+    )
+    # A job spec, a key or an alias move is a few hundred bytes; a sweep's spec a few KiB.
+    max_json_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body of every other route."
+    )
+    max_resize_side: int = Field(
+        1024, ge=1, le=9999, description="Largest height or width an upload's resize may ask."
+    )
     max_dataset_examples: int = Field(2_000_000, description="Most examples in one dataset.")
     max_decoded_bytes: int = Field(
         1024**3,
@@ -58,6 +75,19 @@ class Settings(BaseSettings):
         4, ge=0, description="Queued or running jobs per API key; 0 means no limit."
     )
     model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
+    max_models_per_key: int = Field(
+        2,
+        ge=1,
+        description="Model references one key's requests keep in service past the cache, "
+        "least recently asked let go first.",
+    )
+    # A served network takes at most a few hundred pixels a side; decoding a 2048x2048 image
+    # already costs the batch thread tens of milliseconds that every queued request waits.
+    max_predict_image_pixels: int = Field(
+        2048 * 2048,
+        ge=1,
+        description="Largest image /predict decodes, in pixels, judged from its header.",
+    )
     torch_threads: int = Field(
         0,
         description="Threads for torch; 0 means one per core in a worker, and one per core "

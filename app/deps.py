@@ -77,6 +77,7 @@ class ScopeCheck:
     async def __call__(self, request: Request, key: CurrentKeyDep) -> None:  # async: no hop
         _admit(request, key, self.scope)
         await reject_unknown_query(request)
+        request.state.key = key  # for endpoints that take only the request (app.past_router)
 
     async def run(self, request: Request) -> None:
         """The same check, for a request reached past FastAPI's dependency solving."""

@@ -20,7 +20,7 @@ from app.broker import make_celery
 from app.config import Settings, get_settings
 from app.deps import require_scope
 from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
-from app.limits import BodySizeLimit
+from app.limits import BodySizeLimit, KeyBeforeBody
 from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.past_router import PastRouter
@@ -45,7 +45,7 @@ PROTECTED_RESPONSES: Responses = {
     400: error("The body cannot be parsed."),
     401: error("No API key, or an unknown or revoked one."),
     403: error("The key's scope does not cover this route."),
-    413: error("The request body is over the upload limit."),
+    413: error("The request body is over the route's limit."),
     422: error("Invalid fields; the detail names them."),
     429: error("The key's rate limit (for POST /jobs, also its job quota) is reached.")
     | {"headers": RETRY_AFTER},
@@ -169,8 +169,9 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = Metrics()
     app.add_middleware(PastRouter, api=app, routes=_api_routes(*PAST_ROUTER))  # innermost
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 413
+    app.add_middleware(BodySizeLimit, settings=settings)
+    app.add_middleware(KeyBeforeBody, settings=settings)  # a stranger's 401 before any 413
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 401 and 413
     app.add_middleware(PeerGoneMidStream)  # outermost: a stream's client may leave mid-way
     # Starlette calls a handler only with its own class, but its stubs want one of any
     # Exception.

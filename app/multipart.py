@@ -7,7 +7,6 @@ uploads of datasets but cost more than the network itself for a 32x32 PNG.
 import functools
 import re
 
-MAX_PARTS = 1100
 # One `; name=value` parameter of a header value; the value a token or a quoted string.
 PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 QUOTED_PAIR = re.compile(rb"\\(.)")
@@ -18,8 +17,13 @@ class MultipartError(ValueError):
     pass
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
-    """(field name, bytes) for each part, in order. Raises MultipartError."""
+class TooManyParts(MultipartError):
+    pass
+
+
+def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[tuple[str, bytes]]:
+    """(field name, bytes) for each part, in order. Raises MultipartError, TooManyParts
+    (without splitting the body further) past max_parts."""
     boundary = parameters(content_type.encode("latin-1")).get(b"boundary")
     if not boundary:
         raise MultipartError("multipart/form-data without a boundary")
@@ -27,11 +31,12 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
     start = body.find(delimiter)
     if start < 0:
         raise MultipartError("multipart body without its boundary")
-    segments = body[start + len(delimiter) :].split(b"\r\n" + delimiter)
+    # max_parts and the closing boundary's segment, and one more to tell there are too many
+    segments = body[start + len(delimiter) :].split(b"\r\n" + delimiter, max_parts + 1)
+    if len(segments) > max_parts + 1:
+        raise TooManyParts(f"more than {max_parts} multipart fields")
     if not segments[-1].startswith(b"--"):
         raise MultipartError("multipart body cut short: no closing boundary")
-    if len(segments) > MAX_PARTS:
-        raise MultipartError(f"more than {MAX_PARTS - 1} multipart fields")
     return [_part(segment) for segment in segments[:-1]]
 
 

@@ -117,8 +117,9 @@ def read_version(version_id: str) -> VersionInfo | None:
         return VersionInfo.of(row) if row else None
 
 
-def load_predictor(version: VersionInfo, runtime: str) -> Predictor:
-    return Predictor(load_plain(checkpoint_of(version)), runtime)
+def load_predictor(version: VersionInfo, settings: Settings) -> Predictor:
+    checkpoint = load_plain(checkpoint_of(version))
+    return Predictor(checkpoint, settings.serving_runtime, settings.max_predict_image_pixels)
 
 
 class PredictorCache:
@@ -151,10 +152,31 @@ class PredictorCache:
         self._served.pop(version_id, None)
 
 
+class KeptReferences:
+    """The model names and aliases each key's requests keep in service, at most `per_key`,
+    least recently asked let go first: a key cannot keep every version loaded by asking
+    for each by name. (Requests without a key, with authentication off, count as one key.)"""
+
+    def __init__(self, per_key: int):
+        self.per_key = per_key
+        self._by_key: dict[str | None, OrderedDict[Ref, None]] = {}
+
+    def ask(self, key_id: str | None, ref: Ref) -> Ref | None:
+        """The key asked for ref; the reference no key keeps any more, if one is let go."""
+        kept = self._by_key.setdefault(key_id, OrderedDict())
+        kept[ref] = None
+        kept.move_to_end(ref)
+        if len(kept) <= self.per_key:
+            return None
+        let_go, _ = kept.popitem(last=False)
+        return None if any(let_go in refs for refs in self._by_key.values()) else let_go
+
+
 class ModelServer:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
         self.cache = PredictorCache(settings.model_cache_size)
+        self.kept = KeptReferences(settings.max_models_per_key)
         self.arrivals = Arrivals()
         metrics.predictions_arriving.set_function(lambda: self.arrivals.count)
         self.snapshot = RegistrySnapshot({}, {}, {})
@@ -267,7 +289,8 @@ class ModelServer:
         finally:
             if self._swapping.get(ref) == target:
                 del self._swapping[ref]
-        if self.snapshot.target(ref) == target:  # not moved again while loading
+        kept = ref in self._serving or ref.kind == "task"  # not let go while loading
+        if kept and self.snapshot.target(ref) == target:  # nor moved again
             self._switch(ref, target)
 
     def _switch(self, ref: Ref, target: str) -> None:
@@ -290,8 +313,25 @@ class ModelServer:
             return None
         return self._loaded(self._parse(reference, task))
 
-    async def resolve(self, reference: str | None, task: str) -> Served:
-        """The loaded version for a request's `model`. Raises UnknownModel."""
+    async def resolve(self, reference: str | None, task: str, key_id: str | None = None) -> Served:
+        """The loaded version for a request's `model`, asked for by this key (None: auth is
+        off). Raises UnknownModel."""
+        served = await self._resolve(reference, task)
+        ref = self._parse(reference, task)
+        if ref.kind in ("name", "alias"):  # a task's default is kept anyway, an id never
+            let_go = self.kept.ask(key_id, ref)
+            if let_go is not None:
+                self._let_go(let_go)
+        return served
+
+    def _let_go(self, ref: Ref) -> None:
+        """No key keeps the reference in service any more: its version stays in the cache
+        only as long as the cache's size allows."""
+        self._serving.pop(ref, None)
+        self._swapping.pop(ref, None)
+        log.info("%s %s left service: its keys asked for others since", ref.kind, ref.value)
+
+    async def _resolve(self, reference: str | None, task: str) -> Served:
         await self.catch_up()
         ref = self._parse(reference, task)
         served = self._loaded(ref)
@@ -364,7 +404,7 @@ class ModelServer:
         if version is None:
             raise UnknownModel(f"model {version_id!r} was deleted")
         started = time.perf_counter()
-        predictor = await asyncio.to_thread(load_predictor, version, self.settings.serving_runtime)
+        predictor = await asyncio.to_thread(load_predictor, version, self.settings)
         self.metrics.model_load.labels(model=version.name).observe(time.perf_counter() - started)
         served = Served(
             version,

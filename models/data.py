@@ -15,7 +15,8 @@ import stat
 import struct
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePosixPath
 from typing import BinaryIO, ClassVar, Final, Literal, get_args
 
@@ -43,8 +44,14 @@ SPLITS = ("train", "test")
 MAX_LABEL_LENGTH = 200
 MAX_CLASSES = 10_000
 MAX_COLUMNS = 1_000
+# A line of a table, in characters: ten of the longest texts. A longer one is no row.
+MAX_LINE_CHARACTERS = 1_000_000
+# Blank lines in a row that a table may hold: each costs a read, and a gzip of a few MB can
+# hold a billion of them.
+MAX_BLANK_LINES = 1_000
 MAX_TEXT_CHARACTERS = 100_000  # the longest text /predict accepts, too
 MAX_IMAGE_PIXELS = 50_000_000  # one image, judged from its header before it is decoded
+RESIZE_SLICE_BYTES = 64 << 20  # the float copy of the images resized at once
 RATIO_CHECKED_ABOVE = 1 << 20  # smaller zip entries cannot hurt, whatever their ratio
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -109,9 +116,10 @@ class LabelledData:
         return counts
 
     def to_state(self) -> dict:
-        """What training reads back (data_from_state): the examples, not what was left out."""
-        state = asdict(self)
-        del state["skipped"]
+        """What training reads back (data_from_state): the examples, not what was left out.
+        The tensors themselves, not copies (as asdict would make): the images may be most
+        of the process's memory."""
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped"}
         return {"task": self.task, **state}
 
     def details(self) -> dict:
@@ -449,7 +457,10 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
 
 
 def decode_image(
-    data: bytes, resize: tuple[int, int] | None = None, mode: str | None = None
+    data: bytes,
+    resize: tuple[int, int] | None = None,
+    mode: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Image bytes of any format Pillow reads to a uint8 array, HxW (grey) or HxWx3 (colour).
 
@@ -467,7 +478,7 @@ def decode_image(
         raise NotAnImage(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
     with image:
         try:
-            return _pixels(image, resize, mode)
+            return _pixels(image, resize, mode, max_pixels)
         except DatasetError:
             raise
         except Image.DecompressionBombError as exc:
@@ -476,13 +487,14 @@ def decode_image(
             raise DatasetError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _pixels(image: Image.Image, resize: tuple[int, int] | None, mode: str | None) -> np.ndarray:
-    """The first frame (of a GIF, a TIFF), in mode or else grey or RGB as the image is."""
+def _pixels(
+    image: Image.Image, resize: tuple[int, int] | None, mode: str | None, max_pixels: int
+) -> np.ndarray:
+    """The first frame (of a GIF, a TIFF), in mode or else grey or RGB as the image is;
+    refused from its header, before it is decoded, if it has over max_pixels."""
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise DatasetError(
-            f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
-        )
+    if width * height > max_pixels:
+        raise DatasetError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
     image.load()
     converted = _eight_bit(image).convert(mode or ("L" if _is_grey(image) else "RGB"))
     if resize and converted.size != (resize[1], resize[0]):
@@ -528,6 +540,8 @@ def plain_png(data: bytes, channels: int, size: tuple[int, int]) -> torch.Tensor
 
 
 def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
+    """uint8 N,C,H,W, each array copied into its place and let go (the list is emptied):
+    the decoded images, most of an upload's memory, are held about once, not three times."""
     height, width = arrays[0].shape[:2]
     for array, name in zip(arrays, names, strict=True):
         if array.shape[:2] != (height, width):
@@ -535,10 +549,13 @@ def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
                 f"{name!r} is {array.shape[1]}x{array.shape[0]} but the first image is "
                 f"{width}x{height}: send a 'resize' such as {height}x{width}"
             )
-    if any(array.ndim == 3 for array in arrays):
-        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+    channels = 3 if any(array.ndim == 3 for array in arrays) else 1
+    images = torch.empty((len(arrays), channels, height, width), dtype=torch.uint8)
+    into = images.numpy()  # the same memory
+    while arrays:
+        array = arrays.pop()
+        into[len(arrays)] = array.transpose(2, 0, 1) if array.ndim == 3 else array  # grey: to C
+    return images
 
 
 # ---- IDX -------------------------------------------------------------------------------
@@ -594,8 +611,11 @@ def read_idx_array(file: NamedFile, max_bytes: int = 1024**3) -> np.ndarray:
 
 
 def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # In slices: the float copy interpolate needs is four times the uint8 images.
-    return torch.cat([_resize_slice(part, size) for part in images.split(4096)])
+    # In slices: the float copies interpolate needs are four times the uint8 images, before
+    # and after.
+    pixels = max(math.prod(images.shape[1:]), images.shape[1] * math.prod(size))
+    count = max(1, RESIZE_SLICE_BYTES // (4 * pixels))
+    return torch.cat([_resize_slice(part, size) for part in images.split(count)])
 
 
 def _resize_slice(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -607,22 +627,15 @@ def _resize_slice(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def read_text_table(file: NamedFile, text_format: str, options: ReadOptions) -> TextData:
-    raw = _read_capped(file, options.max_decoded_bytes)
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"the text is not UTF-8 (byte {exc.start}): re-encode it") from exc
-    if "\x00" in content:
-        raise DatasetError(
-            f"the text holds a NUL character (at {content.index(chr(0))}): binary data?"
-        )
-    rows = _json_lines(content) if text_format == "jsonl" else _table_rows(content, text_format)
+    lines = TextLines(file, options.max_decoded_bytes)
+    rows = _json_lines(lines) if text_format == "jsonl" else _table_rows(lines, text_format)
     texts, labels, splits = [], [], []
+    names: dict[str, str] = {}  # one string per label and split, not one per row
     for number, row in rows:
         text, label, split = _row_fields(row, number, options)
         texts.append(text)
-        labels.append(label)
-        splits.append(split)
+        labels.append(names.setdefault(label, label))
+        splits.append(names.setdefault(split, split))
         if len(texts) > options.max_examples:
             raise DatasetError(f"more than {options.max_examples} rows")
     if not texts:
@@ -631,26 +644,109 @@ def read_text_table(file: NamedFile, text_format: str, options: ReadOptions) -> 
     return TextData(classes, label_ids, _test_mask(splits), text_format, texts=texts)
 
 
-def _table_rows(content: str, text_format: str):
-    delimiter = "\t" if text_format == "tsv" else ","
-    _refuse_wide_lines(content, delimiter)
-    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+class CappedReader(io.RawIOBase):
+    """A binary stream that refuses to give more than `limit` bytes in all."""
+
+    def __init__(self, stream: BinaryIO, limit: int, filename: str):
+        self.stream, self.left, self.limit, self.filename = stream, limit, limit, filename
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # any writable buffer
+        data = self.stream.read(min(len(buffer), self.left + 1))
+        self.left -= len(data)
+        if self.left < 0:
+            raise DatasetError(
+                f"{self.filename!r} decodes to more than {self.limit} bytes "
+                f"(TRAINSERVE_MAX_DECODED_BYTES)"
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class TextLines:
+    """A table's lines, gunzipped if it is gzip and decoded as UTF-8 one at a time: the
+    file is never held whole. `number` is the line last read. Refused (DatasetError) past
+    the decoded-bytes limit, at a line of over MAX_LINE_CHARACTERS, over MAX_BLANK_LINES
+    blank lines in a row, bytes that are not UTF-8, or a NUL character."""
+
+    def __init__(self, file: NamedFile, limit: int):
+        self.file, self.limit = file, limit
+        self.number = 0
+
+    def __iter__(self) -> Iterator[str]:
+        blank = 0
+        with self._text() as text:
+            while line := self._readline(text):
+                self.number += 1
+                blank = blank + 1 if line.isspace() else 0
+                if blank > MAX_BLANK_LINES:
+                    raise DatasetError(f"line {self.number}: over {MAX_BLANK_LINES} blank lines")
+                if len(line) > MAX_LINE_CHARACTERS:
+                    raise DatasetError(f"line {self.number}: over {MAX_LINE_CHARACTERS} characters")
+                if "\x00" in line:
+                    raise DatasetError(
+                        f"line {self.number}: the text holds a NUL character: binary data?"
+                    )
+                yield line
+
+    def _text(self) -> io.TextIOWrapper:
+        stream = self.file.stream
+        if _peek(stream, 2) == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        capped = CappedReader(stream, self.limit, self.file.filename)
+        # newline="": line ends kept as they are, as csv needs (quoted ones included)
+        return io.TextIOWrapper(io.BufferedReader(capped), encoding="utf-8-sig", newline="")
+
+    def _readline(self, text: io.TextIOWrapper) -> str:
+        try:
+            return text.readline(MAX_LINE_CHARACTERS + 1)
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"the text is not UTF-8 (near line {self.number + 1}): re-encode it"
+            ) from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DatasetError(f"not a valid gzip file ({exc})") from exc
+
+
+def _table_rows(lines: TextLines, text_format: str) -> Iterator[tuple[int, dict]]:
+    """Each row (a dict by the header's column names) and the line it ends on."""
+    width = RowWidth(lines, "\t" if text_format == "tsv" else ",")
+    reader = csv.reader(width, delimiter=width.delimiter)
     try:
-        for row in reader:
-            yield reader.line_num, row
+        header = next(reader, [])
+        for fields in reader:
+            width.next_row()
+            if fields:  # a blank line, as csv.DictReader skips them
+                yield lines.number, dict(zip(header, fields, strict=False))
     except csv.Error as exc:
-        raise DatasetError(f"line {reader.line_num}: {exc}") from exc
+        raise DatasetError(f"line {lines.number}: {exc}") from exc
 
 
-def _refuse_wide_lines(content: str, delimiter: str) -> None:
-    """Refuse a line with over MAX_COLUMNS delimiters before csv splits it into fields."""
-    for number, line in enumerate(content.splitlines(), start=1):
-        if line.count(delimiter) >= MAX_COLUMNS:
-            raise DatasetError(f"line {number}: over {MAX_COLUMNS} columns")
+class RowWidth:
+    """The lines csv reads, refused once the row being read holds MAX_COLUMNS delimiters,
+    before csv splits it into fields: counted across the lines a row's quoted newlines join,
+    not line by line (quoted delimiters count too)."""
+
+    def __init__(self, lines: TextLines, delimiter: str):
+        self.lines, self.delimiter = lines, delimiter
+        self.delimiters = 0  # in the row being read
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            self.delimiters += line.count(self.delimiter)
+            if self.delimiters >= MAX_COLUMNS:
+                raise DatasetError(f"line {self.lines.number}: over {MAX_COLUMNS} columns")
+            yield line
+
+    def next_row(self) -> None:
+        self.delimiters = 0
 
 
-def _json_lines(content: str):
-    for number, line in enumerate(content.splitlines(), start=1):
+def _json_lines(lines: TextLines) -> Iterator[tuple[int, dict]]:
+    for line in lines:
+        number = lines.number
         if not line.strip():
             continue
         try:
@@ -745,11 +841,13 @@ class ImagePreprocessing:
         mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
         return torch.addcmul(-mean / std, batch.float(), 1 / (255 * std))
 
-    def decode(self, data: bytes) -> torch.Tensor:
-        """Image bytes to uint8 C,H,W in this network's channels and size."""
+    def decode(self, data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+        """Image bytes to uint8 C,H,W in this network's channels and size; DatasetError for
+        an image of over max_pixels, before it is decoded."""
         pixels = plain_png(data, self.channels, (self.height, self.width))
         if pixels is not None:
             return pixels
-        array = decode_image(data, (self.height, self.width), "L" if self.channels == 1 else "RGB")
+        mode = "L" if self.channels == 1 else "RGB"
+        array = decode_image(data, (self.height, self.width), mode, max_pixels)
         tensor = torch.from_numpy(array.copy())
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)

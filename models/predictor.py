@@ -13,7 +13,7 @@ from typing import cast
 import torch
 
 from models.checkpoint import network_from_checkpoint
-from models.data import IMAGE_TASK, DatasetError, ImagePreprocessing
+from models.data import IMAGE_TASK, MAX_IMAGE_PIXELS, DatasetError, ImagePreprocessing
 from models.export import ExportError, OnnxNetwork, example_input
 from models.text import pad_batch, shortest_input, tokenizer_from_state
 
@@ -28,8 +28,11 @@ class Predictor:
     5 times PyTorch's speed on a CPU for the small convolutional networks), else through
     PyTorch; text networks always through PyTorch (their inputs vary in length)."""
 
-    def __init__(self, checkpoint: dict, runtime: str = "torch"):
+    def __init__(
+        self, checkpoint: dict, runtime: str = "torch", max_pixels: int = MAX_IMAGE_PIXELS
+    ):
         self.task: str = checkpoint["task"]
+        self.max_pixels = max_pixels  # of one image, judged from its header
         self.arch: str = checkpoint["arch"]
         self.classes: list[str] = checkpoint["classes"]
         self.network = network_from_checkpoint(checkpoint)
@@ -72,13 +75,18 @@ class Predictor:
         return answer
 
     def predict_requests(
-        self, requests: Sequence[Sequence[bytes | str]], top_ks: list[int]
+        self,
+        requests: Sequence[Sequence[bytes | str]],
+        top_ks: list[int],
+        firsts: Sequence[int] | None = None,
     ) -> list[list[Ranked] | DatasetError]:
-        """Each request's ranked answers, or the DatasetError that rejects the request."""
+        """Each request's ranked answers, or the DatasetError that rejects the request.
+        `firsts`: where each request's examples start in the request they are a slice of
+        (app/batching.py), so that an error names the item as the client numbers it."""
         encoded: list[list[Encoded] | DatasetError] = []
-        for examples in requests:
+        for examples, first in zip(requests, firsts or [0] * len(requests), strict=True):
             try:
-                encoded.append(self._encode_all(examples))
+                encoded.append(self._encode_all(examples, first))
             except DatasetError as exc:
                 encoded.append(exc)
         valid = [
@@ -92,11 +100,11 @@ class Predictor:
             for examples, top_k in zip(encoded, top_ks, strict=True)
         ]
 
-    def _encode_all(self, examples: Sequence[bytes | str]) -> list[Encoded]:
-        if len(examples) == 1:
+    def _encode_all(self, examples: Sequence[bytes | str], first: int = 0) -> list[Encoded]:
+        if len(examples) == 1 and first == 0:
             return [self._encode(examples[0])]
         encoded = []
-        for index, example in enumerate(examples):
+        for index, example in enumerate(examples, start=first):
             try:
                 encoded.append(self._encode(example))
             except DatasetError as exc:
@@ -106,7 +114,7 @@ class Predictor:
     def _encode(self, example: bytes | str) -> Encoded:
         # A predictor serves one task: its examples are all image bytes or all texts.
         if self.task == IMAGE_TASK:
-            return self.image.decode(cast(bytes, example))
+            return self.image.decode(cast(bytes, example), self.max_pixels)
         return self.vocabulary.encode(cast(str, example))
 
     def _probabilities(self, examples: list[Encoded]) -> torch.Tensor:

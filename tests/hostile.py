@@ -138,17 +138,109 @@ def pixel_bomb(limit: int) -> bytes:
     return image_zip({f"{'ab'[i % 2]}/{i}.png": blank for i in range(count)})
 
 
-def gzip_bomb(limit: int) -> bytes:
-    """gzip members of 16 MiB of zeros, one after another: more than limit once unzipped."""
-    member = gzip.compress(bytes(16 * MiB), compresslevel=1)
-    return member * (limit // (16 * MiB) + 1)
+def gzip_bomb(limit: int, content: bytes = bytes(16 * MiB)) -> bytes:
+    """gzip members of 16 MiB (of zeros), one after another: more than limit once unzipped."""
+    member = gzip.compress(content, compresslevel=1)
+    return member * (limit // len(content) + 1)
+
+
+def gzip_rows_bomb(limit: int) -> bytes:
+    """A gzipped table of valid rows, a million of them decoding to the limit: the decoded
+    size, not the row count, refuses it."""
+    row = b"x" * max(8, limit // 1_000_000 - 5) + b",pos\n"
+    rows = row * (16 * MiB // len(row))
+    return gzip.compress(b"text,label\n") + gzip_bomb(limit, rows)
 
 
 def csv(*rows: str) -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
-def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostile]:
+NO_KEY = {"authorization": ""}  # replaces the client's own key
+UNKNOWN_KEY = {"authorization": "Bearer ts_not-a-key-of-this-service"}
+DEFAULT_PREDICT_BYTES = 8 * MiB  # TRAINSERVE_MAX_PREDICT_BYTES's default
+DEFAULT_PREDICT_PIXELS = 2048 * 2048  # TRAINSERVE_MAX_PREDICT_IMAGE_PIXELS's default
+
+
+def hostile_inputs(
+    max_upload_bytes: int, max_decoded_bytes: int, max_predict_bytes: int = DEFAULT_PREDICT_BYTES
+) -> list[Hostile]:
+    return [
+        *upload_attacks(max_upload_bytes, max_decoded_bytes),
+        *predict_attacks(max_predict_bytes),
+        *keyless_attacks(max_upload_bytes),
+    ]
+
+
+def predict_attacks(max_predict_bytes: int) -> list[Hostile]:
+    """Requests that could hold a model's batch thread or the event loop: each refused."""
+    tiny = valid_png(4)
+    return [
+        Hostile(
+            "/predict: body over the predict limit",
+            413,
+            "TRAINSERVE_MAX_PREDICT_BYTES",
+            "/predict",
+            files=[("file", ("x.png", bytes(max_predict_bytes)))],
+        ),
+        Hostile(
+            "/predict: 1100 multipart parts",
+            422,
+            "more than 1026 multipart fields",
+            "/predict",
+            files=[("files", (f"{i}.png", tiny)) for i in range(1100)],
+        ),
+        Hostile(
+            "/predict: 1025 images",
+            422,
+            "at most 1024 images",
+            "/predict",
+            files=[("files", (f"{i}.png", tiny)) for i in range(1025)],
+        ),
+        Hostile(
+            "/predict: image header of 2049x2048",
+            422,
+            f"the limit is {DEFAULT_PREDICT_PIXELS} pixels",
+            "/predict",
+            files=[("file", ("x.png", png_header(2049, 2048)))],
+        ),
+        Hostile(
+            "/v2 infer: body over the predict limit",
+            413,
+            "TRAINSERVE_MAX_PREDICT_BYTES",
+            "/v2/models/anything/infer",
+            content=bytes(max_predict_bytes + 1),
+            headers={"content-type": "application/json"},
+        ),
+        Hostile(
+            "/jobs: body over the JSON limit",
+            413,
+            "TRAINSERVE_MAX_JSON_BYTES",
+            "/jobs",
+            json={"task": "text_sentiment", "name": "x" * (1 * MiB)},
+        ),
+    ]
+
+
+def keyless_attacks(max_upload_bytes: int) -> list[Hostile]:
+    """Bodies the size of the upload limit sent without a valid key, to each kind of route
+    that takes a body: refused before they are read."""
+    body = bytes(max_upload_bytes)  # one copy for all
+
+    def keyless(path: str, key: dict, detail: str) -> Hostile:
+        title = f"no key: {max_upload_bytes // MiB} MiB to {path}"
+        headers = {"content-type": "application/json", **key}
+        return Hostile(title, 401, detail, path, content=body, headers=headers)
+
+    return [
+        keyless("/datasets", NO_KEY, "send an API key"),
+        keyless("/jobs", NO_KEY, "send an API key"),
+        keyless("/keys", UNKNOWN_KEY, "unknown or revoked"),
+        keyless("/predict", UNKNOWN_KEY, "unknown or revoked"),
+    ]
+
+
+def upload_attacks(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostile]:
     two_rows = ("hello there,pos", "general kenobi,neg")
     truncated_png = valid_png(32)[:60]
     deep_json = b"[" * 100_000 + b"]" * 100_000
@@ -237,14 +329,43 @@ def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostil
             with_class_b({"a/bad.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4}),
         ),
         upload(
-            "gzip bomb named .csv",
+            "gzip bomb of zeros named .csv",
             422,
-            "decodes to more than",
+            "line 1: over 1000000 characters",
             "bomb.csv",
             gzip_bomb(max_decoded_bytes),
         ),
         upload(
+            "gzip bomb of newlines named .csv",
+            422,
+            "over 1000 blank lines",
+            "bomb.csv",
+            gzip_bomb(max_decoded_bytes, b"\n" * (16 * MiB)),
+        ),
+        upload(
+            "gzip bomb of valid rows named .csv",
+            422,
+            "decodes to more than",
+            "bomb.csv",
+            gzip_rows_bomb(max_decoded_bytes),
+        ),
+        upload(
+            "CSV row of 2000 columns across quoted newlines",
+            422,
+            "over 1000 columns",
+            "t.csv",
+            csv("text,label", "a,pos", ",".join(['"x\ny"'] * 2000) + ",neg"),
+        ),
+        upload(
             "IDX header claiming 60000x28x28", 422, "truncated", "train-images-idx3-ubyte", idx_liar
+        ),
+        upload(
+            "IDX resized to 9999x9999",
+            422,
+            "TRAINSERVE_MAX_RESIZE_SIDE",
+            "train-images-idx3-ubyte",
+            idx_liar,
+            resize="9999x9999",
         ),
         upload("non-UTF-8 text (latin-1)", 422, "not UTF-8", "t.csv", latin1),
         upload(
@@ -255,11 +376,11 @@ def hostile_inputs(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostil
             csv("text,label", "hello\0there,pos", "x,neg"),
         ),
         upload(
-            "CSV with a million columns",
+            "CSV with 100000 columns",
             422,
             "over 1000 columns",
             "wide.csv",
-            (",".join(["c"] * 1_000_000) + "\n").encode(),
+            (",".join(["c"] * 100_000) + "\n").encode(),
         ),
         upload(
             "CSV field of 200000 characters",

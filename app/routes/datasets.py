@@ -19,11 +19,20 @@ FILE_HELP = (
 )
 
 
-def parse_resize(resize: str | None) -> tuple[int, int] | None:
+def parse_resize(resize: str | None, max_side: int) -> tuple[int, int] | None:
+    """(height, width); a 422 naming the cap for a side over it, before anything is read:
+    every image is made that size, whatever size it was."""
     if not resize:
         return None
     height, _, width = resize.lower().partition("x")
-    return int(height), int(width or height)
+    size = int(height), int(width or height)
+    if max(size) > max_side:
+        raise HTTPException(
+            422,
+            f"resize {size[0]}x{size[1]} is over the limit of {max_side} pixels a side "
+            f"(TRAINSERVE_MAX_RESIZE_SIDE)",
+        )
+    return size
 
 
 @router.post(
@@ -93,7 +102,7 @@ def upload_dataset(
 ) -> DatasetPublic:
     """Upload labelled data; it is checked, decoded once and stored by content hash."""
     options = ReadOptions(
-        resize=parse_resize(resize),
+        resize=parse_resize(resize, settings.max_resize_side),
         text_column=text_column,
         label_column=label_column,
         max_examples=settings.max_dataset_examples,

@@ -4,16 +4,19 @@ Handlers are async and never run a network themselves: each request's examples g
 to its model's batcher (app/batching.py), whose forward runs in a thread.
 """
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
 from app.deps import ModelServerDep, require_scope
-from app.multipart import MultipartError, parse_multipart
+from app.multipart import MultipartError, TooManyParts, parse_multipart
 from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
@@ -26,6 +29,12 @@ predict_router = APIRouter(tags=["predict"], dependencies=[require_scope("predic
 
 JSON = "application/json"
 MAX_EXAMPLES = 1024
+# Besides the images: 'model' and 'top_k'. The reader stops at this many parts.
+MAX_PARTS = MAX_EXAMPLES + 2
+# Bodies up to this are parsed on the event loop, larger ones in a thread: a hop costs
+# about what parsing 64 KiB does, and a body of several MiB would hold every request up.
+PARSE_ON_LOOP_BYTES = 64 * 1024
+Parsed = TypeVar("Parsed")
 MODEL_HELP = (
     "A model version id, a job id, `name@alias`, or a model name (its production alias, "
     "else latest). Default: the newest model name of the task."
@@ -78,8 +87,9 @@ async def predict(request: Request) -> Response:
     server: ModelServer = request.app.state.model_server
     content_type = request.headers.get("content-type", "")
     with server.arrivals.expect():
-        asked = predict_request(content_type, await request.body())
-        served = await _resolve(server, asked.model_ref, asked.task)
+        body = await request.body()
+        asked = await off_the_loop_if_big(predict_request, content_type, body)
+        served = await _resolve(server, asked.model_ref, asked.task, _key_id(request))
         answer = served.batcher.submit(asked.examples, asked.top_k)
     ranked = await _answers(answer, asked.field)
     return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
@@ -99,6 +109,21 @@ class PredictRequest:
     def field(self) -> str:
         """The field that a bad example is named by in the 422."""
         return "files" if self.many and self.task == IMAGE_TASK else "file"
+
+
+async def off_the_loop_if_big(
+    parse: Callable[[str, bytes], Parsed], content_type: str, body: bytes
+) -> Parsed:
+    """parse(content_type, body), in a thread for a big body."""
+    if len(body) <= PARSE_ON_LOOP_BYTES:
+        return parse(content_type, body)
+    return await asyncio.to_thread(parse, content_type, body)
+
+
+def _key_id(request: Request) -> str | None:
+    """The id of the request's key, which its key check kept (None with auth off)."""
+    key = getattr(request.state, "key", None)
+    return None if key is None else key.id
 
 
 def predict_request(content_type: str, body: bytes) -> PredictRequest:
@@ -126,7 +151,11 @@ def predictions_json(served: Served, ranked: list[Ranked], many: bool) -> bytes:
 
 def _image_request(content_type: str, body: bytes) -> PredictRequest:
     try:
-        parts = parse_multipart(body, content_type)
+        parts = parse_multipart(body, content_type, MAX_PARTS)
+    except TooManyParts as exc:
+        raise HTTPException(
+            422, f"{exc}: 'files' takes at most {MAX_EXAMPLES} images a request"
+        ) from exc
     except MultipartError as exc:
         raise HTTPException(400, str(exc)) from exc
     fields: dict[str, list[bytes]] = {}
@@ -159,8 +188,10 @@ def _errors(exc: ValidationError) -> list[dict]:
     return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
 
 
-async def _resolve(server: ModelServer, model_ref: str | None, task: str) -> Served:
-    served = await server.resolve(model_ref, task)
+async def _resolve(
+    server: ModelServer, model_ref: str | None, task: str, key_id: str | None
+) -> Served:
+    served = await server.resolve(model_ref, task, key_id)
     if served.version.task != task:
         raise HTTPException(
             422, f"model {model_ref!r} is a {served.version.task} model; this request is {task}"
@@ -217,16 +248,20 @@ async def infer(model: str, request: Request, server: ModelServerDep) -> InferRe
     (FP32, one row per input in the order of the model's classes).
     """
     with server.arrivals.expect():
-        try:
-            body = InferRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise HTTPException(422, _errors(exc)) from exc
-        served = await server.resolve(model, IMAGE_TASK)
+        body = await off_the_loop_if_big(_infer_request, "", await request.body())
+        served = await server.resolve(model, IMAGE_TASK, _key_id(request))
         examples = _infer_examples(body, served.version.task)
         classes = served.batcher.predictor.classes
         answer = served.batcher.submit(examples, len(classes))
     ranked = await _answers(answer, "inputs[0].data")
     return InferResponse.of(body.id, served.version, classes, ranked)
+
+
+def _infer_request(_content_type: str, body: bytes) -> InferRequest:
+    try:
+        return InferRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(422, _errors(exc)) from exc
 
 
 def _infer_examples(body: InferRequest, task: str) -> list[bytes] | list[str]:

@@ -172,3 +172,41 @@ def test_a_bad_example_fails_only_its_own_request():
     assert all(isinstance(a, DatasetError) for a in answers[1:3])  # NotAnImage is one
     assert "item 1" in str(answers[2])
     assert batch_sizes(metrics)[0] == 1  # one batch for all four
+
+
+def test_a_request_over_max_size_is_split_and_the_others_wait_one_batch():
+    predictor = text_predictor("bag_of_embeddings")
+    batcher, metrics, _ = new_batcher(predictor, max_size=8, budget_s=0)
+    big, small = texts(30), texts(1)
+    done: list[str] = []
+
+    async def both():
+        big_answer, small_answer = batcher.submit(big, 3), batcher.submit(small, 3)
+        big_answer.add_done_callback(lambda _: done.append("big"))
+        small_answer.add_done_callback(lambda _: done.append("small"))
+        return await big_answer, await small_answer
+
+    big_ranked, small_ranked = asyncio.run(both())
+    assert done == ["small", "big"]  # answered in the second batch, not after all of big
+    assert big_ranked == predictor.predict_texts(big, 3)
+    assert small_ranked == predictor.predict_texts(small, 3)
+    batches, examples_run = batch_sizes(metrics)
+    assert (batches, examples_run) == (5, 31)  # 8, then small, then 8, 8, 6
+    assert (
+        metrics.registry.get_sample_value(
+            "trainserve_batch_size_bucket", {"model": "m", "le": "8.0"}
+        )
+        == batches
+    )
+
+
+def test_a_bad_image_in_a_later_slice_is_named_by_its_place_in_the_request():
+    batcher, _, _ = new_batcher(image_predictor(), max_size=8, budget_s=0)
+    examples = images(20)
+    examples[13] = b"not an image"
+
+    async def submit():
+        return await batcher.submit(examples, 3)
+
+    with pytest.raises(DatasetError, match=r"^item 13: not a decodable image"):
+        asyncio.run(submit())

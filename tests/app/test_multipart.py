@@ -41,4 +41,4 @@ def test_quoted_values_come_back_unquoted(name, value):
 
 def test_a_body_parses_with_a_quoted_boundary():
     body = b'--a;b\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n5\r\n--a;b--\r\n'
-    assert parse_multipart(body, 'multipart/form-data; boundary="a;b"') == [("top_k", b"5")]
+    assert parse_multipart(body, 'multipart/form-data; boundary="a;b"', 2) == [("top_k", b"5")]

@@ -1,7 +1,9 @@
 """The hostile inputs against the real stack, while /predict keeps answering correctly."""
 
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -66,3 +68,23 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
     assert api.get("/datasets", params={"limit": 200}).json()["items"] == datasets
     assert sorted((stack.folder / "artifacts" / "datasets").iterdir()) == stored
     assert api.get("/healthz").json() == {"status": "ok"}
+
+
+def answer_to_headers_alone(url: str, path: str, headers: str) -> bytes:
+    """What the server answers a POST that announces 100 MiB and sends none of it."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {100 << 20}\r\n{headers}\r\n".encode()
+        )
+        return sock.recv(65536)  # a timeout here: the server waits for the body
+
+
+@pytest.mark.predicts
+@pytest.mark.parametrize("path", ["/datasets", "/jobs", "/keys", "/predict"])
+def test_a_body_without_a_key_is_refused_before_it_is_sent(stack, path):
+    for headers in ("", "authorization: Bearer ts_unknown\r\n"):
+        answer = answer_to_headers_alone(stack.url, path, headers)
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+        assert b"www-authenticate: Bearer" in answer

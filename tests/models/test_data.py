@@ -1,5 +1,7 @@
+import gzip
 import io
 import json
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -403,3 +405,41 @@ def test_other_images_are_left_to_pil():
     assert preprocessing.decode(others["another size"]).shape == (3, 8, 8)  # resized by PIL
     with pytest.raises(DatasetError, match="not a decodable image"):
         ImagePreprocessing(3, 12, 20, [0.5] * 3, [0.2] * 3).decode(others["truncated"])
+
+
+def traced_peak(function) -> tuple[object, int]:
+    """function()'s result (or the exception it raised) and the most bytes Python held
+    meanwhile beyond what it held before."""
+    tracemalloc.start()
+    try:
+        try:
+            result: object = function()
+        except DatasetError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+ROW = b"x" * 95 + b",pos\n"  # 100 bytes
+
+
+@pytest.mark.parametrize(
+    ("line", "detail", "bound"),
+    [(b"\n", "over 1000 blank lines", 1 << 20), (ROW, "decodes to more than", 24 << 20)],
+    ids=["blank lines", "rows"],
+)
+def test_a_gzipped_table_is_read_in_bounded_memory(line, detail, bound):
+    limit = 8 << 20
+    bomb = gzip.compress(b"text,label\n" + line * (limit // len(line) + 1), compresslevel=1)
+    refused, peak = traced_peak(lambda: read(("bomb.csv", bomb), max_decoded_bytes=limit))
+    assert isinstance(refused, DatasetError) and detail in str(refused)
+    # Blank lines are refused at once; rows are held as the texts they are, never as the
+    # whole decoded file, its text and a list of its lines besides (as splitlines() did).
+    assert peak < bound
+
+
+def test_quoted_newlines_do_not_hide_columns_from_the_cap():
+    row = ",".join(['"a\nb"'] * 600)  # 599 delimiters a row, one or none a line
+    with pytest.raises(DatasetError, match="line 1003: over 1000 columns"):
+        read(("t.csv", f"text,label\nx,pos\n{row},{row}\n".encode()))

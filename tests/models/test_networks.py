@@ -54,6 +54,23 @@ def test_tokenizer_vocabulary_and_ngrams():
     assert Vocabulary(**vocabulary.to_state()).encode("film") == vocabulary.encode("film")
 
 
+@pytest.mark.parametrize(
+    "tokenizer",
+    [Vocabulary.build(["a truly great film, and a dull one."], ngrams=2), WordPieceTokenizer()],
+    ids=["vocabulary", "wordpiece"],
+)
+def test_a_long_text_is_cut_before_tokenising_with_the_same_tokens(tokenizer):
+    text = "A truly great film, and a dull one. " * 3000  # 108,000 characters
+    cut = text[: tokenizer.max_characters]
+    assert len(cut) < len(text) / 20  # the tokeniser reads a twentieth of it
+    assert len(tokenizer.encode(text)) == tokenizer.max_length  # still a full input
+    if isinstance(tokenizer, Vocabulary):  # the first max_length grams of the whole text
+        grams = with_ngrams(tokenize(text), tokenizer.ngrams)[: tokenizer.max_length]
+        assert tokenizer.encode(text) == [tokenizer.tokens.index(g) for g in grams]
+    else:
+        assert tokenizer.encode_all([text]) == [tokenizer.encode(text)]
+
+
 def test_checkpoint_round_trip_predicts_the_same(tmp_path):
     network = build_network(
         "tutorial_cnn", {"num_classes": 2, "channels": 3, "height": 16, "width": 16}
