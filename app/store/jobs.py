@@ -19,6 +19,7 @@ from app.store.tables import (
     is_id,
     new_id,
 )
+from app.store.versions import remove_version
 
 
 def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: int, **fields) -> Job:
@@ -39,6 +40,32 @@ def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: in
     session.add(JobEvent(job_id=job.id, seq=1, kind="status", data={"status": JobStatus.QUEUED}))
     session.commit()
     return job
+
+
+class JobNotEnded(Exception):
+    """A job that is queued, running or being cancelled cannot be deleted."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"job {job.id} is {job.status}: cancel it and wait for it to end first")
+
+
+def delete_job(session: Session, job_id: str) -> ModelVersion | None:
+    """Delete an ended job with its epochs, events, metric series and model version; returns
+    the version it had, if any (its checkpoint lies in the job's folder, which the caller
+    removes once this has committed). Raises LookupError for no such job, JobNotEnded, and
+    VersionAliased while an alias points at its version."""
+    job = session.get(Job, job_id, with_for_update=True) if is_id(job_id) else None
+    if job is None:
+        raise LookupError(f"no job with id {job_id!r}")
+    if job.status not in ENDED:
+        session.rollback()
+        raise JobNotEnded(job)
+    model = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+    if model is not None:
+        remove_version(session, model)
+    session.delete(job)
+    session.commit()
+    return model
 
 
 def get_job(session: Session, job_id: str) -> Job | None:
