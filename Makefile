@@ -6,14 +6,15 @@ PYTHON := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check lint types migrate api worker clean
+.PHONY: install run test check lint types audit migrate api worker clean
 
-$(VENV)/.installed: pyproject.toml
+# Within constraints.txt: the versions the tests passed with, not whatever is newest.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch and torchvision first and pinned: pip takes them from this machine's disk.
-	$(PYTHON) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,8 +34,17 @@ api: migrate
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
-test: lint types
+test: lint types audit
 	$(VENV)/bin/pytest
+
+# Known vulnerabilities of every installed package, from PyPI's advisories (pip-audit's
+# default service). --strict: a package it could not look up (the service unreachable, a
+# mirror without per-release data) fails the target, so it never passes unchecked.
+audit: install
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off || { \
+	  echo "make audit: FAILED: a known vulnerability, or packages pip-audit could not" \
+	    "check against PyPI's advisories (see above); nothing was skipped silently" >&2; \
+	  exit 1; }
 
 # The fast loop: everything but the end-to-end tests, which start real servers.
 check: lint types
