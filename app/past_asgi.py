@@ -2,7 +2,7 @@
 
     uvicorn app.main:app --http app.past_asgi:PredictProtocol
 
-On the uvicorn release it was written for (LANE_UVICORN, as pyproject.toml pins it),
+On the uvicorn release it was written for (LANE_UVICORN, pyproject.toml's floor),
 `PredictProtocol` is app/past_asgi_uvicorn.py's subclass of uvicorn's httptools protocol,
 which answers a plain prediction from the parser's callbacks, skipping the ASGI layer
 (bench/serving.py compares it with PredictPastRouter on plain uvicorn and on Granian, with
