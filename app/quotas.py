@@ -125,19 +125,20 @@ def apply_ceilings(resolved: Resolved, facts: DataFacts, settings: Settings) -> 
 
 
 def check_storage_quota(
-    session: Session, key: ApiKey | None, settings: Settings, adding: int, status: int
+    session: Session, key: ApiKey | None, settings: Settings, adding: int, refusal: tuple[int, str]
 ) -> None:
-    """Refuse (with `status`: 413 for an upload, 409 for a job) when the key's stored bytes
-    (its datasets and its jobs' checkpoints) and `adding` more go over its storage quota;
-    a job adds an unknown amount, so it is refused once the quota is used up."""
+    """Refuse, with the status and the words of `refusal` ((413, "this upload") or (409, "a
+    new job")), when what the key stores (its datasets and its jobs' checkpoints) and
+    `adding` more bytes go over its storage quota."""
     quota = settings.storage_quota_bytes
     if key is None or quota <= 0:
         return
     used = bytes_stored_by(session, key.id, settings.artifacts_dir)
-    if used + adding > quota or used >= quota:
+    if used + adding > quota:
+        status, what = refusal
         raise HTTPException(
             status,
-            f"this key stores {used} bytes, and its storage quota is {quota} bytes "
-            f"(TRAINSERVE_STORAGE_QUOTA_BYTES): {adding or 'any'} more do not fit; delete "
-            "datasets or jobs (DELETE /datasets/{id}, DELETE /jobs/{id})",
+            f"{what} does not fit: this key stores {used} bytes, and its storage quota is "
+            f"{quota} bytes (TRAINSERVE_STORAGE_QUOTA_BYTES); delete datasets or jobs it no "
+            "longer needs (DELETE /datasets/{id}, DELETE /jobs/{id})",
         )

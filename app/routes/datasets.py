@@ -14,6 +14,7 @@ from models.data import NamedFile, ReadOptions
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 log = logging.getLogger("trainserve.api")
 NOT_FOUND: Responses = {404: error("No such dataset.")}
+UPLOAD_REFUSAL = (413, "this upload")
 
 FILE_HELP = (
     "A zip of images in any format Pillow decodes, told by content (other files are "
@@ -107,14 +108,15 @@ def upload_dataset(
         max_zip_ratio=settings.max_zip_ratio,
     )
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
-    check_storage_quota(session, key, settings, sum(file_size(f) for f in files), status=413)
+    upload_bytes = sum(file_size(f) for f in files)
+    check_storage_quota(session, key, settings, upload_bytes, refusal=UPLOAD_REFUSAL)
     api_key_id = key.id if key else None
     dataset, created = ingest_upload(session, settings, files, name, options, api_key_id)
     if not created:
         response.status_code = 200
         return DatasetPublic.model_validate(dataset)
     try:  # decoded, the data may take more room than the upload did
-        check_storage_quota(session, key, settings, adding=0, status=413)
+        check_storage_quota(session, key, settings, adding=0, refusal=UPLOAD_REFUSAL)
     except HTTPException:
         _delete(session, dataset.id)
         raise

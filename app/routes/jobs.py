@@ -91,7 +91,8 @@ def create_job(
     facts = facts_of_dataset(_check_datasets(session, spec), spec.validation)
     resolved = _resolved(spec, facts)
     apply_ceilings(resolved, facts, settings)
-    check_storage_quota(session, key, settings, adding=0, status=409)
+    # A job's checkpoints take room not known yet: it needs the quota not used up.
+    check_storage_quota(session, key, settings, adding=1, refusal=(409, "a new job"))
     check_job_quota(session, key, settings)
     try:
         job = jobs.add_job(

@@ -162,7 +162,8 @@ def test_a_prediction_whose_body_is_on_its_way_counts_as_arriving(embedded_setti
             f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
         )
-        with httpx.Client(base_url=url) as client:
+        # /metrics needs an admin key (TRAINSERVE_METRICS_SCOPE's default).
+        with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as client:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 assert arriving(client) == 0
                 sock.sendall(head.encode() + body[:5])
