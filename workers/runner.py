@@ -158,7 +158,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except torch.OutOfMemoryError:
         # The spec asks for more memory than the device has: another attempt would run out
         # the same way, so it is the job's error, not an infrastructure failure to retry.
-        error = out_of_memory_error(job)
+        error = _out_of_memory_error(job)
         log.warning("job %s: failed: %s", job.id, error)
         fail_job(session, job.id, owner, error, EndReason.OUT_OF_MEMORY)
         if torch.cuda.is_available():
@@ -173,7 +173,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
 
-def out_of_memory_error(job: Job) -> str:
+def _out_of_memory_error(job: Job) -> str:
     batch_size = job.spec["hyperparameters"].get("batch_size")
     return (
         f"the {job.device or 'training device'}'s memory ran out (CUDA out of memory) at "
