@@ -63,6 +63,16 @@ def delete_dataset(session: Session, dataset_id: str) -> Path | None:
     return Path(dataset.path)
 
 
+def drop_unnamed_tombstones(session: Session, dataset_ids: list[str]) -> None:
+    """Stage the removal of these datasets' tombstones that no job names any more (their
+    last job was deleted); the caller commits."""
+    for dataset_id in dataset_ids:
+        dataset = session.get(Dataset, dataset_id)
+        named = session.scalar(select(Job.id).where(_names_dataset(dataset_id)).limit(1))
+        if dataset is not None and dataset.deleted_at is not None and named is None:
+            session.delete(dataset)
+
+
 def _names_dataset(dataset_id: str):
     """Jobs that train on the dataset or validate on it."""
     return or_(

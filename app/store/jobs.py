@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.jobspec import JobSpec
+from app.store.datasets import drop_unnamed_tombstones
 from app.store.pages import after, cut_page, decode_cursor, newest_first
 from app.store.tables import (
     ENDED,
@@ -50,10 +51,11 @@ class JobNotEnded(Exception):
 
 
 def delete_job(session: Session, job_id: str) -> ModelVersion | None:
-    """Delete an ended job with its epochs, events, metric series and model version; returns
-    the version it had, if any (its checkpoint lies in the job's folder, which the caller
-    removes once this has committed). Raises LookupError for no such job, JobNotEnded, and
-    VersionAliased while an alias points at its version."""
+    """Delete an ended job with its epochs, events, metric series and model version, and the
+    tombstones of deleted datasets only it still named. Returns the version it had, if any
+    (its checkpoint lies in the job's folder, which the caller removes once this has
+    committed). Raises LookupError for no such job, JobNotEnded, and VersionAliased while
+    an alias points at its version."""
     job = session.get(Job, job_id, with_for_update=True) if is_id(job_id) else None
     if job is None:
         raise LookupError(f"no job with id {job_id!r}")
@@ -64,6 +66,9 @@ def delete_job(session: Session, job_id: str) -> ModelVersion | None:
     if model is not None:
         remove_version(session, model)
     session.delete(job)
+    session.flush()
+    trained_on = [job.dataset_id, (job.spec.get("validation") or {}).get("dataset_id")]
+    drop_unnamed_tombstones(session, [dataset_id for dataset_id in trained_on if dataset_id])
     session.commit()
     return model
 

@@ -151,6 +151,11 @@ def test_a_dataset_in_use_is_kept_and_then_deleted_with_its_file(
     # The same bytes again make a new dataset: the tombstone freed their fingerprint.
     again = upload(client, two_class_zip, "d.zip")
     assert again.status_code == 201 and again.json()["id"] != dataset_id
+    # Once the last job that named it is deleted, so is the tombstone.
+    assert client.delete(f"/jobs/{job['id']}").status_code == 204
+    with get_session_factory()() as session:
+        assert session.get(Dataset, dataset_id) is None
+        assert session.get(Dataset, validation) is not None  # not deleted: kept as it was
 
 
 def test_a_dataset_no_job_named_leaves_no_row(client, dataset_id):
