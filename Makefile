@@ -8,14 +8,15 @@ PORT ?= 8000
 # The API's server: Granian, the fastest bench/serving.py measured (docs/benchmarks.md).
 SERVE := $(VENV)/bin/granian --interface asgi --access-log
 
-.PHONY: install run test check lint types migrate api worker clean chromium
+.PHONY: install run test check lint types audit migrate api worker clean chromium
 
-$(VENV)/.installed: pyproject.toml
+# Within constraints.txt: the versions the tests passed with, not whatever is newest.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch and torchvision first and pinned: pip takes them from this machine's disk.
-	$(PYTHON) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +44,16 @@ test: lint types chromium
 CHROMIUM ?= /usr/bin/chromium
 chromium:
 	@test -x $(CHROMIUM) || { echo "make test: the dashboard's browser tests need chromium at $(CHROMIUM): apt-get install -y chromium (.ci/run does)" >&2; exit 1; }
+
+# Known vulnerabilities of every installed package, from PyPI's advisories (pip-audit's
+# default service). --strict: a package it could not look up (the service unreachable, a
+# mirror without per-release data) fails the target, so it never passes unchecked. Not a
+# step of `make test`: the machines CI runs on reach no advisory service.
+audit: install
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off || { \
+	  echo "make audit: FAILED: a known vulnerability, or packages pip-audit could not" \
+	    "check against PyPI's advisories (see above); nothing was skipped silently" >&2; \
+	  exit 1; }
 
 # The fast loop: everything but the end-to-end tests, which start real servers.
 check: lint types

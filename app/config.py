@@ -74,6 +74,42 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(
         4, ge=0, description="Queued or running jobs per API key; 0 means no limit."
     )
+    # Ceilings no job may exceed, checked on the spec as stored (with its defaults filled).
+    max_job_epochs: int = Field(
+        200, ge=1, description="Most epochs a job may train (hyperparameters.epochs)."
+    )
+    max_job_steps: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most training batches a job may run: epochs times batches per epoch.",
+    )
+    max_job_run_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Longest limits.max_run_seconds; a job that sets none gets this one.",
+    )
+    max_job_attempts: int = Field(5, ge=1, description="Largest limits.max_attempts.")
+    storage_quota_bytes: int = Field(
+        50 * 1024**3,
+        ge=0,
+        description="Bytes one API key may keep stored: its datasets and its jobs' "
+        "checkpoints; 0 means no quota.",
+    )
+    max_event_streams_per_key: int = Field(
+        8,
+        ge=0,
+        description="Event streams one API key may hold open in one API process; 0: no limit.",
+    )
+    max_stream_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="An event stream ends after this long; EventSource reconnects with "
+        "Last-Event-ID and goes on where it stopped.",
+    )
+    metrics_scope: Literal["open", "predict", "train", "admin"] = Field(
+        "admin",
+        description="The key scope GET /metrics needs; open: no key.",
+    )
     model_cache_size: int = Field(4, description="Models kept loaded by the API process.")
     max_models_per_key: int = Field(
         2,

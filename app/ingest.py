@@ -39,8 +39,9 @@ def ingest_upload(
     files: list[NamedFile],
     name: str | None,
     options: ReadOptions,
+    api_key_id: str | None = None,
 ) -> tuple[Dataset, bool]:
-    """Return the stored dataset and whether this upload created it."""
+    """Return the stored dataset and whether this upload created it (then `api_key_id`'s)."""
     sha256 = upload_sha256(files)
     options_key = json.dumps(asdict(options), sort_keys=True)
     fingerprint = hashlib.sha256(f"{sha256}|{options_key}".encode()).hexdigest()
@@ -56,12 +57,13 @@ def ingest_upload(
         format=data.source_format,
         sha256=sha256,
         fingerprint=fingerprint,
-        size_bytes=sum(_size(f) for f in files),
+        size_bytes=sum(file_size(f) for f in files),
         classes=data.classes,
         counts=data.counts(),
         details=data.details(),
         skipped=asdict(data.skipped),
         path=str(path),
+        api_key_id=api_key_id,
     )
     try:
         add_dataset(session, dataset)
@@ -92,7 +94,7 @@ def display_name(filename: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", "", base)[:200] or "dataset"
 
 
-def _size(file: NamedFile) -> int:
+def file_size(file: NamedFile) -> int:
     size = file.stream.seek(0, 2)
     file.stream.seek(0)
     return size

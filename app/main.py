@@ -31,7 +31,7 @@ from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
 from app.store.pages import InvalidCursor
 from app.store.versions import ModelFileCorrupt, VersionAliased
-from app.streams import PeerGoneMidStream
+from app.streams import PeerGoneMidStream, StreamSlots, TooManyStreams
 from app.sweeper import Sweeper
 from app.ui import mount_dashboard
 from models.data import DatasetError, UnsupportedFormat
@@ -79,6 +79,7 @@ async def lifespan(app: FastAPI):
     sweeper.start()
     app.state.rate_limits = TokenBuckets()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.stream_slots = StreamSlots(settings.max_event_streams_per_key)
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -186,6 +187,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
+    app.add_exception_handler(TooManyStreams, _error(429))
     # Their requests never reach the router: PastRouter hands them to their endpoints. They
     # are included for the docs and OpenAPI, and for the 405 other methods at their paths
     # get; each route declares its own key check, which PastRouter runs.
@@ -196,8 +198,13 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router, **protected("train"))
     app.include_router(models.router, **protected("train"))
     app.include_router(keys.router, **protected("admin"))
-    # /healthz, /readyz and /metrics need no key, nor do /docs and the dashboard's pages
+    # /healthz and /readyz need no key, nor do /docs and the dashboard's pages; /metrics
+    # the scope of a setting.
     app.include_router(health.router)
+    open_metrics = settings.metrics_scope == "open"
+    app.include_router(
+        health.metrics_router, **({} if open_metrics else protected(settings.metrics_scope))
+    )
     mount_dashboard(app)
     return app
 

@@ -1,4 +1,5 @@
-"""Per-key quotas: a token bucket for requests, and a cap on a key's open jobs."""
+"""Per-key quotas (a token bucket for requests, a cap on a key's open jobs, the bytes it
+may store) and the operator's ceilings on what one job may ask for."""
 
 import math
 import threading
@@ -9,8 +10,10 @@ from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.recipes import DataFacts, Resolved
 from app.store.jobs import count_open_jobs
 from app.store.keys import lock_key
+from app.store.storage import bytes_stored_by
 from app.store.tables import ApiKey
 
 # How long a client over its job quota should wait before asking again: jobs take minutes.
@@ -77,3 +80,65 @@ def check_job_quota(session: Session, key: ApiKey | None, settings: Settings) ->
 
 def _override(value, default):
     return default if value is None else value
+
+
+def apply_ceilings(resolved: Resolved, facts: DataFacts, settings: Settings) -> None:
+    """422 naming the ceiling a resolved spec goes over (epochs, training batches, run time,
+    attempts: TRAINSERVE_MAX_JOB_*). A spec without a time limit gets the ceiling's, so
+    that no job trains unbounded."""
+    spec = resolved.spec
+    limits = spec.limits
+    if limits.max_run_seconds is None:
+        limits.max_run_seconds = settings.max_job_run_seconds
+        resolved.sources["limits.max_run_seconds"] = "ceiling: TRAINSERVE_MAX_JOB_RUN_SECONDS"
+    batches = resolved.planned_epochs * math.ceil(
+        facts.training_examples / (spec.hyperparameters.batch_size or 1)
+    )
+    checks = (
+        (
+            "hyperparameters.epochs",
+            resolved.planned_epochs,
+            "MAX_JOB_EPOCHS",
+            settings.max_job_epochs,
+        ),
+        (
+            "training batches (epochs times batches per epoch)",
+            batches,
+            "MAX_JOB_STEPS",
+            settings.max_job_steps,
+        ),
+        (
+            "limits.max_run_seconds",
+            limits.max_run_seconds,
+            "MAX_JOB_RUN_SECONDS",
+            settings.max_job_run_seconds,
+        ),
+        ("limits.max_attempts", limits.max_attempts, "MAX_JOB_ATTEMPTS", settings.max_job_attempts),
+    )
+    for what, value, ceiling, most in checks:
+        if value > most:
+            raise HTTPException(
+                422,
+                f"{what} is {value:g} with the defaults filled, over this service's ceiling "
+                f"of {most:g} (TRAINSERVE_{ceiling})",
+            )
+
+
+def check_storage_quota(
+    session: Session, key: ApiKey | None, settings: Settings, adding: int, refusal: tuple[int, str]
+) -> None:
+    """Refuse, with the status and the words of `refusal` ((413, "this upload") or (409, "a
+    new job")), when what the key stores (its datasets and its jobs' checkpoints) and
+    `adding` more bytes go over its storage quota."""
+    quota = settings.storage_quota_bytes
+    if key is None or quota <= 0:
+        return
+    used = bytes_stored_by(session, key.id, settings.artifacts_dir)
+    if used + adding > quota:
+        status, what = refusal
+        raise HTTPException(
+            status,
+            f"{what} does not fit: this key stores {used} bytes, and its storage quota is "
+            f"{quota} bytes (TRAINSERVE_STORAGE_QUOTA_BYTES); delete datasets or jobs it no "
+            "longer needs (DELETE /datasets/{id}, DELETE /jobs/{id})",
+        )

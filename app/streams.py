@@ -1,4 +1,6 @@
-"""A client that leaves an event stream mid-way is not an error of the app.
+"""Event streams: a per-key limit on those open, and a client that leaves one mid-way.
+
+A client that leaves an event stream mid-way is not an error of the app.
 
 FastAPI's SSE keep-alive task can be inside its send when the client disconnects; anyio
 then raises BrokenResourceError (or ClosedResourceError) out of the route, and uvicorn
@@ -8,7 +10,9 @@ so such an error is logged as one line and dropped; any other error, and any err
 the response started, goes on as before.
 """
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from anyio import BrokenResourceError, ClosedResourceError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,3 +39,37 @@ class PeerGoneMidStream:
             if not started:
                 raise
             log.info("%s: the client left mid-response", scope.get("path"))
+
+
+class StreamSlots:
+    """How many event streams each key holds open in this process, against a limit: each
+    stream polls the database for as long as it lasts, so one key must not open hundreds.
+    Only the event loop touches the counts."""
+
+    def __init__(self, per_key: int):
+        self.per_key = per_key
+        self._open: dict[str, int] = {}
+
+    def open_streams(self, key_id: str) -> int:
+        return self._open.get(key_id, 0)
+
+    @contextlib.contextmanager
+    def taken(self, key_id: str) -> Iterator[None]:
+        """Hold one of the key's slots while the block runs; TooManyStreams if none is free."""
+        held = self.open_streams(key_id)
+        if self.per_key and held >= self.per_key:
+            raise TooManyStreams(
+                f"this key has {held} event streams open and may have {self.per_key} "
+                "(TRAINSERVE_MAX_EVENT_STREAMS_PER_KEY): close one first"
+            )
+        self._open[key_id] = held + 1
+        try:
+            yield
+        finally:
+            self._open[key_id] -= 1
+            if not self._open[key_id]:
+                del self._open[key_id]
+
+
+class TooManyStreams(Exception):
+    pass

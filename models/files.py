@@ -2,7 +2,10 @@
 
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -12,11 +15,17 @@ def save_atomically(obj: dict, path: Path) -> str:
 
     A reader never sees a half-written file, even if the process dies mid-write.
     """
+    return write_atomically(path, lambda file: torch.save(obj, file))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> str:
+    """`write` the file through a temporary one, fsync, rename; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Per process and thread: two threads may write the same file (an export) at once.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(temporary, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

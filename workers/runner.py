@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
+import torch
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -26,6 +27,7 @@ from app.store.lifecycle import (
     set_device,
 )
 from app.store.records import forget_progress_after, record_epoch, resume_job
+from app.store.storage import job_folder
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
@@ -154,6 +156,14 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
+    except torch.OutOfMemoryError:
+        # The spec asks for more memory than the device has: another attempt would run out
+        # the same way, so it is the job's error, not an infrastructure failure to retry.
+        error = _out_of_memory_error(job)
+        log.warning("job %s: failed: %s", job.id, error)
+        fail_job(session, job.id, owner, error, EndReason.OUT_OF_MEMORY)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the next job in this process what this one held
     except Exception as exc:
         log.exception("job %s: crashed", job.id)
         # The log has the whole traceback; the job keeps the message's first line (a database
@@ -162,6 +172,15 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
         error = f"training crashed: {type(exc).__name__}: {first_line}"
         if retry_or_fail(session, job, owner, error):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
+
+
+def _out_of_memory_error(job: Job) -> str:
+    batch_size = job.spec["hyperparameters"].get("batch_size")
+    return (
+        f"the {job.device or 'training device'}'s memory ran out (CUDA out of memory) at "
+        f"batch_size {batch_size}: send a smaller hyperparameters.batch_size (say "
+        f"{max(1, (batch_size or 2) // 2)}), or a smaller model"
+    )
 
 
 def _load_data(session: Session, dataset_id: str) -> LabelledData:
@@ -186,7 +205,7 @@ def _train(
     budgeted = spec.hyperparameters.epochs is None
     if budgeted:
         _plan_epochs(session, job, owner, run)
-    folder = settings.artifacts_dir / "jobs" / job.id
+    folder = job_folder(settings.artifacts_dir, job.id)
     done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
     recorder.steps = StepReporter(
         job.id,

@@ -1,14 +1,20 @@
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
-from app.deps import SessionDep, SettingsDep, require_multipart
-from app.ingest import ingest_upload
-from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, error
+from app.deps import CurrentKeyDep, SessionDep, SettingsDep, require_multipart
+from app.ingest import file_size, ingest_upload
+from app.quotas import check_storage_quota
+from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, Responses, error
 from app.store import datasets
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+log = logging.getLogger("trainserve.api")
+NOT_FOUND: Responses = {404: error("No such dataset.")}
+UPLOAD_REFUSAL = (413, "this upload")
 
 FILE_HELP = (
     "A zip of images in any format Pillow decodes, told by content (other files are "
@@ -42,7 +48,7 @@ def parse_resize(resize: str | None, max_side: int) -> tuple[int, int] | None:
     responses={
         200: {"description": "This exact upload was stored before: the same dataset."},
         400: error("The multipart body cannot be parsed."),
-        413: error("Over the upload limit."),
+        413: error("Over the upload limit, or over the key's storage quota."),
         415: error("Not multipart, or not a supported format."),
         422: error("The data fails a check; the detail says which."),
     },
@@ -81,6 +87,7 @@ def upload_dataset(
     *,
     session: SessionDep,
     settings: SettingsDep,
+    key: CurrentKeyDep,
     response: Response,
     file: Annotated[list[UploadFile], File(description=FILE_HELP)],
     name: Annotated[
@@ -110,9 +117,18 @@ def upload_dataset(
         max_zip_ratio=settings.max_zip_ratio,
     )
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
-    dataset, created = ingest_upload(session, settings, files, name, options)
+    upload_bytes = sum(file_size(f) for f in files)
+    check_storage_quota(session, key, settings, upload_bytes, refusal=UPLOAD_REFUSAL)
+    api_key_id = key.id if key else None
+    dataset, created = ingest_upload(session, settings, files, name, options, api_key_id)
     if not created:
         response.status_code = 200
+        return DatasetPublic.model_validate(dataset)
+    try:  # decoded, the data may take more room than the upload did
+        check_storage_quota(session, key, settings, adding=0, refusal=UPLOAD_REFUSAL)
+    except HTTPException:
+        _delete(session, dataset.id)
+        raise
     return DatasetPublic.model_validate(dataset)
 
 
@@ -128,9 +144,35 @@ def list_datasets(
     return DatasetsPublic(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", responses={404: error("No such dataset.")})
+@router.get("/{dataset_id}", responses=NOT_FOUND)
 def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
     dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None:
-        raise HTTPException(404, f"no dataset with id {dataset_id!r}")
+        raise _no_such_dataset(dataset_id)
     return DatasetPublic.model_validate(dataset)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    responses={**NOT_FOUND, 409: error("A job that has not ended uses the dataset.")},
+)
+async def delete_dataset(*, session: SessionDep, dataset_id: str) -> None:
+    """Delete a dataset and its stored file; refused while a job that has not ended trains
+    or validates on it. Ended jobs that used it keep its id."""
+    try:
+        await run_in_threadpool(_delete, session, dataset_id)
+    except datasets.DatasetInUse as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+def _delete(session, dataset_id: str) -> None:
+    file = datasets.delete_dataset(session, dataset_id)
+    if file is None:
+        raise _no_such_dataset(dataset_id)
+    file.unlink(missing_ok=True)  # after the commit: never a row without its file
+    log.info("dataset %s: deleted", dataset_id)
+
+
+def _no_such_dataset(dataset_id: str) -> HTTPException:
+    return HTTPException(404, f"no dataset with id {dataset_id!r}")

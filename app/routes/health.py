@@ -1,3 +1,5 @@
+import logging
+
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -8,6 +10,9 @@ from app.schemas import error
 from app.store import jobs
 
 router = APIRouter(tags=["health"])
+# Apart: app.main includes it behind the key scope TRAINSERVE_METRICS_SCOPE names.
+metrics_router = APIRouter(tags=["health"])
+log = logging.getLogger("trainserve.api")
 
 
 @router.get("/healthz")
@@ -30,18 +35,26 @@ async def readyz(*, session: SessionDep, celery: CeleryDep, server: ModelServerD
 
 
 def _check_dependencies(session, celery) -> None:
+    """503 naming what is down. The answer is open to anyone, so it says no more: the
+    error's text (a host, a user name, a path) goes to the log, on one line."""
     try:
         session.execute(text("SELECT 1"))
     except Exception as exc:
-        raise HTTPException(503, f"database unavailable: {exc}") from exc
+        raise _unready("database", exc) from exc
     try:
         with celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:
-        raise HTTPException(503, f"broker unavailable: {exc}") from exc
+        raise _unready("broker", exc) from exc
 
 
-@router.get("/metrics", response_class=Response)
+def _unready(what: str, exc: Exception) -> HTTPException:
+    detail = " ".join(str(exc).split())  # one line: a driver's message may hold several
+    log.warning("/readyz: the %s is unavailable: %s: %s", what, type(exc).__name__, detail)
+    return HTTPException(503, f"not ready: the {what} is unavailable")
+
+
+@metrics_router.get("/metrics", response_class=Response)
 def metrics(*, session: SessionDep, metrics: MetricsDep, server: ModelServerDep) -> Response:
     """Prometheus text format: requests, latency, batches, model loads, jobs by status."""
     body = metrics.render(jobs.count_jobs_by_status(session), len(server.cache))

@@ -2,10 +2,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from kombu.exceptions import OperationalError
@@ -15,10 +17,18 @@ from sqlalchemy.orm import Session
 
 from app.broker import enqueue_training
 from app.config import get_settings
-from app.deps import CeleryDep, CurrentKeyDep, SessionDep, SettingsDep, require_scope
+from app.deps import (
+    CeleryDep,
+    CurrentKeyDep,
+    ModelServerDep,
+    SessionDep,
+    SettingsDep,
+    require_scope,
+)
 from app.jobspec import JobSpec
-from app.quotas import check_job_quota
-from app.recipes import Resolved, facts_of_dataset, resolve
+from app.quotas import apply_ceilings, check_job_quota, check_storage_quota
+from app.recipes import DataFacts, Resolved, facts_of_dataset, resolve
+from app.routes.models import forget_version
 from app.schemas import (
     JobListQuery,
     JobPublic,
@@ -32,6 +42,7 @@ from app.schemas import (
 )
 from app.store import datasets, jobs, lifecycle, records
 from app.store.db import get_session_factory, read_only_connection
+from app.store.storage import job_folder
 from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -45,8 +56,10 @@ NOT_FOUND: Responses = {404: error("No such job.")}
     status_code=201,
     responses={
         200: {"model": JobPublic, "description": "This Idempotency-Key's job, already stored."},
-        409: error("The Idempotency-Key was used with another body."),
-        422: error("A field of the spec is invalid; the detail names it."),
+        409: error(
+            "The Idempotency-Key was used with another body, or the key's storage quota is used up."
+        ),
+        422: error("A field of the spec is invalid or over a ceiling; the detail names it."),
     },
 )
 def create_job(
@@ -75,7 +88,11 @@ def create_job(
     if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
         response.status_code = 200
         return JobPublic.from_job(job)
-    resolved = _resolved(spec, _check_datasets(session, spec))
+    facts = facts_of_dataset(_check_datasets(session, spec), spec.validation)
+    resolved = _resolved(spec, facts)
+    apply_ceilings(resolved, facts, settings)
+    # A job's checkpoints take room not known yet: it needs the quota not used up.
+    check_storage_quota(session, key, settings, adding=1, refusal=(409, "a new job"))
     check_job_quota(session, key, settings)
     try:
         job = jobs.add_job(
@@ -136,11 +153,11 @@ def _check_datasets(session: Session, spec: JobSpec) -> Dataset:
     return dataset
 
 
-def _resolved(spec: JobSpec, dataset: Dataset) -> Resolved:
+def _resolved(spec: JobSpec, facts: DataFacts) -> Resolved:
     """The spec with what it left out filled from the network's recipe and the data; 422
     when a value given and one filled do not fit together."""
     try:
-        return resolve(spec, facts_of_dataset(dataset, spec.validation))
+        return resolve(spec, facts)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
@@ -256,7 +273,22 @@ def _job_id_that_exists(job_id: str) -> str:
         return _existing_job(session, job_id).id
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=NOT_FOUND)
+async def _stream_slot(request: Request, key: CurrentKeyDep) -> AsyncIterator[None]:
+    """One of the key's open event streams, held until its stream ends (429 when the key
+    holds its most). With auth off there is no key to count against."""
+    if key is None:
+        yield
+        return
+    with request.app.state.stream_slots.taken(key.id):
+        yield
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={**NOT_FOUND, 429: error("The key holds its most open event streams.")},
+    dependencies=[Depends(_stream_slot)],
+)
 async def job_events(
     *,
     job_id: Annotated[str, Depends(_job_id_that_exists)],
@@ -267,10 +299,12 @@ async def job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `status` changes, each training `step` (loss, lr) and each
     `epoch`'s metrics, in order, from the start or after Last-Event-ID. The stream ends
-    after the job's final status."""
-    poll_seconds = get_settings().events_poll_seconds
+    after the job's final status, or after TRAINSERVE_MAX_STREAM_SECONDS (EventSource then
+    reconnects with Last-Event-ID and goes on)."""
+    settings = get_settings()
+    ends_at = time.monotonic() + settings.max_stream_seconds
     seq = last_event_id or 0
-    while True:
+    while time.monotonic() < ends_at:
         events, ended = await run_in_threadpool(_events_after, job_id, seq)
         for event in events:
             seq = event.seq
@@ -278,17 +312,43 @@ async def job_events(
         if ended and not events:
             return
         if not events:
-            await asyncio.sleep(poll_seconds)
+            await asyncio.sleep(settings.events_poll_seconds)
 
 
 def _events_after(job_id: str, seq: int) -> tuple[list[JobEvent], bool]:
     with get_session_factory()() as session:
         # Status first: if it has ended, the events read next include the final one.
         job = jobs.get_job(session, job_id)
-        if job is None:  # jobs are never deleted, and this one existed when the stream began
-            raise LookupError(f"job {job_id} is gone")
+        if job is None:  # deleted mid-stream (only an ended job can be): nothing more comes
+            return [], True
         ended = job.status in ENDED
         return records.events_after(session, job_id, seq), ended
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    responses={
+        **NOT_FOUND,
+        409: error("The job has not ended, or an alias points at its model version."),
+    },
+)
+async def delete_job(
+    *, session: SessionDep, settings: SettingsDep, server: ModelServerDep, job_id: str
+) -> None:
+    """Delete an ended job: its epochs, events, metric series, model version and files."""
+    try:
+        model = await run_in_threadpool(jobs.delete_job, session, job_id)
+    except LookupError as exc:
+        raise _no_such_job(job_id) from exc
+    except jobs.JobNotEnded as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except IntegrityError as exc:  # an alias was moved onto its version meanwhile
+        raise HTTPException(409, f"job {job_id}: an alias now points at its model") from exc
+    await run_in_threadpool(shutil.rmtree, job_folder(settings.artifacts_dir, job_id), True)
+    if model is not None:
+        forget_version(server, settings, model)
+    log.info("job %s: deleted", job_id)
 
 
 @router.get("/{job_id}/metrics", responses=NOT_FOUND)

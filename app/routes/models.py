@@ -4,8 +4,10 @@ No authentication here: the app adds it per router at include_router time.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import safetensors.torch
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -15,7 +17,9 @@ from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.deps import CurrentKeyDep, ModelServerDep, SessionDep
+from app.config import Settings
+from app.deps import CurrentKeyDep, ModelServerDep, SessionDep, SettingsDep
+from app.exports import cached_onnx, forget_export
 from app.schemas import (
     ALIAS_NAME,
     AliasMovePublic,
@@ -29,7 +33,7 @@ from app.schemas import (
 from app.serving import ModelServer
 from app.store import versions
 from app.store.tables import ApiKey, ModelVersion
-from models.export import ExportError, onnx_with_metadata
+from models.export import ExportError
 from models.files import load_plain
 
 router = APIRouter(tags=["models"])
@@ -38,6 +42,7 @@ AliasName = Annotated[
     str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
 ]
 NOT_FOUND: Responses = {404: error("No such model version.")}
+OCTETS = "application/octet-stream"
 
 
 def _version(session: Session, model_id: str) -> ModelVersion:
@@ -83,32 +88,44 @@ def get_model(*, session: SessionDep, model_id: str) -> ModelPublic:
     },
 )
 def download_weights(
-    *, session: SessionDep, model_id: str, format: Literal["pt", "safetensors", "onnx"] = "pt"
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    model_id: str,
+    format: Literal["pt", "safetensors", "onnx"] = "pt",
 ) -> Response:
     """The weights as a file. `pt`: the checkpoint dict (network arguments, classes,
     preprocessing, state_dict) that `torch.load(..., weights_only=True)` opens;
     `safetensors`: the state_dict, with the rest as JSON strings in its metadata; `onnx`:
     the network as an ONNX graph (input `input`: normalised images or token ids, any
     batch size; output `logits`), with task, arch, classes and preprocessing as JSON
-    metadata. 422 for a network that has no ONNX form (`bag_of_embeddings`)."""
+    metadata, exported once per checkpoint. 422 for a network that has no ONNX form
+    (`bag_of_embeddings`)."""
     model = _version(session, model_id)
-    path = versions.checkpoint_of(model)
-    headers = {"ETag": f'"{model.sha256}"'}
-    if format == "pt":
-        return FileResponse(path, filename=f"{model.name}-{model.id}.pt", headers=headers)
+    headers = {
+        "ETag": f'"{model.sha256}"',
+        "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
+    }
     if format == "onnx":
         try:
-            content = onnx_with_metadata(load_plain(path))
+            return FileResponse(
+                cached_onnx(model, settings.artifacts_dir), headers=headers, media_type=OCTETS
+            )
         except ExportError as exc:
             raise HTTPException(422, str(exc)) from exc
-    else:
-        content = _safetensors(load_plain(path), model)
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers=headers
-        | {"Content-Disposition": f'attachment; filename="{model.name}-{model.id}.{format}"'},
-    )
+    path = versions.checkpoint_of(model)
+    if format == "pt":
+        return FileResponse(path, headers=headers, media_type=OCTETS)
+    content = _safetensors(load_plain(path), model)
+    return Response(content, media_type=OCTETS, headers=headers)
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a download (RFC 6266): the name as RFC 5987 encodes it, and
+    for clients that know only `filename` an ASCII copy with nothing but letters, digits
+    and . _ -, so no character of a model's name can end the value or add a parameter."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
@@ -124,7 +141,9 @@ def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
     status_code=204,
     responses={**NOT_FOUND, 409: error("An alias points at the version.")},
 )
-async def delete_model(*, session: SessionDep, server: ModelServerDep, model_id: str) -> None:
+async def delete_model(
+    *, session: SessionDep, settings: SettingsDep, server: ModelServerDep, model_id: str
+) -> None:
     """Delete a version and its checkpoint; refused while an alias points at it."""
     model = await run_in_threadpool(_version, session, model_id)
     try:
@@ -132,7 +151,14 @@ async def delete_model(*, session: SessionDep, server: ModelServerDep, model_id:
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
         raise HTTPException(409, f"model {model.id}: an alias now points at it") from exc
     Path(model.checkpoint_path).unlink(missing_ok=True)
+    forget_version(server, settings, model)
+
+
+def forget_version(server: ModelServer, settings: Settings, model: ModelVersion) -> None:
+    """After a version's deletion has committed: drop it from this process's cache (the
+    others drop it at their next registry read) and remove its ONNX export."""
     server.cache.discard(model.id)
+    forget_export(settings.artifacts_dir, model.sha256)
 
 
 # ---- aliases -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.jobspec import JobSpec
+from app.store.datasets import drop_unnamed_tombstones
 from app.store.pages import after, cut_page, decode_cursor, newest_first
 from app.store.tables import (
     ENDED,
@@ -19,6 +20,7 @@ from app.store.tables import (
     is_id,
     new_id,
 )
+from app.store.versions import remove_version
 
 
 def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: int, **fields) -> Job:
@@ -41,6 +43,36 @@ def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: in
     session.add(JobEvent(job_id=job.id, seq=1, kind="status", data={"status": JobStatus.QUEUED}))
     session.commit()
     return job
+
+
+class JobNotEnded(Exception):
+    """A job that is queued, running or being cancelled cannot be deleted."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"job {job.id} is {job.status}: cancel it and wait for it to end first")
+
+
+def delete_job(session: Session, job_id: str) -> ModelVersion | None:
+    """Delete an ended job with its epochs, events, metric series and model version, and the
+    tombstones of deleted datasets only it still named. Returns the version it had, if any
+    (its checkpoint lies in the job's folder, which the caller removes once this has
+    committed). Raises LookupError for no such job, JobNotEnded, and VersionAliased while
+    an alias points at its version."""
+    job = session.get(Job, job_id, with_for_update=True) if is_id(job_id) else None
+    if job is None:
+        raise LookupError(f"no job with id {job_id!r}")
+    if job.status not in ENDED:
+        session.rollback()
+        raise JobNotEnded(job)
+    model = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job_id))
+    if model is not None:
+        remove_version(session, model)
+    session.delete(job)
+    session.flush()
+    trained_on = [job.dataset_id, (job.spec.get("validation") or {}).get("dataset_id")]
+    drop_unnamed_tombstones(session, [dataset_id for dataset_id in trained_on if dataset_id])
+    session.commit()
+    return model
 
 
 def get_job(session: Session, job_id: str) -> Job | None:

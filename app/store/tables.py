@@ -43,6 +43,7 @@ class EndReason(StrEnum):
     TIME_LIMIT = "time_limit"  # limits.max_run_seconds
     CANCELLED = "cancelled"
     INVALID = "invalid"  # bad spec or data: never retried
+    OUT_OF_MEMORY = "out_of_memory"  # the device's memory ran out: a smaller batch may fit
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
@@ -105,7 +106,12 @@ class Dataset(Base):
     # Files of an image zip left out: hidden, not_an_image, and the first few not images.
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     path: Mapped[str] = mapped_column(Text)
+    # The key that uploaded it (None with auth off): the storage quota counts its datasets.
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when it was deleted while ended jobs still name it: the row stays for them, the
+    # file is gone, and no listing, job or upload sees it again.
+    deleted_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):

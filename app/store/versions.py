@@ -75,12 +75,18 @@ def find_model(session: Session, model_or_job_id: str) -> ModelVersion | None:
 
 def delete_model(session: Session, model: ModelVersion) -> None:
     """Raises VersionAliased while an alias points at the version."""
+    remove_version(session, model)
+    session.commit()
+
+
+def remove_version(session: Session, model: ModelVersion) -> None:
+    """Stage the version's deletion; the caller commits. Raises VersionAliased while an
+    alias points at it."""
     aliases = [a.alias for a in aliases_of_versions(session, [model.id]).get(model.id, [])]
     if aliases:
         raise VersionAliased(aliases)
     session.delete(model)
     _count_change(session)
-    session.commit()
 
 
 def version_ids(session: Session) -> dict[str, str]:

@@ -26,8 +26,9 @@ SCOPE_BY_PREFIX = {
     "/predict": "predict",
     "/v2/": "predict",
     "/keys": "admin",
+    "/metrics": "admin",  # TRAINSERVE_METRICS_SCOPE's default
 }
-OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
+OPEN_PATHS = {"/healthz", "/readyz"}
 
 
 def secured_operations(client) -> list[tuple[str, str, str]]:

@@ -30,7 +30,8 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
     """From the first release's schema: jobs, versions and their links survive every step
     (on SQLite a step may rebuild a table that others reference), and the new fields get
     their values: job defaults, the registry's data hash, spec and `latest` alias, no
-    skipped files for the datasets, and each job's name and network from its spec."""
+    skipped files, no owner and no deletion for the datasets, and each job's name and
+    network from its spec."""
     url = f"sqlite:///{tmp_path}/m.db"
     config = alembic_config(url)
     command.upgrade(config, "0001")
@@ -67,7 +68,9 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
         jobs = connection.exec_driver_sql(
             "SELECT id, status, attempt, max_attempts, queued_at = created_at, name, arch FROM jobs"
         ).all()
-        skipped = connection.exec_driver_sql("SELECT skipped FROM datasets").scalar_one()
+        skipped, owner, deleted_at = connection.exec_driver_sql(
+            "SELECT skipped, api_key_id, deleted_at FROM datasets"
+        ).one()
         dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     assert [(v.id, v.data_sha256, json.loads(v.spec)) for v in versions] == [
         ("mj1", "abc", SPEC),
@@ -79,4 +82,5 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
         ("j2", "succeeded", 0, 3, 1, "mr", "text_cnn"),
     ]
     assert json.loads(skipped) == {}  # a dataset stored before skipped nothing it knows of
+    assert (owner, deleted_at) == (None, None)  # no key's quota counts it, and it is live
     assert dangling == []

@@ -170,7 +170,7 @@ def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
     weights = api.get(f"/models/{first['id']}/weights")
     checkpoint = torch.load(io.BytesIO(weights.content), weights_only=True)
     assert checkpoint["arch"] == "bag_of_embeddings" and checkpoint["classes"] == first["classes"]
-    metrics = httpx.get(f"{second_api}/metrics").text
+    metrics = httpx.get(f"{second_api}/metrics", headers=bearer(ADMIN_KEY)).text
     assert 'route="/predict",status="200"' in metrics and "trainserve_batch_size_bucket" in metrics
 
 
