@@ -40,12 +40,15 @@ from uvicorn.protocols.utils import get_client_addr
 
 from app.config import Settings, get_settings
 from app.deps import admit
+from app.keys import client_address
 from app.routes.predict import predict_request, predictions_json
 from app.serving import Served
+from app.store.access import restricted_to
 from app.store.tables import ApiKey
 
 log = logging.getLogger("trainserve.past_asgi")
 PATH = "/predict"
+PREDICT = ("predict",)  # the scope of the route
 JSON_HEADERS = b"content-type: application/json\r\ncontent-length: %d\r\n"
 
 
@@ -87,10 +90,11 @@ class PastAsgiLane:
             asked = predict_request(_header(scope, b"content-type") or "", bytes(cycle.body))
         except (HTTPException, ValidationError):
             return False
-        served = self.state.model_server.loaded(asked.model_ref, asked.task)
+        # Only a name the key may read: another key's answers as unknown, through the app.
+        served = self.state.model_server.loaded(asked.model_ref, asked.task, restricted_to(key))
         if served is None or served.version.task != asked.task:
             return False
-        if key is not None and admit(key, "predict", self.state.rate_limits, self.settings):
+        if key is not None and admit(key, PREDICT, self.state.rate_limits, self.settings):
             return False  # revoked, another scope, over its rate: the app answers why
         future = served.batcher.submit(asked.examples, asked.top_k)
         future.add_done_callback(partial(self._reply, cycle, served, asked.many, started, pass_on))
@@ -98,9 +102,12 @@ class PastAsgiLane:
 
     def _key(self, scope: Mapping[str, Any]) -> ApiKey | Literal[False] | None:
         """The request's key if this process holds it; None with auth off; False for the
-        app to answer (no key, or one this process has not read yet)."""
+        app to answer (no key, one this process has not read yet, or an address refused for
+        its failed authentications)."""
         if not self.settings.auth_enabled:
             return None
+        if self.state.auth_failures.blocked(client_address(scope)):
+            return False
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False

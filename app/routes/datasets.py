@@ -2,10 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 
-from app.deps import SessionDep, SettingsDep, require_multipart
+from app.deps import CurrentKeyDep, SessionDep, SettingsDep, require_multipart
 from app.ingest import ingest_upload
 from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, error
-from app.store import datasets
+from app.store import access, datasets
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -72,6 +72,7 @@ def upload_dataset(
     *,
     session: SessionDep,
     settings: SettingsDep,
+    key: CurrentKeyDep,
     response: Response,
     file: Annotated[list[UploadFile], File(description=FILE_HELP)],
     name: Annotated[
@@ -91,7 +92,9 @@ def upload_dataset(
         str, Form(min_length=1, max_length=200, pattern=PRINTABLE, examples=["stars"])
     ] = "label",
 ) -> DatasetPublic:
-    """Upload labelled data; it is checked, decoded once and stored by content hash."""
+    """Upload labelled data; it is checked, decoded once and stored by content hash. It is
+    the key's; the same bytes sent by another key answer the stored dataset, shared with
+    it (it holds the data already)."""
     options = ReadOptions(
         resize=parse_resize(resize),
         text_column=text_column,
@@ -102,8 +105,12 @@ def upload_dataset(
     )
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
     dataset, created = ingest_upload(session, settings, files, name, options)
-    if not created:
+    if created:
+        datasets.set_owner(session, dataset, key.id if key else None)
+    else:
         response.status_code = 200
+        if key is not None and not access.may_read_dataset(session, dataset, key):
+            access.share(session, "dataset", dataset.id, key.id)
     return DatasetPublic.model_validate(dataset)
 
 
@@ -111,17 +118,20 @@ def upload_dataset(
 def list_datasets(
     *,
     session: SessionDep,
+    key: CurrentKeyDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> DatasetsPublic:
-    """Datasets, newest first."""
-    items, next_cursor = datasets.list_datasets(session, limit, cursor)
+    """The datasets this key may read (its own and those shared with it), newest first."""
+    items, next_cursor = datasets.list_datasets(
+        session, limit, cursor, access.readable_datasets(key)
+    )
     return DatasetsPublic(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", responses={404: error("No such dataset.")})
-def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
+def get_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> DatasetPublic:
     dataset = datasets.get_dataset(session, dataset_id)
-    if dataset is None:
+    if dataset is None or not access.may_read_dataset(session, dataset, key):
         raise HTTPException(404, f"no dataset with id {dataset_id!r}")
     return DatasetPublic.model_validate(dataset)

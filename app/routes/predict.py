@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from app.deps import ModelServerDep, require_scope
+from app.deps import ModelServerDep, key_of, require_scope
 from app.multipart import MultipartError, parse_multipart
 from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
+from app.store.access import restricted_to
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
@@ -28,7 +29,8 @@ JSON = "application/json"
 MAX_EXAMPLES = 1024
 MODEL_HELP = (
     "A model version id, a job id, `name@alias`, or a model name (its production alias, "
-    "else latest). Default: the newest model name of the task."
+    "else latest), of the names this key may read. Default: the newest of those names "
+    "for the task."
 )
 REQUEST_BODY = {
     "required": True,
@@ -79,7 +81,7 @@ async def predict(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     with server.arrivals.expect():
         asked = predict_request(content_type, await request.body())
-        served = await _resolve(server, asked.model_ref, asked.task)
+        served = await _resolve(server, asked, restricted_to(key_of(request)))
         answer = served.batcher.submit(asked.examples, asked.top_k)
     ranked = await _answers(answer, asked.field)
     return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
@@ -159,11 +161,13 @@ def _errors(exc: ValidationError) -> list[dict]:
     return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
 
 
-async def _resolve(server: ModelServer, model_ref: str | None, task: str) -> Served:
-    served = await server.resolve(model_ref, task)
-    if served.version.task != task:
+async def _resolve(server: ModelServer, asked: PredictRequest, reader: str | None) -> Served:
+    served = await server.resolve(asked.model_ref, asked.task, reader)
+    if served.version.task != asked.task:
         raise HTTPException(
-            422, f"model {model_ref!r} is a {served.version.task} model; this request is {task}"
+            422,
+            f"model {asked.model_ref!r} is a {served.version.task} model; "
+            f"this request is {asked.task}",
         )
     return served
 
@@ -221,7 +225,7 @@ async def infer(model: str, request: Request, server: ModelServerDep) -> InferRe
             body = InferRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise HTTPException(422, _errors(exc)) from exc
-        served = await server.resolve(model, IMAGE_TASK)
+        served = await server.resolve(model, IMAGE_TASK, restricted_to(key_of(request)))
         examples = _infer_examples(body, served.version.task)
         classes = served.batcher.predictor.classes
         answer = served.batcher.submit(examples, len(classes))

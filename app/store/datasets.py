@@ -21,5 +21,10 @@ def get_dataset(session: Session, dataset_id: str) -> Dataset | None:
     return session.get(Dataset, dataset_id) if is_id(dataset_id) else None
 
 
-def list_datasets(session: Session, limit: int, cursor: str | None):
-    return page(session, Dataset, limit, cursor)
+def set_owner(session: Session, dataset: Dataset, owner_key_id: str | None) -> None:
+    dataset.owner_key_id = owner_key_id
+    session.commit()
+
+
+def list_datasets(session: Session, limit: int, cursor: str | None, *filters):
+    return page(session, Dataset, limit, cursor, *filters)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -105,6 +106,8 @@ class Dataset(Base):
     # Files of an image zip left out: hidden, not_an_image, and the first few not images.
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     path: Mapped[str] = mapped_column(Text)
+    # The key that uploaded it (None: admin's, such as those stored before ownership).
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -123,6 +126,10 @@ class ApiKey(Base):
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # None: never
+    # True on the key the service made at its first start, None on every other: the unique
+    # index lets one API process make it however many start at once.
+    first_admin: Mapped[bool | None] = mapped_column(Boolean, unique=True)
 
 
 class Job(Base):
@@ -209,6 +216,42 @@ class MetricPoint(Base):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[float] = mapped_column(Float)
+
+
+class ModelName(Base):
+    """A model name and the key it belongs to: the key of the first job that named it
+    (None: admin's). Its versions, aliases and jobs are its owner's and its readers'."""
+
+    __tablename__ = "model_names"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetShare(Base):
+    """A key, not the owner, that may read a dataset and train on it."""
+
+    __tablename__ = "dataset_shares"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelShare(Base):
+    """A key, not the owner, that may read a model name: its versions, weights, aliases,
+    predictions; with scope deploy, also move its aliases and delete its versions."""
+
+    __tablename__ = "model_shares"
+
+    name: Mapped[str] = mapped_column(
+        ForeignKey("model_names.name", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ModelVersion(Base):
