@@ -15,8 +15,8 @@ IMAGE_JOB = {
 TOP_IMAGE = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
 
 
-def upload(client, data: bytes, filename: str, **form):
-    return client.post("/datasets", files={"file": (filename, data)}, data=form)
+def upload(client, data: bytes, filename: str, headers: dict | None = None, **form):
+    return client.post("/datasets", files={"file": (filename, data)}, data=form, headers=headers)
 
 
 def new_key(client, scope: str, **limits) -> dict:
