@@ -337,7 +337,7 @@ class ModelServer:
             ref = self.snapshot.readable(self._parse(reference, task), reader)
             target = None if ref is None else self.snapshot.target(ref)
         if ref is None or target is None:
-            raise UnknownModel(self._unknown(self._parse(reference, task)))
+            raise UnknownModel(self._unknown(self._parse(reference, task), reader))
         return await self._serve(ref, target)
 
     def _loaded(self, ref: Ref) -> Served | None:
@@ -373,7 +373,9 @@ class ModelServer:
         return Ref("id", reference)
 
     @staticmethod
-    def _unknown(ref: Ref) -> str:
+    def _unknown(ref: Ref, reader: str | None) -> str:
+        if ref.kind == "task" and reader is not None:
+            return f"no {ref.value} model of this key's or shared with it yet"
         if ref.kind == "task":
             return f"no trained {ref.value} model yet: POST /jobs and wait for a job to succeed"
         if ref.kind == "alias":
