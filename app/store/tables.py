@@ -163,15 +163,20 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
-    # The key that created the job (None with auth off): quotas count its open jobs.
-    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    # The key that created the job and owns it (None with auth off): quotas count its open
+    # jobs, and a key's listing reads its own in the listing's order.
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    # The listing's order, newest first: a page and a cursor's place are read from it.
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    # The listing's order, newest first: a page and a cursor's place are read from it; and
+    # the same for one key's jobs.
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_api_key_id_created_at_id", "api_key_id", "created_at", "id"),
+    )
 
     history: Mapped[list["EpochMetrics"]] = relationship(
         order_by="EpochMetrics.epoch", cascade="all, delete-orphan", lazy="selectin"

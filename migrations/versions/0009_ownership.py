@@ -3,7 +3,8 @@
 Rows stored before keep what each key could use: a model name goes to the key of the job
 of its oldest version (None, admin's, where that job had no key); a dataset goes to
 admin, and is shared with every key that trained a job on it. Jobs already name their
-key (api_key_id). A key's stored prefix is cut to the 7 characters kept from now on: the
+key (api_key_id); their index on it now also holds the listing's order, so one key's
+page is read in order from it. A key's stored prefix is cut to the 7 characters kept from now on: the
 whole of a short TRAINSERVE_ADMIN_KEY was stored before.
 
 Revision ID: 0009_ownership
@@ -45,6 +46,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("first_admin", sa.Boolean(), nullable=True))
         batch_op.create_unique_constraint("uq_api_keys_first_admin", ["first_admin"])
     op.execute(sa.text(f"UPDATE api_keys SET prefix = SUBSTR(prefix, 1, {PREFIX_CHARS})"))
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_api_key_id")
+        batch_op.create_index(
+            "ix_jobs_api_key_id_created_at_id", ["api_key_id", "created_at", "id"], unique=False
+        )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("owner_key_id", sa.String(length=32), nullable=True))
         batch_op.create_index("ix_datasets_owner_key_id", ["owner_key_id"], unique=False)
@@ -91,6 +97,9 @@ def downgrade() -> None:
     op.drop_table("dataset_shares")
     op.drop_index("ix_model_names_owner_key_id", table_name="model_names")
     op.drop_table("model_names")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_api_key_id_created_at_id")
+        batch_op.create_index("ix_jobs_api_key_id", ["api_key_id"], unique=False)
     with op.batch_alter_table("datasets", schema=None) as batch_op:
         batch_op.drop_constraint("fk_datasets_owner_key_id_api_keys", type_="foreignkey")
         batch_op.drop_index("ix_datasets_owner_key_id")

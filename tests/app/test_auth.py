@@ -136,9 +136,7 @@ def test_first_start_writes_its_admin_key_to_a_file_only_its_user_reads(
     assert path.read_text().strip() == token
 
 
-def test_two_processes_starting_at_once_make_one_first_admin_key(
-    monkeypatch, embedded_settings
-):
+def test_two_processes_starting_at_once_make_one_first_admin_key(monkeypatch, embedded_settings):
     """The second process counted no admin key before the first one's committed (forced
     here): its insert meets the first key's unique `first_admin`, and it makes nothing."""
     monkeypatch.setattr(embedded_settings, "admin_key", None)

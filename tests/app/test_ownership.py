@@ -71,9 +71,7 @@ def test_a_predict_keys_default_model_is_the_newest_name_it_may_read(client, two
     assert default_for(None).json()["model_id"] == newest["id"]  # the admin key's default
     before = default_for(viewer["key"])
     assert before.status_code == 404 and "of this key's or shared with it" in before.text
-    shared = client.post(
-        "/models/alices/shares", json={"key_id": viewer["id"]}, headers=as_alice
-    )
+    shared = client.post("/models/alices/shares", json={"key_id": viewer["id"]}, headers=as_alice)
     assert shared.status_code == 201
     assert default_for(viewer["key"]).json()["model_id"] == alices["id"]
     assert default_for(alice["key"]).status_code == 403  # a train key does not predict
