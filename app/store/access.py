@@ -76,17 +76,18 @@ class NameTaken(Exception):
 def claim_name(session: Session, name: str, key: ApiKey | None) -> None:
     """Make the name the key's if it is nobody's yet; NameTaken if it is another key's. A
     name two keys claim at once goes to one of them."""
-    for _ in range(2):  # the second pass reads the name another request stored meanwhile
+    for _ in range(3):  # store the name if nobody has it, then read whose it is
         owner = session.get(ModelName, name)
         if owner is not None:
             if not owns(key, owner.owner_key_id):
                 raise NameTaken(f"model name {name!r} belongs to another key: name the job")
             return
-        session.add(ModelName(name=name, owner_key_id=key.id if key else None))
+        # A name whose versions were trained without the API (with no key) stays admin's.
+        unowned = key is None or name_exists(session, name)
+        session.add(ModelName(name=name, owner_key_id=None if unowned else key.id))
         try:
             session.commit()
-            return
-        except IntegrityError:
+        except IntegrityError:  # another request stored it meanwhile
             session.rollback()
     raise NameTaken(f"model name {name!r} is being claimed by another request: try again")
 

@@ -2,8 +2,11 @@
 upload of bytes another key owns, and the default model of a predict key. The two-team
 exploits run through the real stack in tests/e2e/test_ownership.py."""
 
+from app.store.db import get_session_factory
 from tests.conftest import bearer
-from tests.utils.api import TOP_IMAGE, new_key, train, upload
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, new_key, train, upload
+from tests.utils.jobs import queue_image_job
+from workers.runner import run_job
 
 
 def shares(client, path: str, headers: dict | None = None) -> list[str]:
@@ -77,3 +80,18 @@ def test_a_predict_keys_default_model_is_the_newest_name_it_may_read(client, two
     assert default_for(alice["key"]).status_code == 403  # a train key does not predict
     unshared = client.delete(f"/models/alices/shares/{viewer['id']}", headers=as_alice)
     assert unshared.status_code == 204 and default_for(viewer["key"]).status_code == 404
+
+
+def test_a_name_whose_versions_no_key_made_stays_admins(client, embedded_settings, two_class_zip):
+    """Versions trained without the API (no key) leave their name admin's: a train key
+    cannot take it over, and with it their weights."""
+    with get_session_factory()() as session:
+        job_id = queue_image_job(session, embedded_settings, two_class_zip, name="legacy")
+    run_job(job_id)
+    alice = bearer(new_key(client, "train")["key"])
+    dataset_id = upload(client, two_class_zip, "d.zip", headers=alice).json()["id"]
+    spec = {**IMAGE_JOB, "dataset_id": dataset_id, "name": "legacy"}
+    taken = client.post("/jobs", json=spec, headers=alice)
+    assert taken.status_code == 403 and "belongs to another key" in taken.text
+    assert client.get(f"/models/{job_id}", headers=alice).status_code == 404
+    assert client.get(f"/models/{job_id}").status_code == 200
