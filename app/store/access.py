@@ -83,8 +83,8 @@ def claim_name(session: Session, name: str, key: ApiKey | None) -> None:
                 raise NameTaken(f"model name {name!r} belongs to another key: name the job")
             return
         # A name whose versions were trained without the API (with no key) stays admin's.
-        unowned = key is None or name_exists(session, name)
-        session.add(ModelName(name=name, owner_key_id=None if unowned else key.id))
+        owner_key_id = None if key is None or name_exists(session, name) else key.id
+        session.add(ModelName(name=name, owner_key_id=owner_key_id))
         try:
             session.commit()
         except IntegrityError:  # another request stored it meanwhile
