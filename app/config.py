@@ -8,8 +8,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A person picks TRAINSERVE_ADMIN_KEY: at least this long, or the service does not start.
+MIN_ADMIN_KEY_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -55,7 +58,18 @@ class Settings(BaseSettings):
     )
     auth_enabled: bool = Field(True, description="False: every request may do everything.")
     admin_key: SecretStr | None = Field(
-        None, description="An admin API key to accept, stored (hashed) at start if missing."
+        None,
+        description="An admin API key to accept, stored (hashed) at start if missing; at "
+        "least 32 characters.",
+    )
+    auth_failures_per_minute: float = Field(
+        10.0,
+        ge=0,
+        description="Failed authentications (unknown, revoked or expired keys) a client "
+        "address may make per minute, past the burst; then 429. 0 means no limit.",
+    )
+    auth_failure_burst: int = Field(
+        20, ge=1, description="Failed authentications a client address may make at once."
     )
     key_cache_seconds: float = Field(
         1.0,
@@ -168,6 +182,17 @@ class Settings(BaseSettings):
     registry_poll_seconds: float = Field(
         1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."
     )
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"TRAINSERVE_ADMIN_KEY has {len(key.get_secret_value())} characters and needs "
+                f"at least {MIN_ADMIN_KEY_CHARS}: make one with "
+                "`python -c 'import secrets; print(\"ts_\" + secrets.token_urlsafe(32))'`"
+            )
+        return key
 
 
 @lru_cache

@@ -1,5 +1,6 @@
 """Annotated dependency aliases for route signatures."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,11 +12,12 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
+from app.keys import FailedAuthentications, client_address
 from app.metrics import Metrics
 from app.quotas import TokenBuckets, rate_refusal
 from app.serving import ModelServer
 from app.store.db import get_db
-from app.store.tables import ApiKey
+from app.store.tables import ApiKey, utcnow
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -32,13 +34,19 @@ async def authenticate(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey | None:
     """The request's key as this process holds it, revoked or not (None with auth off); 401
-    without one. Whether it may call the route is `admit`'s to say (`require_scope`)."""
+    without one, 429 from an address past its failed authentications. Whether it may call
+    the route is `admit`'s to say (`require_scope`)."""
     if not get_settings().auth_enabled:
         return None
     if credentials is None:
         raise HTTPException(401, "send an API key: 'Authorization: Bearer <key>'", CHALLENGE)
+    failures: FailedAuthentications = request.app.state.auth_failures
+    address = client_address(request.scope)
+    if refusal := failures.refusal(address):
+        raise refusal
     key = await request.app.state.key_cache.find(credentials.credentials)
     if key is None:
+        failures.failed(address)
         raise HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
     return key
 
@@ -47,53 +55,66 @@ CurrentKeyDep = Annotated[ApiKey | None, Depends(authenticate)]
 
 
 def admit(
-    key: ApiKey, scope: str, buckets: TokenBuckets, settings: Settings
+    key: ApiKey, scopes: Sequence[str], buckets: TokenBuckets, settings: Settings
 ) -> HTTPException | None:
-    """The refusal for this key calling a route of `scope` (401 revoked, 403 another scope,
-    429 over its rate), or None, the request then counted against the key's rate."""
+    """The refusal for this key calling a route of one of `scopes` (401 revoked or
+    expired, 403 another scope, 429 over its rate), or None, the request then counted
+    against the key's rate."""
     if key.revoked_at is not None:
         return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
-    if not scope_allows(key, scope):
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return HTTPException(401, f"the API key expired at {key.expires_at.isoformat()}", CHALLENGE)
+    if not scope_allows(key, scopes):
+        needed = ", ".join(repr(scope) for scope in scopes)
         return HTTPException(
-            403, f"this key's scope is {key.scope!r}; this route needs {scope!r} or 'admin'"
+            403, f"this key's scope is {key.scope!r}; this route needs {needed} or 'admin'"
         )
     return rate_refusal(buckets, key, settings)
 
 
-def scope_allows(key: ApiKey, scope: str) -> bool:
-    """Whether the key may call a route of this scope: its own, or any as admin."""
-    return key.scope in (scope, "admin")
+def scope_allows(key: ApiKey, scopes: Sequence[str]) -> bool:
+    """Whether the key may call a route of these scopes: one of its own, or any as admin."""
+    return key.scope == "admin" or key.scope in scopes
 
 
 @dataclass(frozen=True)
 class ScopeCheck:
-    """A router dependency: a key `admit`s for this scope (admin passes every scope), then
-    `reject_unknown_query`. One dependency, not two: FastAPI's solving costs per dependency
-    per request (py-spy, GET /jobs/{id} at c=32: a fifth of the API's CPU). An object, so that
-    app.past_router can find a route's check and `run` it itself."""
+    """A router dependency: a key `admit`s for one of these scopes (admin passes every
+    scope), then `reject_unknown_query`. One dependency, not two: FastAPI's solving costs
+    per dependency per request (py-spy, GET /jobs/{id} at c=32: a fifth of the API's CPU).
+    An object, so that app.past_router can find a route's check and `run` it itself. The
+    key it admits is the request's `key_of`."""
 
-    scope: str
+    scopes: tuple[str, ...]
 
     async def __call__(self, request: Request, key: CurrentKeyDep) -> None:  # async: no hop
-        _admit(request, key, self.scope)
+        _admit(request, key, self.scopes)
+        request.state.api_key = key
         await reject_unknown_query(request)
-        request.state.key = key  # for endpoints that take only the request (app.past_router)
 
     async def run(self, request: Request) -> None:
         """The same check, for a request reached past FastAPI's dependency solving."""
         await self(request, await authenticate(request, await bearer(request)))
 
 
-def require_scope(scope: str):
-    """The dependency of a route that needs a key of this scope (or admin)."""
-    return Depends(ScopeCheck(scope))
+def require_scope(*scopes: str):
+    """The dependency of a route that needs a key of one of these scopes (or admin)."""
+    return Depends(ScopeCheck(scopes))
 
 
-def _admit(request: Request, key: ApiKey | None, scope: str) -> None:
+def key_of(request: Request) -> ApiKey | None:
+    """The key the route's ScopeCheck admitted (None with auth off): what an endpoint past
+    FastAPI's router, which takes no dependencies, acts for."""
+    return request.state.api_key
+
+
+def _admit(request: Request, key: ApiKey | None, scopes: tuple[str, ...]) -> None:
     if key is None:  # auth is off
         return
-    refusal = admit(key, scope, request.app.state.rate_limits, get_settings())
+    refusal = admit(key, scopes, request.app.state.rate_limits, get_settings())
     if refusal is not None:
+        if refusal.status_code == 401:  # revoked or expired: a failed authentication
+            request.app.state.auth_failures.failed(client_address(request.scope))
         raise refusal
 
 

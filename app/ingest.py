@@ -39,9 +39,9 @@ def ingest_upload(
     files: list[NamedFile],
     name: str | None,
     options: ReadOptions,
-    api_key_id: str | None = None,
+    owner_key_id: str | None = None,
 ) -> tuple[Dataset, bool]:
-    """Return the stored dataset and whether this upload created it (then `api_key_id`'s)."""
+    """Return the stored dataset and whether this upload created it (then `owner_key_id`'s)."""
     sha256 = upload_sha256(files)
     options_key = json.dumps(asdict(options), sort_keys=True)
     fingerprint = hashlib.sha256(f"{sha256}|{options_key}".encode()).hexdigest()
@@ -63,7 +63,7 @@ def ingest_upload(
         details=data.details(),
         skipped=asdict(data.skipped),
         path=str(path),
-        api_key_id=api_key_id,
+        owner_key_id=owner_key_id,
     )
     try:
         add_dataset(session, dataset)

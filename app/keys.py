@@ -1,26 +1,37 @@
 """API keys: random tokens stored as their sha256, and a command line to manage them.
 
     python -m app.keys create --scope train [--name NAME] [--rate-limit N] [--max-jobs N]
+                              [--expires 2027-06-30T00:00:00Z]
     python -m app.keys list
     python -m app.keys revoke KEY_ID
 
 A token has 256 random bits, so one sha256 (no slow password hash) is enough to make
-the stored hashes useless to whoever reads the database.
+the stored hashes useless to whoever reads the database. TRAINSERVE_ADMIN_KEY, chosen by
+a person, must have at least 32 characters (app.config); of any token only the first
+PREFIX_CHARS are stored in the clear.
 """
 
 import argparse
 import asyncio
 import hashlib
 import logging
+import math
+import os
 import secrets
 import sys
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi import HTTPException
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
+from app.quotas import TokenBuckets
 from app.schemas import SCOPES
 from app.store.db import get_session_factory
 from app.store.keys import (
@@ -34,6 +45,11 @@ from app.store.keys import (
 from app.store.tables import ApiKey
 
 TOKEN_PREFIX = "ts_"
+# What is stored of a token in the clear, to tell keys apart: "ts_" and 4 of its 43 random
+# characters (24 of 256 bits); 7 of a TRAINSERVE_ADMIN_KEY's 32 or more.
+PREFIX_CHARS = 7
+# Where the first start writes the admin key it makes, under TRAINSERVE_ARTIFACTS_DIR.
+FIRST_ADMIN_KEY_FILE = "first-admin-key"
 log = logging.getLogger("trainserve.keys")
 
 
@@ -52,19 +68,27 @@ def create_key(
     name: str | None = None,
     rate_limit_per_second: float | None = None,
     max_concurrent_jobs: int | None = None,
+    expires_at: datetime | None = None,
     token: str | None = None,
+    first_admin: bool | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key; return it with its token, which is not kept anywhere."""
-    token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = token or new_token()
     key = ApiKey(
         name=name or f"{scope} key",
         scope=scope,
         key_hash=hash_token(token),
-        prefix=token[:10],
+        prefix=token[:PREFIX_CHARS],
         rate_limit_per_second=rate_limit_per_second,
         max_concurrent_jobs=max_concurrent_jobs,
+        expires_at=expires_at,
+        first_admin=first_admin,
     )
     return add_key(session, key), token
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def revoke(session: Session, key: ApiKey) -> ApiKey:
@@ -145,17 +169,91 @@ def _read_key(key_hash: str) -> ApiKey | None:
         return find_key_by_hash(session, key_hash)
 
 
-def bootstrap_admin_key(session: Session, settings: Settings) -> str | None:
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The address a request came from (as uvicorn's proxy headers set it, if on)."""
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class FailedAuthentications:
+    """Failed authentications (an unknown, revoked or expired key) per client address, in
+    this process: `per_minute` of them, `burst` at once; past that, every request from the
+    address that sends a key is refused with a 429 until the budget refills, so tokens
+    cannot be tried at the speed of the API."""
+
+    def __init__(self, per_minute: float, burst: int, clock=time.monotonic):
+        self._rate, self._burst = per_minute / 60, burst
+        self._buckets = TokenBuckets(clock)
+
+    def blocked(self, address: str) -> float:
+        """Seconds until the address may try again; 0 if it may now."""
+        if self._rate <= 0:
+            return 0.0
+        return self._buckets.wait(address, self._rate, self._burst)
+
+    def refusal(self, address: str) -> HTTPException | None:
+        wait = self.blocked(address)
+        if not wait:
+            return None
+        return HTTPException(
+            429,
+            f"too many failed authentications from {address}; retry in {wait:.0f} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+    def failed(self, address: str) -> None:
+        if self._rate > 0:
+            self._buckets.take(address, self._rate, self._burst)
+
+
+def bootstrap_admin_key(session: Session, settings: Settings) -> Path | None:
     """At start: store TRAINSERVE_ADMIN_KEY if it is set and new; otherwise, when there is no
-    active admin key, make one. Return the token of a key made here, to be shown once."""
+    active admin key, make one and write its token to a file only this user may read.
+    Return that file. One process makes it, however many start at once: the key's
+    `first_admin` is unique, so the other processes' inserts fail."""
     if settings.admin_key is not None:
         token = settings.admin_key.get_secret_value()
         if find_key_by_hash(session, hash_token(token)) is None:
             create_key(session, scope="admin", name="TRAINSERVE_ADMIN_KEY", token=token)
         return None
-    if count_active_admin_keys(session) == 0:
-        return create_key(session, scope="admin", name="first admin key")[1]
-    return None
+    if count_active_admin_keys(session) > 0:
+        return None
+    path = settings.artifacts_dir / FIRST_ADMIN_KEY_FILE
+    token = new_token()
+    pending = _write_private(path.with_name(f".{path.name}.{os.getpid()}.tmp"), token)
+    try:
+        create_key(session, scope="admin", name="first admin key", token=token, first_admin=True)
+    except IntegrityError:  # another process made it, now or at an earlier start
+        session.rollback()
+        pending.unlink()
+        if count_active_admin_keys(session) == 0:
+            log.warning(
+                "no active admin API key: make one with `python -m app.keys create --scope admin`"
+            )
+        return None
+    pending.replace(path)
+    return path
+
+
+def _write_private(path: Path, token: str) -> Path:
+    """A new file readable and writable by this user alone (0600 whatever the umask)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(token + "\n")
+    return path
+
+
+def expiry(value: str) -> datetime:
+    """An ISO-8601 date or time (UTC unless it names a zone), for --expires."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO-8601 date or time, such as 2027-06-30T00:00:00Z"
+        ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--name", default="")
     create.add_argument("--rate-limit", type=float, help="requests per second (default: setting)")
     create.add_argument("--max-jobs", type=int, help="concurrent jobs (default: setting)")
+    create.add_argument("--expires", type=expiry, help="ISO-8601 date or time (default: never)")
     commands.add_parser("list", help="list keys, newest first")
     revoke_command = commands.add_parser("revoke", help="revoke a key by its id")
     revoke_command.add_argument("key_id")
@@ -178,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
                 name=args.name,
                 rate_limit_per_second=args.rate_limit,
                 max_concurrent_jobs=args.max_jobs,
+                expires_at=args.expires,
             )
             print(f"created {key.scope} key {key.id}; its token, shown once:", file=sys.stderr)
             print(token)
@@ -192,10 +292,18 @@ def _print_keys(session: Session) -> None:
     while True:
         keys, cursor = list_keys(session, 200, cursor)
         for key in keys:
-            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            state = _state(key)
             print(f"{key.id}  {key.prefix}…  {key.scope:8} {state:18} {key.name}")
         if cursor is None:
             return
+
+
+def _state(key: ApiKey) -> str:
+    if key.revoked_at:
+        return f"revoked {key.revoked_at:%Y-%m-%d}"
+    if key.expires_at:
+        return f"expires {key.expires_at:%Y-%m-%d}"
+    return "active"
 
 
 def _revoke_by_id(session: Session, key_id: str) -> None:

@@ -19,13 +19,13 @@ from starlette.routing import Match
 from app.broker import make_celery
 from app.config import Settings, get_settings
 from app.deps import require_scope
-from app.keys import KeyCache, LastAdminKey, bootstrap_admin_key
+from app.keys import FailedAuthentications, KeyCache, LastAdminKey, bootstrap_admin_key
 from app.limits import BodySizeLimit, KeyBeforeBody
 from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.past_router import PastRouter
 from app.quotas import TokenBuckets
-from app.routes import datasets, health, jobs, keys, models, predict
+from app.routes import datasets, health, jobs, keys, models, predict, shares
 from app.schemas import Responses, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
@@ -44,10 +44,13 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"ty
 PROTECTED_RESPONSES: Responses = {
     400: error("The body cannot be parsed."),
     401: error("No API key, or an unknown or revoked one."),
-    403: error("The key's scope does not cover this route."),
+    403: error("The key's scope does not cover this route, or the thing is another key's."),
     413: error("The request body is over the route's limit."),
     422: error("Invalid fields; the detail names them."),
-    429: error("The key's rate limit (for POST /jobs, also its job quota) is reached.")
+    429: error(
+        "The key's rate limit (for POST /jobs, also its job quota) is reached, or the "
+        "client address made too many failed authentications."
+    )
     | {"headers": RETRY_AFTER},
     503: error("The database cannot be reached; retry shortly.") | {"headers": RETRY_AFTER},
 }
@@ -59,10 +62,10 @@ NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fal
 PAST_ROUTER = (predict.predict_router, jobs.polled_router)
 
 
-def protected(scope: str) -> dict:
-    """include_router arguments for routes that need a key of this scope (or admin)."""
+def protected(*scopes: str) -> dict:
+    """include_router arguments for routes that need a key of one of these scopes (or admin)."""
     return {
-        "dependencies": [require_scope(scope)],
+        "dependencies": [require_scope(*scopes)],
         "responses": PROTECTED_RESPONSES,
     }
 
@@ -80,6 +83,9 @@ async def lifespan(app: FastAPI):
     app.state.rate_limits = TokenBuckets()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.stream_slots = StreamSlots(settings.max_event_streams_per_key)
+    app.state.auth_failures = FailedAuthentications(
+        settings.auth_failures_per_minute, settings.auth_failure_burst
+    )
     _announce_auth(settings)
     # What is alive now (torch, the app) lives as long as the process: keep it out of the
     # collector, whose full passes over it stalled every request for 0.3-0.5 s under load.
@@ -101,15 +107,16 @@ def _announce_auth(settings: Settings) -> None:
         return
     try:
         with get_session_factory()() as session:
-            token = bootstrap_admin_key(session, settings)
+            written_to = bootstrap_admin_key(session, settings)
     except SQLAlchemyError as exc:  # the service still starts; /readyz reports the database
         log.error("could not check for an admin key (database unavailable?): %s", exc)
         return
-    if token:
+    if written_to:
         log.warning(
-            "no admin API key existed, so one was made. It is shown only this once: %s "
-            "(send it as 'Authorization: Bearer <key>'; `python -m app.keys` makes others)",
-            token,
+            "no admin API key existed, so one was made; its token is in %s, which only this "
+            "user may read (send it as 'Authorization: Bearer <key>'; `python -m app.keys` "
+            "makes others)",
+            written_to,
         )
 
 
@@ -196,7 +203,9 @@ def create_app() -> FastAPI:
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))
-    app.include_router(models.router, **protected("train"))
+    app.include_router(models.router, **protected("train", "deploy"))
+    app.include_router(models.deploy_router, **protected("deploy"))
+    app.include_router(shares.router, **protected("train"))  # each route: owner or admin
     app.include_router(keys.router, **protected("admin"))
     # /healthz and /readyz need no key, nor do /docs and the dashboard's pages; /metrics
     # the scope of a setting.

@@ -38,6 +38,13 @@ class TokenBuckets:
             self._buckets[key_id] = (tokens - 1 if granted else tokens, now)
         return 0.0 if granted else (1 - tokens) / rate
 
+    def wait(self, key_id: str, rate: float, burst: int) -> float:
+        """The seconds until `take` would find a token; none is taken."""
+        with self._lock:
+            tokens, then = self._buckets.get(key_id, (burst, self._clock()))
+        tokens = min(burst, tokens + (self._clock() - then) * rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / rate
+
 
 def rate_refusal(buckets: TokenBuckets, key: ApiKey, settings: Settings) -> HTTPException | None:
     """Count one request against the key's rate limit: None, or the 429 (with Retry-After)

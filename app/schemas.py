@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.jobspec import EpochMetric, StepMetric, Strict, Task
 from app.store.tables import EndReason, JobStatus
 
-Scope = Literal["admin", "train", "predict"]  # admin passes every scope
+# admin passes every scope; deploy moves aliases and deletes versions of the names it reads
+Scope = Literal["admin", "train", "deploy", "predict"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 # A name a person reads: no control characters (PostgreSQL cannot store NUL in text).
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -271,8 +272,14 @@ class ApiKeyCreate(Strict):
         json_schema_extra={"examples": [{"scope": "predict", "name": "web frontend"}]},
     )
 
-    scope: Scope = Field(description="admin passes every scope; train: datasets and jobs.")
+    scope: Scope = Field(
+        description="admin passes every scope; train: datasets, jobs and reading models; "
+        "deploy: reading models, moving their aliases and deleting versions; predict."
+    )
     name: Name | None = Field(None, description="What the key is for.")
+    expires_at: datetime | None = Field(
+        None, description="When the key stops working (UTC unless a zone is given); never."
+    )
     rate_limit_per_second: float | None = Field(
         None, gt=0, le=100_000, description="Default: TRAINSERVE_RATE_LIMIT_PER_SECOND."
     )
@@ -292,6 +299,7 @@ class ApiKeyPublic(BaseModel):
     max_concurrent_jobs: int | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -408,6 +416,22 @@ class ModelPublic(BaseModel):
 class ModelsPublic(BaseModel):
     items: list[ModelPublic]
     next_cursor: str | None
+
+
+class ShareRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"key_id": "5b0f3c8e2a9d4f6e8c1b7a3d9e2f4c6a"}]},
+    )
+
+    key_id: str = Field(min_length=1, max_length=64, description="The key to share with.")
+
+
+class SharePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str = Field(description="A key, besides the owner, that may read it.")
+    created_at: datetime
 
 
 class AliasMoveRequest(Strict):

@@ -2,8 +2,12 @@
 
 A reference is a version id (or job id), `name@alias`, a bare `name` (its
 `production` alias where set, else `latest`), or nothing (the default name of the
-task: the name of its newest version). Every API process reads the aliases from the
-database again as soon as its registry watch (app/registry_watch.py) hears of a change,
+task: the name of its newest version, of those the request's key may read). A request
+acts for a reader, the id of its key, and follows only the names that key may read (its
+own and those shared with it; app.store.access): any other is answered as unknown. The
+readers of each name are part of the snapshot, so the check costs no query. Every API
+process reads the aliases from the database again as soon as its registry watch
+(app/registry_watch.py) hears of a change,
 and every `registry_poll_seconds` in any case, so an alias moved through any process,
 or a job's new version, is served by all of them.
 
@@ -26,6 +30,7 @@ from app.batching import Arrivals, Batcher
 from app.config import Settings
 from app.metrics import Metrics
 from app.registry_watch import registry_watch
+from app.store.access import name_readers
 from app.store.db import get_session_factory
 from app.store.tables import ModelVersion
 from app.store.versions import (
@@ -34,8 +39,9 @@ from app.store.versions import (
     all_aliases,
     checkpoint_of,
     find_model,
-    newest_name_per_task,
+    names_per_task,
     version_ids,
+    version_names,
 )
 from models.files import load_plain
 from models.predictor import Predictor
@@ -81,12 +87,36 @@ class Ref:
 @dataclass(frozen=True)
 class RegistrySnapshot:
     aliases: dict[tuple[str, str], str]  # (name, alias) -> version id
-    default_names: dict[str, str]  # task -> the name of its newest version
+    task_names: dict[str, list[str]]  # task -> its names, the newest version's first
     versions: dict[str, str]  # version id or job id -> version id, for every version
+    version_names: dict[str, str]  # version id -> its name
+    readers: dict[str, frozenset[str]]  # name -> the keys, not admin, that may read it
 
     @property
     def names(self) -> set[str]:
         return {name for name, _ in self.aliases}
+
+    @property
+    def default_names(self) -> dict[str, str]:
+        """Task -> the name of its newest version: the default of a reader who sees all."""
+        return {task: names[0] for task, names in self.task_names.items()}
+
+    def may_read(self, name: str, reader: str | None) -> bool:
+        return reader is None or reader in self.readers.get(name, ())
+
+    def readable(self, ref: Ref, reader: str | None) -> Ref | None:
+        """The reference as the reader may follow it (a task's default: the newest name it
+        may read); None when it names nothing the reader may read."""
+        if reader is None:
+            return ref
+        if ref.kind == "task":
+            names = self.task_names.get(ref.value, ())
+            name = next((n for n in names if self.may_read(n, reader)), None)
+            return None if name is None else Ref("name", name)
+        name = self.version_names.get(self.versions.get(ref.value, ""))
+        if ref.kind != "id":
+            name = ref.value
+        return ref if name is not None and self.may_read(name, reader) else None
 
     def target(self, ref: Ref) -> str | None:
         """The version id a reference points at now; None if it points nowhere."""
@@ -106,8 +136,10 @@ def read_snapshot() -> RegistrySnapshot:
     with get_session_factory()() as session:
         return RegistrySnapshot(
             aliases=all_aliases(session),
-            default_names=newest_name_per_task(session),
+            task_names=names_per_task(session),
             versions=version_ids(session),
+            version_names=version_names(session),
+            readers=name_readers(session),
         )
 
 
@@ -179,7 +211,7 @@ class ModelServer:
         self.kept = KeptReferences(settings.max_models_per_key)
         self.arrivals = Arrivals()
         metrics.predictions_arriving.set_function(lambda: self.arrivals.count)
-        self.snapshot = RegistrySnapshot({}, {}, {})
+        self.snapshot = RegistrySnapshot({}, {}, {}, {}, {})
         self._names: set[str] = set()
         self._serving: dict[Ref, str] = {}  # reference -> the version answering it now
         self._loading: dict[str, asyncio.Future[Served]] = {}
@@ -306,17 +338,21 @@ class ModelServer:
 
     # ---- answering requests --------------------------------------------------------------
 
-    def loaded(self, reference: str | None, task: str) -> Served | None:
-        """The version answering a request's `model` if it is loaded and the registry has not
-        changed since it was read, else None (then `resolve` reads, finds and loads it)."""
+    def loaded(self, reference: str | None, task: str, reader: str | None) -> Served | None:
+        """The version answering a request's `model` for this reader (a key id; None sees
+        every name) if it is loaded and the registry has not changed since it was read, else
+        None (then `resolve` reads, finds and loads it, or says it is unknown)."""
         if self.behind():
             return None
-        return self._loaded(self._parse(reference, task))
+        ref = self.snapshot.readable(self._parse(reference, task), reader)
+        return None if ref is None else self._loaded(ref)
 
-    async def resolve(self, reference: str | None, task: str, key_id: str | None = None) -> Served:
-        """The loaded version for a request's `model`, asked for by this key (None: auth is
-        off). Raises UnknownModel."""
-        served = await self._resolve(reference, task)
+    async def resolve(
+        self, reference: str | None, task: str, reader: str | None, key_id: str | None = None
+    ) -> Served:
+        """The loaded version for a request's `model`, as `reader` may read it (None: any
+        model), asked for by the key `key_id` (None: auth is off). Raises UnknownModel."""
+        served = await self._resolve(reference, task, reader)
         ref = self._parse(reference, task)
         if ref.kind in ("name", "alias"):  # a task's default is kept anyway, an id never
             let_go = self.kept.ask(key_id, ref)
@@ -331,19 +367,19 @@ class ModelServer:
         self._swapping.pop(ref, None)
         log.info("%s %s left service: its keys asked for others since", ref.kind, ref.value)
 
-    async def _resolve(self, reference: str | None, task: str) -> Served:
+    async def _resolve(self, reference: str | None, task: str, reader: str | None) -> Served:
         await self.catch_up()
-        ref = self._parse(reference, task)
-        served = self._loaded(ref)
+        ref = self.snapshot.readable(self._parse(reference, task), reader)
+        served = None if ref is None else self._loaded(ref)
         if served is not None:
             return served
-        target = self.snapshot.target(ref)
-        if target is None:  # not heard of yet (a watch that hears nothing), or unknown
-            await self.refresh()
-            ref = self._parse(reference, task)
-            target = self.snapshot.target(ref)
-        if target is None:
-            raise UnknownModel(self._unknown(ref))
+        target = None if ref is None else self.snapshot.target(ref)
+        if ref is None or target is None:  # not heard of yet (a watch that hears nothing),
+            await self.refresh()  # unknown, or not the reader's
+            ref = self.snapshot.readable(self._parse(reference, task), reader)
+            target = None if ref is None else self.snapshot.target(ref)
+        if ref is None or target is None:
+            raise UnknownModel(self._unknown(self._parse(reference, task), reader))
         return await self._serve(ref, target)
 
     def _loaded(self, ref: Ref) -> Served | None:
@@ -379,7 +415,9 @@ class ModelServer:
         return Ref("id", reference)
 
     @staticmethod
-    def _unknown(ref: Ref) -> str:
+    def _unknown(ref: Ref, reader: str | None) -> str:
+        if ref.kind == "task" and reader is not None:
+            return f"no {ref.value} model of this key's or shared with it yet"
         if ref.kind == "task":
             return f"no trained {ref.value} model yet: POST /jobs and wait for a job to succeed"
         if ref.kind == "alias":

@@ -438,6 +438,9 @@ class Bench:
         }
         # The load is sent with a predict key, as an application would; no rate limit in the way.
         key = service.http.post("/keys", json={"scope": "predict", "rate_limit_per_second": 1e5})
+        for name in versions:  # a predict key answers from the model names shared with it
+            shared = service.http.post(f"/models/{name}/shares", json={"key_id": key.json()["id"]})
+            shared.raise_for_status()
         self.processes.stop("trainer")
         self.processes.stop("worker")  # the worker's CPU is not the servers'
         return Trained(versions, weights, f"Authorization: Bearer {key.json()['key']}\r\n")

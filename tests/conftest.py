@@ -152,6 +152,8 @@ def embedded_settings_in(folder: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TRAINSERVE_ADMIN_KEY", ADMIN_KEY)
     # Tests queue many jobs with the one admin key; quota tests give their keys a limit.
     monkeypatch.setenv("TRAINSERVE_MAX_CONCURRENT_JOBS", "0")
+    # Tests send unknown keys on purpose, many from one address; the throttle's test sets it.
+    monkeypatch.setenv("TRAINSERVE_AUTH_FAILURES_PER_MINUTE", "0")
     clear_cached_settings()
     migrate(url)
     from app.config import get_settings

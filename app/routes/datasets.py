@@ -8,7 +8,7 @@ from app.deps import CurrentKeyDep, SessionDep, SettingsDep, require_multipart
 from app.ingest import file_size, ingest_upload
 from app.quotas import check_storage_quota
 from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, Responses, error
-from app.store import datasets
+from app.store import access, datasets
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -107,7 +107,9 @@ def upload_dataset(
         str, Form(min_length=1, max_length=200, pattern=PRINTABLE, examples=["stars"])
     ] = "label",
 ) -> DatasetPublic:
-    """Upload labelled data; it is checked, decoded once and stored by content hash."""
+    """Upload labelled data; it is checked, decoded once and stored by content hash. It is
+    the key's; the same bytes sent by another key answer the stored dataset, shared with
+    it (it holds the data already)."""
     options = ReadOptions(
         resize=parse_resize(resize, settings.max_resize_side),
         text_column=text_column,
@@ -119,10 +121,12 @@ def upload_dataset(
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
     upload_bytes = sum(file_size(f) for f in files)
     check_storage_quota(session, key, settings, upload_bytes, refusal=UPLOAD_REFUSAL)
-    api_key_id = key.id if key else None
-    dataset, created = ingest_upload(session, settings, files, name, options, api_key_id)
+    owner_key_id = key.id if key else None
+    dataset, created = ingest_upload(session, settings, files, name, options, owner_key_id)
     if not created:
         response.status_code = 200
+        if key is not None and not access.may_read_dataset(session, dataset, key):
+            access.share(session, "dataset", dataset.id, key.id)
         return DatasetPublic.model_validate(dataset)
     try:  # decoded, the data may take more room than the upload did
         check_storage_quota(session, key, settings, adding=0, refusal=UPLOAD_REFUSAL)
@@ -136,18 +140,21 @@ def upload_dataset(
 def list_datasets(
     *,
     session: SessionDep,
+    key: CurrentKeyDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> DatasetsPublic:
-    """Datasets, newest first."""
-    items, next_cursor = datasets.list_datasets(session, limit, cursor)
+    """The datasets this key may read (its own and those shared with it), newest first."""
+    items, next_cursor = datasets.list_datasets(
+        session, limit, cursor, access.readable_datasets(key)
+    )
     return DatasetsPublic(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", responses=NOT_FOUND)
-def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
+def get_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> DatasetPublic:
     dataset = datasets.get_dataset(session, dataset_id)
-    if dataset is None:
+    if dataset is None or not access.may_read_dataset(session, dataset, key):
         raise _no_such_dataset(dataset_id)
     return DatasetPublic.model_validate(dataset)
 
@@ -155,11 +162,20 @@ def get_dataset(*, session: SessionDep, dataset_id: str) -> DatasetPublic:
 @router.delete(
     "/{dataset_id}",
     status_code=204,
-    responses={**NOT_FOUND, 409: error("A job that has not ended uses the dataset.")},
+    responses={
+        **NOT_FOUND,
+        403: error("The dataset is shared with this key, not its own."),
+        409: error("A job that has not ended uses the dataset."),
+    },
 )
-async def delete_dataset(*, session: SessionDep, dataset_id: str) -> None:
-    """Delete a dataset and its stored file; refused while a job that has not ended trains
-    or validates on it. Ended jobs that used it keep its id."""
+async def delete_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> None:
+    """Delete a dataset of the key's and its stored file; refused while a job that has not
+    ended trains or validates on it. Ended jobs that used it keep its id."""
+    dataset = datasets.get_dataset(session, dataset_id)
+    if dataset is None or not access.may_read_dataset(session, dataset, key):
+        raise _no_such_dataset(dataset_id)
+    if not access.owns(key, dataset.owner_key_id):
+        raise HTTPException(403, f"dataset {dataset_id} is shared with this key, not its own")
     try:
         await run_in_threadpool(_delete, session, dataset_id)
     except datasets.DatasetInUse as exc:

@@ -23,6 +23,7 @@ from app.deps import (
     ModelServerDep,
     SessionDep,
     SettingsDep,
+    key_of,
     require_scope,
 )
 from app.jobspec import JobSpec
@@ -40,10 +41,10 @@ from app.schemas import (
     Responses,
     error,
 )
-from app.store import datasets, jobs, lifecycle, records
+from app.store import access, datasets, jobs, lifecycle, records
 from app.store.db import get_session_factory, read_only_connection
 from app.store.storage import job_folder
-from app.store.tables import ENDED, Dataset, Job, JobEvent, JobStatus
+from app.store.tables import ENDED, ApiKey, Dataset, Job, JobEvent, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
@@ -59,6 +60,7 @@ NOT_FOUND: Responses = {404: error("No such job.")}
         409: error(
             "The Idempotency-Key was used with another body, or the key's storage quota is used up."
         ),
+        403: error("A dataset, or the model name, is another key's."),
         422: error("A field of the spec is invalid or over a ceiling; the detail names it."),
     },
 )
@@ -79,7 +81,8 @@ def create_job(
         ),
     ] = None,
 ) -> JobPublic:
-    """Store a training job and queue it for a worker."""
+    """Store a training job and queue it for a worker. Its datasets must be the key's or
+    shared with it, and its model name the key's or nobody's yet (it becomes the key's)."""
     request_sha256 = hashlib.sha256(
         json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()
@@ -88,11 +91,12 @@ def create_job(
     if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
         response.status_code = 200
         return JobPublic.from_job(job)
-    facts = facts_of_dataset(_check_datasets(session, spec), spec.validation)
+    facts = facts_of_dataset(_check_datasets(session, spec, key), spec.validation)
     resolved = _resolved(spec, facts)
     apply_ceilings(resolved, facts, settings)
     # A job's checkpoints take room not known yet: it needs the quota not used up.
     check_storage_quota(session, key, settings, adding=1, refusal=(409, "a new job"))
+    _claim_name(session, spec, key)
     check_job_quota(session, key, settings)
     try:
         job = jobs.add_job(
@@ -134,15 +138,25 @@ def _send(celery, job: Job) -> None:
     log.info("job %s: queued %s %s", job.id, job.task, job.spec["model"]["arch"])
 
 
-def _check_datasets(session: Session, spec: JobSpec) -> Dataset:
-    """The training dataset, once it and any validation dataset fit the spec."""
-    dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id")
+def _claim_name(session: Session, spec: JobSpec, key: ApiKey | None) -> None:
+    """The job's model name becomes the key's, unless it is another key's (403): a train key
+    must not add versions, and so a `latest`, to another team's model."""
+    try:
+        access.claim_name(session, spec.name or spec.task, key)
+    except access.NameTaken as exc:
+        raise HTTPException(403, str(exc)) from exc
+
+
+def _check_datasets(session: Session, spec: JobSpec, key: ApiKey | None) -> Dataset:
+    """The training dataset, once it and any validation dataset fit the spec and the key
+    may read them."""
+    dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id", key)
     train, test = (dataset.counts.get(split, {}).values() for split in ("train", "test"))
     if problem := spec.validation.problem(list(train), sum(test)):
         raise HTTPException(422, problem)
     if spec.validation.dataset_id:
         held_out = _dataset_for(
-            session, spec.validation.dataset_id, spec.task, "validation.dataset_id"
+            session, spec.validation.dataset_id, spec.task, "validation.dataset_id", key
         )
         if held_out.classes != dataset.classes:
             raise HTTPException(
@@ -167,10 +181,18 @@ def _resolved(spec: JobSpec, facts: DataFacts) -> Resolved:
         ) from exc
 
 
-def _dataset_for(session: Session, dataset_id: str, task: str, field: str) -> Dataset:
+def _dataset_for(
+    session: Session, dataset_id: str, task: str, field: str, key: ApiKey | None
+) -> Dataset:
     dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None:
         raise HTTPException(422, f"{field} {dataset_id!r} is not a known dataset")
+    if not access.may_read_dataset(session, dataset, key):
+        # Training on it would let the key read the data back: a text network's checkpoint
+        # holds the vocabulary it was trained on.
+        raise HTTPException(
+            403, f"{field} {dataset_id!r} is another key's dataset, not shared with this key"
+        )
     if dataset.task != task:
         raise HTTPException(
             422, f"{field} {dataset_id!r} holds {dataset.task} data, but the job's task is {task}"
@@ -194,16 +216,16 @@ def _json(model: BaseModel) -> Response:
 
 
 @polled_router.get("", response_model=JobsPublic)
-async def list_jobs(*, query: Annotated[JobListQuery, Query()]) -> Response:
-    """Jobs, newest first, filtered before they are paged: each one's summary (GET
-    /jobs/{id} has its spec and per-epoch history)."""
-    return await run_in_threadpool(_job_page, query)
+async def list_jobs(*, request: Request, query: Annotated[JobListQuery, Query()]) -> Response:
+    """The key's jobs (every job, for admin), newest first, filtered before they are
+    paged: each one's summary (GET /jobs/{id} has its spec and per-epoch history)."""
+    return await run_in_threadpool(_job_page, query, access.restricted_to(key_of(request)))
 
 
-def _job_page(query: JobListQuery) -> Response:
+def _job_page(query: JobListQuery, owner: str | None) -> Response:
     with read_only_connection() as connection:
         rows, next_cursor = jobs.list_job_summaries(
-            connection, query.limit, query.cursor, query.status, query.task, query.name
+            connection, query.limit, query.cursor, query.status, query.task, query.name, owner
         )
     return _json(JobsPublic(items=[JobSummary.of(row) for row in rows], next_cursor=next_cursor))
 
@@ -212,29 +234,30 @@ def _no_such_job(job_id: str) -> HTTPException:
     return HTTPException(404, f"no job with id {job_id!r}")
 
 
-def _existing_job(session: Session, job_id: str) -> Job:
+def _existing_job(session: Session, job_id: str, key: ApiKey | None) -> Job:
+    """The job if it is the key's (any, for admin); another key's is answered as unknown."""
     job = jobs.get_job(session, job_id)
-    if job is None:
+    if job is None or not access.owns_job(key, job):
         raise _no_such_job(job_id)
     return job
 
 
-def existing_job(session: SessionDep, job_id: str) -> Job:
-    return _existing_job(session, job_id)
+def existing_job(session: SessionDep, key: CurrentKeyDep, job_id: str) -> Job:
+    return _existing_job(session, job_id, key)
 
 
 ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
 @polled_router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-async def get_job(*, job_id: str) -> Response:
+async def get_job(*, request: Request, job_id: str) -> Response:
     """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
-    return await run_in_threadpool(_job_view, job_id)
+    return await run_in_threadpool(_job_view, job_id, access.restricted_to(key_of(request)))
 
 
-def _job_view(job_id: str) -> Response:
+def _job_view(job_id: str, owner: str | None) -> Response:
     with read_only_connection() as connection:
-        found = jobs.read_job(connection, job_id)
+        found = jobs.read_job(connection, job_id, owner)
     if found is None:
         raise _no_such_job(job_id)
     return _json(JobPublic.from_rows(*found))
@@ -254,7 +277,7 @@ def cancel_job(*, session: SessionDep, job: ExistingJobDep, response: Response) 
     _refuse_if_finished(job)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         lifecycle.request_cancel(session, job.id)
-        job = _existing_job(session, job.id)
+        job = _existing_job(session, job.id, None)
         _refuse_if_finished(job)  # it may have ended meanwhile
         log.info("job %s: cancel requested, now %s", job.id, job.status)
     if job.status == JobStatus.CANCELLING:
@@ -267,10 +290,10 @@ def _refuse_if_finished(job: Job) -> None:
         raise HTTPException(409, f"job {job.id} has already ended: {job.status}")
 
 
-def _job_id_that_exists(job_id: str) -> str:
+def _job_id_that_exists(key: CurrentKeyDep, job_id: str) -> str:
     # Its own short session: the stream must not hold a pooled connection while it lasts.
     with get_session_factory()() as session:
-        return _existing_job(session, job_id).id
+        return _existing_job(session, job_id, key).id
 
 
 async def _stream_slot(request: Request, key: CurrentKeyDep) -> AsyncIterator[None]:
@@ -334,9 +357,11 @@ def _events_after(job_id: str, seq: int) -> tuple[list[JobEvent], bool]:
     },
 )
 async def delete_job(
-    *, session: SessionDep, settings: SettingsDep, server: ModelServerDep, job_id: str
+    *, session: SessionDep, settings: SettingsDep, server: ModelServerDep, job: ExistingJobDep
 ) -> None:
-    """Delete an ended job: its epochs, events, metric series, model version and files."""
+    """Delete an ended job of the key's: its epochs, events, metric series, model version
+    and files."""
+    job_id = job.id
     try:
         model = await run_in_threadpool(jobs.delete_job, session, job_id)
     except LookupError as exc:

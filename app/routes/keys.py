@@ -1,3 +1,4 @@
+from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -6,19 +7,26 @@ from app.deps import SessionDep
 from app.keys import create_key, revoke
 from app.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeysPublic, error
 from app.store import keys
+from app.store.tables import utcnow
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses={422: error("A bad field, or expires_at past.")})
 def create_api_key(*, session: SessionDep, body: ApiKeyCreate) -> ApiKeyCreated:
     """Create a key. Its token is in the answer, and only there: the service keeps a hash."""
+    expires_at = body.expires_at
+    if expires_at is not None:
+        expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+        if expires_at <= utcnow():
+            raise HTTPException(422, f"expires_at {expires_at.isoformat()} has passed")
     key, token = create_key(
         session,
         scope=body.scope,
         name=body.name,
         rate_limit_per_second=body.rate_limit_per_second,
         max_concurrent_jobs=body.max_concurrent_jobs,
+        expires_at=expires_at,
     )
     return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), key=token)
 

@@ -1,6 +1,8 @@
 """The model registry: versions, their weights, and the aliases of each model name.
 
-No authentication here: the app adds it per router at include_router time.
+No authentication here: the app adds it per router at include_router time: `router`
+reads (train or deploy), `deploy_router` changes what is served (deploy). Either way a
+key acts on the names it may read (app.store.access): any other is answered as unknown.
 """
 
 import json
@@ -31,12 +33,13 @@ from app.schemas import (
     error,
 )
 from app.serving import ModelServer
-from app.store import versions
+from app.store import access, versions
 from app.store.tables import ApiKey, ModelVersion
 from models.export import ExportError
 from models.files import load_plain
 
 router = APIRouter(tags=["models"])
+deploy_router = APIRouter(tags=["models"])
 
 AliasName = Annotated[
     str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
@@ -45,23 +48,34 @@ NOT_FOUND: Responses = {404: error("No such model version.")}
 OCTETS = "application/octet-stream"
 
 
-def _version(session: Session, model_id: str) -> ModelVersion:
+def _version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
+    """The version by its id or its job's, if the key may read its name; else 404."""
     model = versions.find_model(session, model_id)
-    if model is None:
+    if model is None or not access.may_read_name(session, model.name, key):
         raise HTTPException(404, f"model {model_id!r} is neither a model id nor a job's")
     return model
+
+
+def _readable_name(session: Session, name: str, key: ApiKey | None) -> str:
+    if not access.may_read_name(session, name, key):
+        raise HTTPException(404, f"no model named {name!r}")
+    return name
 
 
 @router.get("/models")
 def list_models(
     *,
     session: SessionDep,
+    key: CurrentKeyDep,
     name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> ModelsPublic:
-    """Model versions, newest first; `name` keeps one model's versions."""
-    rows, next_cursor = versions.list_models(session, limit, cursor, name)
+    """Model versions of the names this key may read, newest first; `name` keeps one
+    model's versions."""
+    rows, next_cursor = versions.list_models(
+        session, limit, cursor, name, access.readable_names(key)
+    )
     aliases = versions.aliases_of_versions(session, [row.id for row in rows])
     return ModelsPublic(
         items=[ModelPublic.of(row, aliases.get(row.id, [])) for row in rows],
@@ -70,9 +84,9 @@ def list_models(
 
 
 @router.get("/models/{model_id}", responses=NOT_FOUND)
-def get_model(*, session: SessionDep, model_id: str) -> ModelPublic:
+def get_model(*, session: SessionDep, key: CurrentKeyDep, model_id: str) -> ModelPublic:
     """One version, by its id or its job's."""
-    model = _version(session, model_id)
+    model = _version(session, model_id, key)
     return ModelPublic.of(
         model, versions.aliases_of_versions(session, [model.id]).get(model.id, [])
     )
@@ -91,6 +105,7 @@ def download_weights(
     *,
     session: SessionDep,
     settings: SettingsDep,
+    key: CurrentKeyDep,
     model_id: str,
     format: Literal["pt", "safetensors", "onnx"] = "pt",
 ) -> Response:
@@ -101,7 +116,7 @@ def download_weights(
     batch size; output `logits`), with task, arch, classes and preprocessing as JSON
     metadata, exported once per checkpoint. 422 for a network that has no ONNX form
     (`bag_of_embeddings`)."""
-    model = _version(session, model_id)
+    model = _version(session, model_id, key)
     headers = {
         "ETag": f'"{model.sha256}"',
         "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
@@ -136,16 +151,21 @@ def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
     return safetensors.torch.save(weights, metadata=metadata)
 
 
-@router.delete(
+@deploy_router.delete(
     "/models/{model_id}",
     status_code=204,
     responses={**NOT_FOUND, 409: error("An alias points at the version.")},
 )
 async def delete_model(
-    *, session: SessionDep, settings: SettingsDep, server: ModelServerDep, model_id: str
+    *,
+    session: SessionDep,
+    settings: SettingsDep,
+    server: ModelServerDep,
+    key: CurrentKeyDep,
+    model_id: str,
 ) -> None:
     """Delete a version and its checkpoint; refused while an alias points at it."""
-    model = await run_in_threadpool(_version, session, model_id)
+    model = await run_in_threadpool(_version, session, model_id, key)
     try:
         await run_in_threadpool(versions.delete_model, session, model)
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
@@ -165,12 +185,13 @@ def forget_version(server: ModelServer, settings: Settings, model: ModelVersion)
 
 
 @router.get("/models/{name}/aliases")
-def list_aliases(*, session: SessionDep, name: str) -> list[AliasPublic]:
+def list_aliases(*, session: SessionDep, key: CurrentKeyDep, name: str) -> list[AliasPublic]:
     """Where each alias of a model name points now."""
+    _readable_name(session, name, key)
     return [AliasPublic.model_validate(a) for a in versions.aliases_of_name(session, name)]
 
 
-@router.put(
+@deploy_router.put(
     "/models/{name}/aliases/{alias}",
     responses={
         404: error("No such version."),
@@ -188,7 +209,7 @@ async def move_alias(
     body: AliasMoveRequest,
 ) -> AliasMovePublic:
     """Point an alias at a version of this name. Serving switches once it is loaded."""
-    model = await run_in_threadpool(_version, session, body.version_id)
+    model = await run_in_threadpool(_version, session, body.version_id, key)
     if model.name != name:
         raise HTTPException(
             422, f"version {model.id} is a version of {model.name!r}, not of {name!r}"
@@ -196,7 +217,7 @@ async def move_alias(
     return await _move(session, server, name, alias, model.id, "moved", key)
 
 
-@router.post(
+@deploy_router.post(
     "/models/{name}/aliases/{alias}/rollback",
     responses={
         404: error("The alias was never set."),
@@ -207,6 +228,7 @@ async def rollback_alias(
     *, session: SessionDep, server: ModelServerDep, key: CurrentKeyDep, name: str, alias: str
 ) -> AliasMovePublic:
     """Move an alias back to where it pointed before its last move."""
+    await run_in_threadpool(_readable_name, session, name, key)
     moves = await run_in_threadpool(versions.alias_moves, session, name, alias, 1)
     if not moves:
         raise HTTPException(404, f"model {name!r} has no alias {alias!r}")
@@ -220,9 +242,15 @@ async def rollback_alias(
 
 @router.get("/models/{name}/aliases/{alias}/history")
 def alias_history(
-    *, session: SessionDep, name: str, alias: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    *,
+    session: SessionDep,
+    key: CurrentKeyDep,
+    name: str,
+    alias: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AliasMovePublic]:
     """Every move of the alias, newest first."""
+    _readable_name(session, name, key)
     moves = versions.alias_moves(session, name, alias, limit)
     return [AliasMovePublic.model_validate(m) for m in moves]
 

@@ -15,10 +15,12 @@ from typing import TypeVar
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from app.deps import ModelServerDep, require_scope
+from app.deps import ModelServerDep, key_of, require_scope
 from app.multipart import MultipartError, TooManyParts, parse_multipart
 from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
+from app.store.access import restricted_to
+from app.store.tables import ApiKey
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
@@ -37,7 +39,8 @@ PARSE_ON_LOOP_BYTES = 64 * 1024
 Parsed = TypeVar("Parsed")
 MODEL_HELP = (
     "A model version id, a job id, `name@alias`, or a model name (its production alias, "
-    "else latest). Default: the newest model name of the task."
+    "else latest), of the names this key may read. Default: the newest of those names "
+    "for the task."
 )
 REQUEST_BODY = {
     "required": True,
@@ -89,7 +92,7 @@ async def predict(request: Request) -> Response:
     with server.arrivals.expect():
         body = await request.body()
         asked = await off_the_loop_if_big(predict_request, content_type, body)
-        served = await _resolve(server, asked.model_ref, asked.task, _key_id(request))
+        served = await _resolve(server, asked, key_of(request))
         answer = served.batcher.submit(asked.examples, asked.top_k)
     ranked = await _answers(answer, asked.field)
     return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
@@ -118,12 +121,6 @@ async def off_the_loop_if_big(
     if len(body) <= PARSE_ON_LOOP_BYTES:
         return parse(content_type, body)
     return await asyncio.to_thread(parse, content_type, body)
-
-
-def _key_id(request: Request) -> str | None:
-    """The id of the request's key, which its key check kept (None with auth off)."""
-    key = getattr(request.state, "key", None)
-    return None if key is None else key.id
 
 
 def predict_request(content_type: str, body: bytes) -> PredictRequest:
@@ -188,13 +185,14 @@ def _errors(exc: ValidationError) -> list[dict]:
     return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
 
 
-async def _resolve(
-    server: ModelServer, model_ref: str | None, task: str, key_id: str | None
-) -> Served:
-    served = await server.resolve(model_ref, task, key_id)
-    if served.version.task != task:
+async def _resolve(server: ModelServer, asked: PredictRequest, key: ApiKey | None) -> Served:
+    reader, key_id = restricted_to(key), key.id if key else None
+    served = await server.resolve(asked.model_ref, asked.task, reader, key_id)
+    if served.version.task != asked.task:
         raise HTTPException(
-            422, f"model {model_ref!r} is a {served.version.task} model; this request is {task}"
+            422,
+            f"model {asked.model_ref!r} is a {served.version.task} model; "
+            f"this request is {asked.task}",
         )
     return served
 
@@ -249,7 +247,10 @@ async def infer(model: str, request: Request, server: ModelServerDep) -> InferRe
     """
     with server.arrivals.expect():
         body = await off_the_loop_if_big(_infer_request, "", await request.body())
-        served = await server.resolve(model, IMAGE_TASK, _key_id(request))
+        key = key_of(request)
+        served = await server.resolve(
+            model, IMAGE_TASK, restricted_to(key), key.id if key else None
+        )
         examples = _infer_examples(body, served.version.task)
         classes = served.batcher.predictor.classes
         answer = served.batcher.submit(examples, len(classes))

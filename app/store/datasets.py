@@ -37,8 +37,8 @@ def get_dataset(session: Session, dataset_id: str) -> Dataset | None:
     return dataset if dataset is not None and dataset.deleted_at is None else None
 
 
-def list_datasets(session: Session, limit: int, cursor: str | None):
-    return page(session, Dataset, limit, cursor, LIVE)
+def list_datasets(session: Session, limit: int, cursor: str | None, *filters):
+    return page(session, Dataset, limit, cursor, LIVE, *filters)
 
 
 def delete_dataset(session: Session, dataset_id: str) -> Path | None:

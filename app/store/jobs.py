@@ -157,6 +157,8 @@ def _with_model_id(*columns):
 
 
 JOB_BY_ID = _with_model_id(*JOB_SUMMARY, *JOB_DETAILS).where(Job.id == bindparam("job_id"))
+# A job is read for a key with one more condition in the same statement: the key's own.
+OWNED = Job.api_key_id == bindparam("owner")
 EPOCH_FIELDS = tuple(column.key for column in EPOCH_HISTORY)
 # On PostgreSQL a job and its history are one statement, the history as a JSON array of
 # EPOCH_HISTORY arrays: every statement is a round trip to the server (GET /jobs/{id}: 0.2
@@ -173,6 +175,13 @@ HISTORY_AS_JSON = (
 JOB_WITH_HISTORY_BY_ID = _with_model_id(
     *JOB_SUMMARY, *JOB_DETAILS, HISTORY_AS_JSON.label("history")
 ).where(Job.id == bindparam("job_id"))
+# Each of the two, for one key: (with history, owned) -> statement.
+JOB_READS = {
+    (False, False): JOB_BY_ID,
+    (False, True): JOB_BY_ID.where(OWNED),
+    (True, False): JOB_WITH_HISTORY_BY_ID,
+    (True, True): JOB_WITH_HISTORY_BY_ID.where(OWNED),
+}
 HISTORY_OF_JOB = (
     select(*EPOCH_HISTORY)
     .where(EpochMetrics.job_id == bindparam("job_id"))
@@ -181,9 +190,13 @@ HISTORY_OF_JOB = (
 
 
 @lru_cache
-def _job_summaries(by_status: bool, by_task: bool, by_name: bool, after_cursor: bool):
+def _job_summaries(
+    by_status: bool, by_task: bool, by_name: bool, after_cursor: bool, by_owner: bool
+):
     """The listing's statement for one combination of its filters."""
     query = _with_model_id(*LISTING)
+    if by_owner:
+        query = query.where(OWNED)
     if by_status:
         query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
     if by_task:
@@ -202,31 +215,40 @@ def list_job_summaries(
     statuses: Sequence[str] | None = None,
     task: str | None = None,
     name: str | None = None,
+    owner: str | None = None,
 ):
-    """A page of jobs, newest first, as rows of LISTING; and the next cursor."""
+    """A page of jobs (of the owner's key, if given), newest first, as rows of LISTING; and
+    the next cursor."""
     values: dict[str, object] = {
         "statuses": statuses,
         "task": task,
         "name": name,
+        "owner": owner,
         "rows": limit + 1,
     }
     if cursor:
         values["created"], values["row_id"] = decode_cursor(cursor)
-    query = _job_summaries(bool(statuses), bool(task), bool(name), bool(cursor))
+    query = _job_summaries(bool(statuses), bool(task), bool(name), bool(cursor), owner is not None)
     return cut_page(connection.execute(query, values).all(), limit)
 
 
-def read_job(connection: Connection, job_id: str) -> tuple[Row, list[dict]] | None:
-    """One job as a row of JOB_SUMMARY and JOB_DETAILS, with its history in epoch order,
-    each epoch a dict of EPOCH_FIELDS; None if there is no such job."""
+def read_job(
+    connection: Connection, job_id: str, owner: str | None = None
+) -> tuple[Row, list[dict]] | None:
+    """One job (if it is the owner's key's, when one is given) as a row of JOB_SUMMARY and
+    JOB_DETAILS, with its history in epoch order, each epoch a dict of EPOCH_FIELDS; None if
+    there is no such job."""
     if not is_id(job_id):
         return None
-    if connection.dialect.name == "postgresql":
-        job = connection.execute(JOB_WITH_HISTORY_BY_ID, {"job_id": job_id}).one_or_none()
+    values = {"job_id": job_id, "owner": owner}
+    with_history = connection.dialect.name == "postgresql"
+    query = JOB_READS[with_history, owner is not None]
+    if with_history:
+        job = connection.execute(query, values).one_or_none()
         if job is None:
             return None
         return job, [dict(zip(EPOCH_FIELDS, epoch, strict=True)) for epoch in job.history or ()]
-    job = connection.execute(JOB_BY_ID, {"job_id": job_id}).one_or_none()
+    job = connection.execute(query, values).one_or_none()
     if job is None:
         return None
     history = connection.execute(HISTORY_OF_JOB, {"job_id": job_id})

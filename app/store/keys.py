@@ -35,7 +35,11 @@ def count_active_admin_keys(session: Session) -> int:
     return session.execute(
         select(func.count())
         .select_from(ApiKey)
-        .where(ApiKey.scope == "admin", ApiKey.revoked_at.is_(None))
+        .where(
+            ApiKey.scope == "admin",
+            ApiKey.revoked_at.is_(None),
+            ApiKey.expires_at.is_(None) | (ApiKey.expires_at > utcnow()),
+        )
     ).scalar_one()
 
 

@@ -17,7 +17,7 @@ def bytes_stored_by(session: Session, api_key_id: str, artifacts_dir: Path) -> i
     """The bytes on disk of the key's datasets and of its jobs' folders, as they are now
     (a running job's grow with each checkpoint)."""
     dataset_files = session.scalars(
-        select(Dataset.path).where(Dataset.api_key_id == api_key_id, Dataset.deleted_at.is_(None))
+        select(Dataset.path).where(Dataset.owner_key_id == api_key_id, Dataset.deleted_at.is_(None))
     )
     job_ids = session.scalars(select(Job.id).where(Job.api_key_id == api_key_id))
     files = [Path(path) for path in dataset_files]

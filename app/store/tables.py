@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -106,8 +107,8 @@ class Dataset(Base):
     # Files of an image zip left out: hidden, not_an_image, and the first few not images.
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     path: Mapped[str] = mapped_column(Text)
-    # The key that uploaded it (None with auth off): the storage quota counts its datasets.
-    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    # The key that uploaded it (None: admin's, such as those stored before ownership).
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when it was deleted while ended jobs still name it: the row stays for them, the
     # file is gone, and no listing, job or upload sees it again.
@@ -129,6 +130,10 @@ class ApiKey(Base):
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # None: never
+    # True on the key the service made at its first start, None on every other: the unique
+    # index lets one API process make it however many start at once.
+    first_admin: Mapped[bool | None] = mapped_column(Boolean, unique=True)
 
 
 class Job(Base):
@@ -166,15 +171,20 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
-    # The key that created the job (None with auth off): quotas count its open jobs.
-    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    # The key that created the job and owns it (None with auth off): quotas count its open
+    # jobs, and a key's listing reads its own in the listing's order.
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    # The listing's order, newest first: a page and a cursor's place are read from it.
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    # The listing's order, newest first: a page and a cursor's place are read from it; and
+    # the same for one key's jobs.
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_api_key_id_created_at_id", "api_key_id", "created_at", "id"),
+    )
 
     history: Mapped[list["EpochMetrics"]] = relationship(
         order_by="EpochMetrics.epoch", cascade="all, delete-orphan", lazy="selectin"
@@ -219,6 +229,42 @@ class MetricPoint(Base):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     value: Mapped[float] = mapped_column(Float)
+
+
+class ModelName(Base):
+    """A model name and the key it belongs to: the key of the first job that named it
+    (None: admin's). Its versions, aliases and jobs are its owner's and its readers'."""
+
+    __tablename__ = "model_names"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetShare(Base):
+    """A key, not the owner, that may read a dataset and train on it."""
+
+    __tablename__ = "dataset_shares"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelShare(Base):
+    """A key, not the owner, that may read a model name: its versions, weights, aliases,
+    predictions; with scope deploy, also move its aliases and delete its versions."""
+
+    __tablename__ = "model_shares"
+
+    name: Mapped[str] = mapped_column(
+        ForeignKey("model_names.name", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ModelVersion(Base):

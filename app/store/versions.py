@@ -57,8 +57,10 @@ def checkpoint_of(version) -> Path:
     return path
 
 
-def list_models(session: Session, limit: int, cursor: str | None, name: str | None = None):
-    filters = [ModelVersion.name == name] if name else []
+def list_models(session: Session, limit: int, cursor: str | None, name: str | None, *filters):
+    """A page of versions (of one name if given) that pass the filters."""
+    if name:
+        filters = (*filters, ModelVersion.name == name)
     return page(session, ModelVersion, limit, cursor, *filters)
 
 
@@ -86,7 +88,7 @@ def remove_version(session: Session, model: ModelVersion) -> None:
     if aliases:
         raise VersionAliased(aliases)
     session.delete(model)
-    _count_change(session)
+    count_registry_change(session)
 
 
 def version_ids(session: Session) -> dict[str, str]:
@@ -97,21 +99,23 @@ def version_ids(session: Session) -> dict[str, str]:
     return found
 
 
-def newest_name_per_task(session: Session) -> dict[str, str]:
-    newest = (
-        select(ModelVersion.task, func.max(ModelVersion.created_at).label("at"))
-        .group_by(ModelVersion.task)
-        .subquery()
-    )
+def names_per_task(session: Session) -> dict[str, list[str]]:
+    """Task -> its model names, the one with the newest version first."""
+    newest = func.max(ModelVersion.created_at)
     rows = session.execute(
         select(ModelVersion.task, ModelVersion.name)
-        .join(
-            newest,
-            (ModelVersion.task == newest.c.task) & (ModelVersion.created_at == newest.c.at),
-        )
-        .order_by(ModelVersion.id)
-    ).all()
-    return {task: name for task, name in rows}
+        .group_by(ModelVersion.task, ModelVersion.name)
+        .order_by(newest.desc(), ModelVersion.name)
+    )
+    names: dict[str, list[str]] = {}
+    for task, name in rows:
+        names.setdefault(task, []).append(name)
+    return names
+
+
+def version_names(session: Session) -> dict[str, str]:
+    """Version id -> its model name, for every version."""
+    return dict(session.execute(select(ModelVersion.id, ModelVersion.name)).all())
 
 
 # ---- aliases -----------------------------------------------------------------------------
@@ -172,11 +176,11 @@ def _move_alias(
         moved_by=moved_by,
     )
     session.add(move)
-    _count_change(session)
+    count_registry_change(session)
     return move
 
 
-def _count_change(session: Session) -> None:
+def count_registry_change(session: Session) -> None:
     """Bump the registry's generation in the change's transaction, and on PostgreSQL
     announce it to every listening API process: PostgreSQL delivers it when the change
     commits, never before and never for a change rolled back. Called after the change's

@@ -3,36 +3,52 @@
 import asyncio
 import logging
 import re
+import stat
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 import app.keys
 from app.config import Settings
-from app.keys import KeyCache
+from app.keys import KeyCache, bootstrap_admin_key
 from app.keys import main as keys_cli
 from app.quotas import TokenBuckets, rate_refusal
+from app.store.db import get_session_factory
+from app.store.keys import list_keys
 from app.store.tables import ApiKey
 from tests.conftest import ADMIN_KEY, app_client, bearer
 from tests.utils.api import IMAGE_JOB, new_key, upload
+from tests.utils.waiting import wait_until
 from workers.runner import run_job
 
-# The scope each secured path needs. A new router must be added here, or the test fails.
-SCOPE_BY_PREFIX = {
-    "/datasets": "train",
-    "/jobs": "train",
-    "/models": "train",
-    "/predict": "predict",
-    "/v2/": "predict",
-    "/keys": "admin",
-    "/metrics": "admin",  # TRAINSERVE_METRICS_SCOPE's default
-}
+# The scopes each secured path needs, the first (method, path pattern) that matches. A new
+# router must be added here, or the test fails.
+SCOPES_BY_ROUTE = [
+    (r"PUT|POST", r"/models/\{name\}/aliases/\{alias\}(/rollback)?", ("deploy",)),
+    (r"DELETE", r"/models/\{model_id\}", ("deploy",)),
+    (r".*", r"/models/\{name\}/shares.*", ("train",)),
+    (r".*", r"/models.*", ("train", "deploy")),
+    (r".*", r"/(datasets|jobs).*", ("train",)),
+    (r".*", r"/(predict|v2/).*", ("predict",)),
+    (r".*", r"/keys.*", ("admin",)),
+    (r"GET", r"/metrics", ("admin",)),  # TRAINSERVE_METRICS_SCOPE's default
+]
 OPEN_PATHS = {"/healthz", "/readyz"}
 
 
-def secured_operations(client) -> list[tuple[str, str, str]]:
-    """(method, path with ids filled in, scope) of every operation that asks for a key."""
+def scopes_of(method: str, path: str) -> tuple[str, ...]:
+    return next(
+        scopes
+        for methods, pattern, scopes in SCOPES_BY_ROUTE
+        if re.fullmatch(methods, method.upper()) and re.fullmatch(pattern, path)
+    )
+
+
+def secured_operations(client) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(method, path with ids filled in, scopes) of every operation that asks for a key."""
     operations = []
     for path, methods in client.get("/openapi.json").json()["paths"].items():
         for method, operation in methods.items():
@@ -40,26 +56,27 @@ def secured_operations(client) -> list[tuple[str, str, str]]:
                 assert "security" not in operation
                 continue
             assert operation["security"] == [{"HTTPBearer": []}], path
-            [scope] = [s for prefix, s in SCOPE_BY_PREFIX.items() if path.startswith(prefix)]
-            operations.append((method, re.sub(r"\{\w+\}", uuid.uuid4().hex, path), scope))
+            filled = re.sub(r"\{\w+\}", uuid.uuid4().hex, path)
+            operations.append((method, filled, scopes_of(method, path)))
     return operations
 
 
 def test_every_route_needs_a_key_of_its_scope(client):
-    keys = {scope: new_key(client, scope)["key"] for scope in ("train", "predict")}
+    keys = {scope: new_key(client, scope)["key"] for scope in ("train", "deploy", "predict")}
     operations = secured_operations(client)
     assert len(operations) >= 10
-    for method, path, scope in operations:
+    for method, path, scopes in operations:
         missing = client.request(method, path, headers={"Authorization": ""})
         assert missing.status_code == 401, (method, path)
         assert missing.headers["www-authenticate"] == "Bearer"
         unknown = client.request(method, path, headers=bearer("ts_" + "x" * 43))
         assert unknown.status_code == 401 and "unknown or revoked" in unknown.text
-        for other in sorted(set(keys) - {scope}):
+        needs = f"needs {', '.join(map(repr, scopes))} or 'admin'"
+        for other in sorted(set(keys) - set(scopes)):
             wrong = client.request(method, path, headers=bearer(keys[other]))
             assert wrong.status_code == 403, (method, path, other)
-            assert f"needs {scope!r}" in wrong.json()["detail"]
-        for token in (keys.get(scope, ADMIN_KEY), ADMIN_KEY):
+            assert needs in wrong.json()["detail"]
+        for token in [keys[scope] for scope in scopes if scope in keys] + [ADMIN_KEY]:
             allowed = client.request(method, path, headers=bearer(token))
             assert allowed.status_code not in (401, 403), (method, path, allowed.text)
     for path in OPEN_PATHS | {"/docs", "/openapi.json"}:
@@ -101,33 +118,82 @@ def test_the_last_admin_key_cannot_be_revoked(client):
     assert client.get("/keys", headers=bearer(second["key"])).status_code == 200
 
 
-def test_first_start_prints_a_one_time_admin_key(monkeypatch, embedded_settings, caplog):
+def test_first_start_writes_its_admin_key_to_a_file_only_its_user_reads(
+    monkeypatch, embedded_settings, caplog
+):
     monkeypatch.setattr(embedded_settings, "admin_key", None)
     caplog.set_level(logging.WARNING, logger="trainserve.api")
+    path = embedded_settings.artifacts_dir / "first-admin-key"
     with app_client() as client:
-        [token] = re.findall(r"shown only this once: (ts_\S+)", caplog.text)
+        token = path.read_text().strip()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert str(path) in caplog.text and token not in caplog.text
+        assert token.startswith("ts_") and len(token) > 40
         assert client.get("/keys", headers=bearer(token)).status_code == 200
     caplog.clear()
-    with app_client() as client:  # a key exists now: none is made or printed
-        assert "shown only this once" not in caplog.text
+    with app_client() as client:  # a key exists now: none is made or written
+        assert "no admin API key existed" not in caplog.text
         assert len(client.get("/keys", headers=bearer(token)).json()["items"]) == 1
+    assert path.read_text().strip() == token
 
 
-def test_command_line_creates_lists_and_revokes(embedded_settings, capsys):
-    with app_client():  # stores the admin key
-        pass
-    keys_cli(["create", "--scope", "train", "--name", "ci", "--max-jobs", "1"])
-    token = capsys.readouterr().out.strip()
+def test_two_processes_starting_at_once_make_one_first_admin_key(monkeypatch, embedded_settings):
+    """The second process counted no admin key before the first one's committed (forced
+    here): its insert meets the first key's unique `first_admin`, and it makes nothing."""
+    monkeypatch.setattr(embedded_settings, "admin_key", None)
+    path = embedded_settings.artifacts_dir / "first-admin-key"
+    with get_session_factory()() as session:
+        assert bootstrap_admin_key(session, embedded_settings) == path
+        token = path.read_text()
+        monkeypatch.setattr(app.keys, "count_active_admin_keys", lambda _session: 0)
+        assert bootstrap_admin_key(session, embedded_settings) is None
+        admins = list_keys(session, 10, None)[0]
+    assert [key.name for key in admins] == ["first admin key"]
+    assert path.read_text() == token
+    assert [p.name for p in path.parent.iterdir()] == ["first-admin-key"]  # no leftovers
+
+
+def test_a_short_admin_key_is_refused_at_start(monkeypatch):
+    monkeypatch.setenv("TRAINSERVE_ADMIN_KEY", "ts_" + "x" * 28)
+    with pytest.raises(ValidationError, match="has 31 characters and needs at least 32"):
+        Settings()
+    monkeypatch.setenv("TRAINSERVE_ADMIN_KEY", "ts_" + "x" * 29)
+    assert Settings().admin_key is not None
+
+
+def test_the_stored_prefix_is_seven_characters_of_any_key(client, embedded_settings):
+    created = new_key(client, "train")
+    assert created["prefix"] == created["key"][:7]
+    admin = next(k for k in client.get("/keys").json()["items"] if k["scope"] == "admin")
+    assert admin["prefix"] == ADMIN_KEY[:7]
+    database = (embedded_settings.artifacts_dir.parent / "trainserve.db").read_bytes()
+    assert ADMIN_KEY[:8].encode() not in database
+
+
+def test_an_expired_key_gets_401_saying_so(client):
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    key = new_key(client, "train", expires_at=soon.isoformat())
+    assert key["expires_at"] and client.get("/jobs", headers=bearer(key["key"])).status_code == 200
+    wait_until(lambda: datetime.now(UTC) > soon, timeout=10)
+    expired = client.get("/jobs", headers=bearer(key["key"]))
+    assert expired.status_code == 401 and "expired at" in expired.json()["detail"]
+    past = client.post("/keys", json={"scope": "train", "expires_at": "2020-01-01T00:00:00Z"})
+    assert past.status_code == 422 and "has passed" in past.json()["detail"]
+
+
+def test_failed_authentications_are_throttled_per_address(monkeypatch, embedded_settings):
+    monkeypatch.setattr(embedded_settings, "auth_failures_per_minute", 6)
+    monkeypatch.setattr(embedded_settings, "auth_failure_burst", 3)
     with app_client() as client:
-        assert client.get("/jobs", headers=bearer(token)).status_code == 200
-        key_id = client.get("/keys").json()["items"][0]["id"]
-    keys_cli(["list"])
-    assert f"{key_id}  {token[:10]}…  train" in capsys.readouterr().out
-    keys_cli(["revoke", key_id])
-    with app_client() as client:
-        assert client.get("/jobs", headers=bearer(token)).status_code == 401
-    with pytest.raises(SystemExit, match="no key with id"):
-        keys_cli(["revoke", "nope"])
+        guesses = [
+            client.get("/jobs", headers=bearer(f"ts_guess{i}")).status_code for i in range(4)
+        ]
+        assert guesses == [401, 401, 401, 429]
+        refused = client.get("/jobs")  # the admin key, from the same address: refused too
+        assert refused.status_code == 429 and "failed authentications" in refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 10
+        client.headers.pop("Authorization")
+        assert client.get("/jobs").status_code == 401  # no key sent: nothing to throttle
 
 
 def test_the_key_cache_rereads_a_key_after_its_ttl(embedded_settings, monkeypatch):
@@ -227,8 +293,8 @@ def test_the_default_rate_limit_lets_a_dashboard_and_a_cli_poll_one_key():
 
 
 def test_concurrent_jobs_per_key(client, two_class_zip):
-    dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
     one_at_a_time = bearer(new_key(client, "train", max_concurrent_jobs=1)["key"])
+    dataset_id = upload(client, two_class_zip, "d.zip", headers=one_at_a_time).json()["id"]
     spec = {**IMAGE_JOB, "dataset_id": dataset_id, "hyperparameters": {"epochs": 1}}
     first = client.post("/jobs", json=spec, headers=one_at_a_time)
     assert first.status_code == 201

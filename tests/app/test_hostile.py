@@ -118,7 +118,11 @@ def test_a_key_keeps_at_most_its_cap_of_models_in_service(
         # The default loads in the background once the registry is read: wait for it, so
         # that the requests below find it in service and not loading alongside them.
         wait_until(lambda: client.get("/readyz").json()["models"] == "1 model(s) loaded")
-        key = new_key(client, "predict")["key"]
+        predict_key = new_key(client, "predict")
+        key = predict_key["key"]
+        for name in ("a", "b", "c"):
+            shared = client.post(f"/models/{name}/shares", json={"key_id": predict_key["id"]})
+            assert shared.status_code in (200, 201), shared.text
         for name in ("a", "b", "c"):
             answer = client.post(
                 "/predict", json={"text": "great", "model": name}, headers=bearer(key)

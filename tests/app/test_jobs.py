@@ -30,10 +30,15 @@ def test_the_same_idempotency_key_and_body_give_one_job(client, image_spec):
 
 
 def test_idempotency_keys_belong_to_their_api_key(client, image_spec):
-    other = bearer(new_key(client, "train")["key"])
+    other_key = new_key(client, "train")
+    other = bearer(other_key["key"])
+    shared = client.post(
+        f"/datasets/{image_spec['dataset_id']}/shares", json={"key_id": other_key["id"]}
+    )
+    assert shared.status_code == 201
     headers = {"Idempotency-Key": "nightly"}
     mine = client.post("/jobs", json=image_spec, headers=headers)
-    theirs = client.post("/jobs", json=image_spec, headers=headers | other)
+    theirs = client.post("/jobs", json={**image_spec, "name": "theirs"}, headers=headers | other)
     assert (mine.status_code, theirs.status_code) == (201, 201)
     assert mine.json()["id"] != theirs.json()["id"]
 

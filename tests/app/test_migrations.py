@@ -69,7 +69,7 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
             "SELECT id, status, attempt, max_attempts, queued_at = created_at, name, arch FROM jobs"
         ).all()
         skipped, owner, deleted_at = connection.exec_driver_sql(
-            "SELECT skipped, api_key_id, deleted_at FROM datasets"
+            "SELECT skipped, owner_key_id, deleted_at FROM datasets"
         ).one()
         dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     assert [(v.id, v.data_sha256, json.loads(v.spec)) for v in versions] == [
@@ -84,3 +84,77 @@ def test_upgrading_a_database_that_holds_data_keeps_it_and_fills_the_new_fields(
     assert json.loads(skipped) == {}  # a dataset stored before skipped nothing it knows of
     assert (owner, deleted_at) == (None, None)  # no key's quota counts it, and it is live
     assert dangling == []
+
+
+def test_ownership_goes_to_the_keys_that_used_each_thing_and_nothing_is_lost(tmp_path):
+    """From 0008: a model name goes to the key of its oldest version's job (no key: admin,
+    None); a dataset to admin, shared with each key that trained on it; jobs keep their
+    key; a stored prefix is cut to 7 characters."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    config = alembic_config(url)
+    command.upgrade(config, "0008")
+    engine = create_engine(url)
+    at = "2026-01-01 00:00:0"
+    with engine.begin() as connection:
+        for key in ("k1", "k2"):
+            connection.exec_driver_sql(
+                "INSERT INTO api_keys (id, name, scope, key_hash, prefix, created_at) "
+                f"VALUES ('{key}', '{key}', 'train', 'h{key}', 'short-key1', '{at}0')"
+            )
+        for dataset in ("d1", "d2"):
+            connection.exec_driver_sql(
+                "INSERT INTO datasets (id, name, task, format, sha256, fingerprint, "
+                "size_bytes, classes, counts, details, path, created_at) VALUES "
+                f"('{dataset}', 'd', 'text_sentiment', 'csv', 'abc', 'f{dataset}', 1, '[]', "
+                f"'{{}}', '{{}}', 'p', '{at}0')"
+            )
+        # (job, its key, dataset, version, name, second): k2 trained on k1's data too.
+        runs = [
+            ("j1", "'k1'", "d1", "m1", "mr", 1),
+            ("j2", "'k2'", "d1", "m2", "mr", 2),
+            ("j3", "NULL", "d2", "m3", "other", 3),
+            ("j4", "'k2'", "d1", None, None, 4),
+        ]
+        for job, key, dataset, version, name, second in runs:
+            connection.exec_driver_sql(
+                "INSERT INTO jobs (id, task, dataset_id, spec, status, epoch, epochs, "
+                "attempt, max_attempts, event_seq, api_key_id, created_at, queued_at) VALUES "
+                f"('{job}', 'text_sentiment', '{dataset}', '{{}}', 'succeeded', 1, 1, 1, 3, "
+                f"1, {key}, '{at}{second}', '{at}{second}')"
+            )
+            if version:
+                connection.exec_driver_sql(
+                    "INSERT INTO model_versions (id, job_id, name, task, arch, classes, "
+                    f"metrics, checkpoint_path, sha256, created_at) VALUES ('{version}', "
+                    f"'{job}', '{name}', 'text_sentiment', 'bag_of_embeddings', '[]', '{{}}', "
+                    f"'c', 's', '{at}{second}')"
+                )
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+
+        def rows(sql: str) -> list[tuple]:
+            return [tuple(row) for row in connection.exec_driver_sql(sql).all()]
+
+        assert rows("SELECT name, owner_key_id FROM model_names ORDER BY name") == [
+            ("mr", "k1"),
+            ("other", None),
+        ]
+        assert rows("SELECT dataset_id, key_id FROM dataset_shares ORDER BY key_id") == [
+            ("d1", "k1"),
+            ("d1", "k2"),
+        ]
+        assert rows("SELECT id, owner_key_id FROM datasets ORDER BY id") == [
+            ("d1", None),
+            ("d2", None),
+        ]
+        assert rows("SELECT id, api_key_id FROM jobs ORDER BY id") == [
+            ("j1", "k1"),
+            ("j2", "k2"),
+            ("j3", None),
+            ("j4", "k2"),
+        ]
+        assert rows("SELECT count(*) FROM model_versions") == [(3,)]
+        assert rows("SELECT DISTINCT prefix, expires_at, first_admin FROM api_keys") == [
+            ("short-k", None, None)
+        ]
+        assert rows("PRAGMA foreign_key_check") == []

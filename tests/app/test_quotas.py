@@ -252,18 +252,24 @@ def open_stream(api: httpx.Client, job_id: str, **headers: str) -> httpx.Respons
 
 
 def test_a_key_holds_at_most_its_open_streams(client, dataset_id, api_process):
-    job_id = client.post("/jobs", json=job_spec(dataset_id)).json()["id"]  # queued: no end
-    other_key = new_key(client, "train")["key"]
+    """A train key follows its own job from three streams; the admin key, which sees every
+    job, holds slots of its own."""
+    owner_key = new_key(client, "train")
+    owner = {"authorization": f"Bearer {owner_key['key']}"}
+    shared = client.post(f"/datasets/{dataset_id}/shares", json={"key_id": owner_key["id"]})
+    assert shared.status_code in (200, 201), shared.text
+    job = client.post("/jobs", json=job_spec(dataset_id), headers=owner)  # queued: no end
+    job_id = job.json()["id"]
     api = api_process(TRAINSERVE_MAX_EVENT_STREAMS_PER_KEY="2")
-    held = [open_stream(api, job_id) for _ in range(2)]
+    held = [open_stream(api, job_id, **owner) for _ in range(2)]
     assert [r.status_code for r in held] == [200, 200]
-    refused = open_stream(api, job_id)
+    refused = open_stream(api, job_id, **owner)
     assert refused.status_code == 429 and "MAX_EVENT_STREAMS_PER_KEY" in refused.read().decode()
-    theirs = open_stream(api, job_id, authorization=f"Bearer {other_key}")
+    theirs = open_stream(api, job_id)  # the admin key's
     assert theirs.status_code == 200  # another key's streams are its own
     held[0].close()  # the client leaves: its slot is free once the server notices
     reopened = wait_until(
-        lambda: (r := open_stream(api, job_id)).status_code == 200 and r,
+        lambda: (r := open_stream(api, job_id, **owner)).status_code == 200 and r,
         timeout=10,
         what="the closed stream's slot to be free",
     )

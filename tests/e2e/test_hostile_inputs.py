@@ -46,8 +46,12 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
     created = api.post("/jobs", json={**SENTIMENT_JOB, "dataset_id": dataset["id"]})
     job = wait_for_job(api, stack, created.json()["id"])
     assert wait_for_job(api, stack, image_job["id"])["status"] == "succeeded"
-    predict_key = api.post("/keys", json={"scope": "predict"}).json()["key"]
-    with stack.client(predict_key) as predictor:
+    predict_key = api.post("/keys", json={"scope": "predict"}).json()
+    # A predict key answers from the model names shared with it: this job's.
+    name = api.get(f"/models/{job['model_id']}").json()["name"]
+    shared = api.post(f"/models/{name}/shares", json={"key_id": predict_key["id"]})
+    assert shared.status_code == 201
+    with stack.client(predict_key["key"]) as predictor:
         expected = predictor.post("/predict", json={"texts": PROBES, "model": job["id"]}).json()
         assert [answer["label"] for answer in expected] == ["positive", "negative"]
         stored = sorted((stack.folder / "artifacts" / "datasets").iterdir())

@@ -72,10 +72,20 @@ def prediction(url: str, headers: dict, model: str | None = None) -> dict:
 
 
 @pytest.fixture
-def predict_key(api) -> dict[str, str]:
+def predict_key_created(api) -> dict:
     """A predict key with room for the load below (the default limit is 50 requests/s)."""
     created = api.post("/keys", json={"scope": "predict", "rate_limit_per_second": 100_000})
-    return bearer(created.json()["key"])
+    return created.json()
+
+
+@pytest.fixture
+def predict_key(predict_key_created) -> dict[str, str]:
+    return bearer(predict_key_created["key"])
+
+
+def share(api, name: str, key: dict) -> None:
+    """Let the key predict with the admin's model name: a predict key reads only those."""
+    assert api.post(f"/models/{name}/shares", json={"key_id": key["id"]}).status_code == 201
 
 
 def serves(url: str, model: str, version_id: str, headers: dict) -> bool:
@@ -133,11 +143,12 @@ class Load:
 
 @pytest.mark.predicts
 def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
-    api, stack, second_api, predict_key, sentiment_csv
+    api, stack, second_api, predict_key_created, predict_key, sentiment_csv
 ):
     dataset_id = upload(api, "swap.csv", sentiment_csv)
     first = train_version(api, stack, dataset_id, seed=0)
     second = train_version(api, stack, dataset_id, seed=1)
+    share(api, "swap", predict_key_created)
     assert api.get(f"/models/{second['id']}").json()["aliases"] == ["latest"]
     urls = [stack.url, second_api]
     wait_until_served(urls, "swap", second["id"], predict_key)  # no production yet: latest
@@ -176,27 +187,31 @@ def test_alias_moves_under_load_fail_no_request_and_every_process_follows(
 
 @pytest.mark.predicts
 def test_every_process_serves_a_job_as_soon_as_it_says_succeeded(
-    api, stack, unpolled_apis, predict_key, sentiment_csv, moods_csv
+    api, stack, unpolled_apis, sentiment_csv, moods_csv
 ):
     reviews = train_job(api, stack, upload(api, "reviews.csv", sentiment_csv), "reviews")
-    # No model named: the task's default, now the newest name. Asked of processes that
-    # would read the registry again only in an hour, the moment the job says succeeded.
-    answers = [prediction(url, predict_key) for url in unpolled_apis]
+    # No model named: the task's default, now the newest name (asked with the admin key,
+    # which reads every name: a predict key's default is the newest name shared with it).
+    # Asked of processes that would read the registry again only in an hour, the moment
+    # the job says succeeded.
+    admin = bearer(ADMIN_KEY)
+    answers = [prediction(url, admin) for url in unpolled_apis]
     assert [a["job_id"] for a in answers] == [reviews["id"]] * 2
 
     moods = train_job(api, stack, upload(api, "moods.csv", moods_csv), "moods")
-    answers = [prediction(url, predict_key) for url in unpolled_apis]
+    answers = [prediction(url, admin) for url in unpolled_apis]
     assert [a["job_id"] for a in answers] == [moods["id"]] * 2
     assert all({t["label"] for t in a["top_k"]} == {"joy", "anger", "fear"} for a in answers)
 
 
 @pytest.mark.predicts
 def test_an_alias_move_reaches_the_other_processes_before_their_next_request(
-    api, stack, unpolled_apis, predict_key, sentiment_csv
+    api, stack, unpolled_apis, predict_key_created, predict_key, sentiment_csv
 ):
     dataset_id = upload(api, "notified.csv", sentiment_csv)
     first = train_version(api, stack, dataset_id, seed=0, name="notified")
     second = train_version(api, stack, dataset_id, seed=1, name="notified")
+    share(api, "notified", predict_key_created)
     one, two = unpolled_apis
     assert [prediction(url, predict_key, "notified")["model_id"] for url in (one, two)] == [
         second["id"]

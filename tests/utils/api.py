@@ -15,8 +15,8 @@ IMAGE_JOB = {
 TOP_IMAGE = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
 
 
-def upload(client, data: bytes, filename: str, **form):
-    return client.post("/datasets", files={"file": (filename, data)}, data=form)
+def upload(client, data: bytes, filename: str, headers: dict | None = None, **form):
+    return client.post("/datasets", files={"file": (filename, data)}, data=form, headers=headers)
 
 
 def new_key(client, scope: str, **limits) -> dict:
@@ -25,10 +25,15 @@ def new_key(client, scope: str, **limits) -> dict:
     return response.json()
 
 
-def train(client, dataset_id: str, name: str = "shapes", seed: int = 0) -> dict:
-    """An image job trained here, by the worker's code without Celery; its model version."""
+def train(
+    client, dataset_id: str, name: str = "shapes", seed: int = 0, headers: dict | None = None
+) -> dict:
+    """An image job trained here, by the worker's code without Celery; its model version.
+    `headers` send another key than the client's."""
     job = client.post(
-        "/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id, "name": name, "seed": seed}
+        "/jobs",
+        json={**IMAGE_JOB, "dataset_id": dataset_id, "name": name, "seed": seed},
+        headers=headers,
     ).json()
     run_job(job["id"])
-    return client.get(f"/models/{job['id']}").json()
+    return client.get(f"/models/{job['id']}", headers=headers).json()

@@ -13,8 +13,8 @@ from app.store.tables import Job, utcnow
 from models.data import NamedFile, ReadOptions
 
 
-def queue_job(session, settings, upload: bytes, name: str, **spec_fields) -> str:
-    files = [NamedFile(name, io.BytesIO(upload))]
+def queue_job(session, settings, upload: bytes, filename: str, **spec_fields) -> str:
+    files = [NamedFile(filename, io.BytesIO(upload))]
     dataset, _ = ingest_upload(session, settings, files, None, ReadOptions())
     spec = JobSpec.model_validate({"dataset_id": dataset.id, **spec_fields})
     resolved = resolve(spec, facts_of_dataset(dataset, spec.validation))
