@@ -13,6 +13,8 @@ from rich.text import Text
 # Lines are never broken at the terminal's width: a long error or id stays whole when piped.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal:  # a pipe or a file: a table's rows as wide as they are
+    out.width = 10_000
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer, for scripts.")]
 Limit = Annotated[int, typer.Option(min=1, max=200, help="How many to show (1-200).")]
@@ -27,7 +29,11 @@ def print_json(data: Any, *, one_line: bool = False) -> None:
 def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, show_header: bool = True
 ) -> None:
-    table = Table(*columns, box=None, header_style="bold", pad_edge=False, show_header=show_header)
+    """Rows under their column names. Nothing is cut: a narrow terminal folds a long value
+    (an id) onto the next line, and a pipe gets each row on one line, however wide."""
+    table = Table(box=None, header_style="bold", pad_edge=False, show_header=show_header)
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for row in rows:
         # Text, not markup: a name or an error with [brackets] is shown as it is.
         table.add_row(*(Text(shown(value)) for value in row))

@@ -149,10 +149,12 @@ class Stack:
             "--without-heartbeat",
         )
 
-    def start_api(self, name: str = "api", **env: str) -> str:
-        """Start an API process (another name: another process on its own port), `env` added
-        to the stack's environment; its URL."""
-        process, url = start_api(env=self.env | env, stdout=self._log_file(name), args=self.http)
+    def start_api(self, name: str = "api", port: int = 0, **env: str) -> str:
+        """Start an API process (another name: another process on its own port; `port`: on
+        that one, a killed process's), `env` added to the stack's environment; its URL."""
+        process, url = start_api(
+            env=self.env | env, stdout=self._log_file(name), args=self.http, port=port
+        )
         self.processes[name], self.urls[name] = process, url
         wait_until_ready(process, url, log=lambda: self.log(name))
         return url

@@ -22,14 +22,18 @@ API_COMMAND = (sys.executable, "-m", "uvicorn", "app.main:app")
 LANE_PROTOCOL = ("--http", "app.past_asgi:PredictProtocol")
 
 
-def bound_socket() -> socket.socket:
-    """A socket on a free local port, bound but not listening: until the server listens,
-    a readiness probe is refused at once instead of waiting in the backlog."""
+def bound_socket(port: int = 0) -> socket.socket:
+    """A socket on a free local port (or on `port`: a restarted server's), bound but not
+    listening: until the server listens, a readiness probe is refused at once instead of
+    waiting in the backlog."""
     sock = socket.socket()
     # Accepted connections inherit this on Linux; uvicorn sets it only on sockets it
     # binds itself, and without it every keep-alive request waits ~40 ms (Nagle).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
+    # As uvicorn sets on the sockets it binds: a server started again on a killed one's port
+    # binds it although that one's connections linger (FIN_WAIT, TIME_WAIT).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -37,10 +41,11 @@ def start_api(
     env: dict[str, str] | None = None,
     stdout=subprocess.DEVNULL,
     args: Sequence[str] = LANE_PROTOCOL,
+    port: int = 0,
 ) -> tuple[subprocess.Popen, str]:
-    """An API process serving on a socket of its own (with the lane unless `args` say
-    otherwise); the process and its URL."""
-    with bound_socket() as sock:
+    """An API process serving on a socket of its own (on `port` if given; with the lane
+    unless `args` say otherwise); the process and its URL."""
+    with bound_socket(port) as sock:
         process = subprocess.Popen(
             [*API_COMMAND, "--fd", str(sock.fileno()), *args],
             cwd=PROJECT,

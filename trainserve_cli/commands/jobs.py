@@ -69,7 +69,7 @@ def submit(
     job = client.post("/jobs", spec, headers=headers)
     if as_json:
         print_json(job, one_line=follow_)  # followed: the first of the JSON lines
-    else:
+    elif not follow_:  # followed: the follow's first line names the job
         out.print(f"job {job['id']} {job['status']}: {job['name']}, {job['arch']}", markup=False)
     if follow_:
         raise typer.Exit(_follow(client, job["id"], as_json=as_json, retry_for=retry_for))
