@@ -27,11 +27,15 @@ def follow(api: Api, job_id: str, *, as_json: bool, retry_for: float) -> ExitCod
         return _follow_as_json(api, job_id, retry_for)
     job = api.get(f"/jobs/{job_id}")
     with JobProgress(job, _steps_per_epoch_guess(api, job)) as view:
-        planned = False  # a time budget's epochs are sized by the worker before its first step
+        # The epoch count is read again at each attempt's first step: a time budget's is
+        # sized by the worker before that step.
+        sized = False
         for event in job_events(api, job_id, retry_for, view.reconnecting):
-            if event.kind == "step" and not planned:
+            if event.kind == "status":
+                sized = False
+            elif event.kind == "step" and not sized:
                 view.set_epochs(api.get(f"/jobs/{job_id}")["epochs"])
-            planned = event.kind != "status" and (planned or event.kind == "step")
+                sized = True
             view.show(event)
     job = api.get(f"/jobs/{job_id}")
     out.print(outcome(job), markup=False)
