@@ -3,6 +3,7 @@ submit and follow, wait's exit codes, --json, the API's errors, and a follow tha
 a restart of the API."""
 
 import json
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -12,12 +13,13 @@ import pytest
 import yaml
 
 from tests.conftest import ADMIN_KEY, class_pattern, image_zip, png_bytes
-from tests.e2e.conftest import JOB_TIMEOUT_S, mnist_upload, wait_for_job
-from tests.utils.cli import CLI, cli_env, json_lines, json_of, run_cli
+from tests.e2e.conftest import JOB_TIMEOUT_S, SENTIMENT_JOB, mnist_upload, wait_for_job
+from tests.utils.cli import CLI, cli_env, json_lines, json_of, run_cli, run_in_terminal
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MNIST_SPEC = {
     "task": "image_classification",
     "name": "mnist-cli",
@@ -260,9 +262,11 @@ def test_login_checks_the_key_then_saves_it_for_later_commands(stack, tmp_path):
     wrong = run_cli("login", "--url", stack.url, "--api-key", "ts_wrong", config_home=tmp_path)
     assert wrong.returncode == 1 and wrong.stderr.startswith("error 401: ")
     assert not (tmp_path / "trainserve").exists()
-    good = run_cli("login", "--url", stack.url, "--api-key", ADMIN_KEY, config_home=tmp_path)
-    assert good.returncode == 0, good.stderr
+    good = run_cli(
+        "login", "--url", stack.url, "--api-key", ADMIN_KEY, "--json", config_home=tmp_path
+    )
     saved = tmp_path / "trainserve" / "config.json"
+    assert json_of(good) == {"url": stack.url, "saved_to": str(saved)}
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert json.loads(saved.read_text()) == {"url": stack.url, "api_key": ADMIN_KEY}
     listed = run_cli("jobs", "list", "--json", config_home=tmp_path)  # no URL, no key given
@@ -307,3 +311,42 @@ def test_follow_resumes_after_the_api_restarts_and_misses_no_event(
     assert "reconnecting after event" in stderr.read_text()
     steps = [e["data"]["step"] for e in events if e["event"] == "step"]
     assert steps == list(range(1, len(steps) + 1))
+
+
+def test_a_text_model_is_trained_and_asked_from_the_cli(cli, sentiment_csv, tmp_path):
+    table = tmp_path / "moods.csv"
+    table.write_bytes(sentiment_csv)
+    dataset = json_of(cli("datasets", "upload", str(table), "--name", "cli-sentiment", "--json"))
+    spec = tmp_path / "text.json"
+    spec.write_text(json.dumps(SENTIMENT_JOB | {"dataset_id": dataset["id"], "name": "cli-mood"}))
+    trained = cli("jobs", "submit", str(spec), "--follow", timeout=JOB_TIMEOUT_S)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "epoch 3/3: " in trained.stdout and "succeeded (completed)" in trained.stdout
+    texts = ["truly great, a delight", "an awful, dull mess"]
+    asked = json_of(
+        cli("predict", "--model", "cli-mood", *(f"--text={t}" for t in texts), "--json")
+    )
+    assert [p["label"] for p in asked] == ["positive", "negative"]
+    one = cli("predict", "--model", "cli-mood", "--text", texts[0])
+    assert one.returncode == 0 and f"{texts[0]}  positive  " in one.stdout
+
+
+def test_on_a_terminal_upload_and_follow_draw_live_bars(stack, config_home, moods_csv, tmp_path):
+    table = tmp_path / "moods.csv"
+    table.write_bytes(moods_csv)
+    terminal = {"config_home": config_home, "url": stack.url, "key": ADMIN_KEY}
+    code, drawn = run_in_terminal("datasets", "upload", str(table), **terminal)
+    assert code == 0, drawn
+    shown = ANSI_ESCAPE.sub("", drawn)
+    size = f"{len(moods_csv) / 1000:.1f}/{len(moods_csv) / 1000:.1f} kB"  # every byte sent
+    assert "moods.csv" in shown and size in shown
+    dataset_id = re.search(r"^id +([0-9a-f]{32})", shown, re.M).group(1)
+    spec = tmp_path / "moods.json"
+    spec.write_text(json.dumps(SENTIMENT_JOB | {"dataset_id": dataset_id, "name": "cli-moods"}))
+    code, drawn = run_in_terminal("jobs", "submit", str(spec), "--follow", **terminal)
+    assert code == 0, drawn
+    assert "\x1b[2K" in drawn  # the bar's line erased and drawn again in place
+    shown = ANSI_ESCAPE.sub("", drawn)
+    bar = r"epoch 3/3 \S+ (\d+)/\1 steps loss \d\.\d{4} val_accuracy \d\.\d{4} \S+ eta"
+    assert re.search(bar, shown), shown
+    assert "succeeded (completed)" in shown

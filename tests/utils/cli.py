@@ -2,6 +2,7 @@
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,25 @@ def json_of(run: subprocess.CompletedProcess[str]) -> Any:
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON lines of `jobs follow --json`."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def run_in_terminal(*args: str, config_home: Path, url: str, key: str) -> tuple[int, str]:
+    """`trainserve ARGS` on a terminal of 120 columns (a pseudo-terminal), as a person sees
+    it: its exit code and everything it drew, escape sequences included."""
+    env = cli_env(config_home, url, key) | {"TERM": "xterm-256color", "COLUMNS": "120"}
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [*CLI, *args], cwd=PROJECT, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    drawn = []
+    while True:
+        try:
+            chunk = os.read(controller, 1 << 16)
+        except OSError:  # EIO: the process has closed the terminal
+            break
+        if not chunk:
+            break
+        drawn.append(chunk)
+    os.close(controller)
+    return process.wait(timeout=60), b"".join(drawn).decode(errors="replace")

@@ -7,7 +7,7 @@ import typer
 from trainserve_cli.api import Api, ApiError
 from trainserve_cli.config import DEFAULT_URL, ConfigError, Connection, read_login, save_login
 from trainserve_cli.context import RootOptions
-from trainserve_cli.output import out
+from trainserve_cli.output import JsonFlag, out, print_json
 
 DEFAULT_URL_HELP = "The service (default: --url, TRAINSERVE_URL, the saved one, or local)."
 
@@ -18,6 +18,7 @@ def login(
     api_key: Annotated[
         str | None, typer.Option(help="The key (default: TRAINSERVE_API_KEY, else asked for).")
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Check a key with the service, then save both to the login file (mode 0600)."""
     given: RootOptions = ctx.find_root().obj
@@ -25,7 +26,10 @@ def login(
     api_key = api_key or given.api_key or typer.prompt("API key", hide_input=True)
     scope_note = _checked(Connection(url, api_key))
     path = save_login(url, api_key)
-    out.print(f"logged in to {url}{scope_note}; saved to {path}", markup=False)
+    if as_json:
+        print_json({"url": url, "saved_to": str(path)})
+    else:
+        out.print(f"logged in to {url}{scope_note}; saved to {path}", markup=False)
 
 
 def _saved_or_default_url() -> str:
