@@ -144,11 +144,11 @@ class Stack:
             "--without-heartbeat",
         )
 
-    def start_api(self, name: str = "api", **env: str) -> str:
-        """Start an API process (another name: another process on its own port), `env` added
-        to the stack's environment; its URL."""
+    def start_api(self, name: str = "api", port: int = 0, **env: str) -> str:
+        """Start an API process (another name: another process on its own port; `port`: on
+        that one, a killed process's), `env` added to the stack's environment; its URL."""
         process, url = start_api(
-            self.env | env, self._log_file(name), self.server, log=lambda: self.log(name)
+            self.env | env, self._log_file(name), self.server, lambda: self.log(name), port
         )
         self.processes[name], self.urls[name] = process, url
         return url

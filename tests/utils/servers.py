@@ -24,17 +24,21 @@ GRANIAN = "granian"
 UVICORN = "uvicorn"
 
 
-def bound_socket(shared: bool = False) -> socket.socket:
-    """A socket on a free local port, bound but not listening: until the server listens,
-    a readiness probe is refused at once instead of waiting in the backlog. `shared`: a
-    server that sets SO_REUSEPORT may bind the port too."""
+def bound_socket(shared: bool = False, port: int = 0) -> socket.socket:
+    """A socket on a free local port (or on `port`: a restarted server's), bound but not
+    listening: until the server listens, a readiness probe is refused at once instead of
+    waiting in the backlog. `shared`: a server that sets SO_REUSEPORT may bind the port
+    too."""
     sock = socket.socket()
     # Accepted connections inherit this on Linux; uvicorn sets it only on sockets it
     # binds itself, and without it every keep-alive request waits ~40 ms (Nagle).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # As uvicorn sets on the sockets it binds: a server started again on a killed one's port
+    # binds it although that one's connections linger (FIN_WAIT, TIME_WAIT).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -43,10 +47,11 @@ def start_api(
     stdout=subprocess.DEVNULL,
     server: str = GRANIAN,
     log: Callable[[], str] = lambda: "",
+    port: int = 0,
 ) -> tuple[subprocess.Popen, str]:
-    """An API process on `server`, serving on a port of its own, once it is ready; the
-    process and its URL. `log`: what to show if it fails to start."""
-    with bound_socket(shared=server == GRANIAN) as sock:
+    """An API process on `server`, serving on a port of its own (on `port` if given), once
+    it is ready; the process and its URL. `log`: what to show if it fails to start."""
+    with bound_socket(shared=server == GRANIAN, port=port) as sock:
         port = sock.getsockname()[1]
         process = subprocess.Popen(
             _command(server, port, sock),

@@ -1,0 +1,3 @@
+from trainserve_cli.main import main
+
+main()
