@@ -40,8 +40,12 @@ def print_table(
     out.print(table)
 
 
-def print_page(page: dict[str, Any], columns: Sequence[str], row_of) -> None:
-    """A list answer as a table, and how to ask for the next page when there is one."""
+def print_page(page: dict[str, Any], columns: Sequence[str], row_of, as_json: bool) -> None:
+    """A list answer as a table, and how to ask for the next page when there is one; or
+    as the API's JSON (`--json`)."""
+    if as_json:
+        print_json(page)
+        return
     print_table(columns, (row_of(item) for item in page["items"]))
     if page.get("next_cursor"):
         err.print(f"[dim]more: --cursor {page['next_cursor']}[/dim]")

@@ -35,16 +35,16 @@ def test_the_epochs_fit_the_budget_within_their_bounds():
     assert epochs == 40 and why.startswith("budget: 40 epochs of about")
 
 
+def queue_budget_job(session, settings, dataset_zip) -> str:
+    """A queued job with a time budget of 15 s and no epochs."""
+    limits = {"max_run_seconds": 15}
+    return queue_image_job(session, settings, dataset_zip, hyperparameters={}, limits=limits)
+
+
 def test_a_job_with_only_a_time_budget_sizes_and_records_its_epochs(
     session, embedded_settings, two_class_zip
 ):
-    job_id = queue_image_job(
-        session,
-        embedded_settings,
-        two_class_zip,
-        hyperparameters={},
-        limits={"max_run_seconds": 15},
-    )
+    job_id = queue_budget_job(session, embedded_settings, two_class_zip)
     assert reloaded(session, job_id).spec["hyperparameters"]["epochs"] is None
     run_job(job_id)
     job = reloaded(session, job_id)
@@ -95,13 +95,7 @@ def test_a_short_first_guess_is_sized_again_after_the_first_epoch(
     monkeypatch.setattr(
         runner, "epochs_for_budget", lambda run, seconds, most: (2, "budget: 2 epochs (a guess)")
     )
-    job_id = queue_image_job(
-        session,
-        embedded_settings,
-        two_class_zip,
-        hyperparameters={},
-        limits={"max_run_seconds": 15},
-    )
+    job_id = queue_budget_job(session, embedded_settings, two_class_zip)
     run_job(job_id)
     job = reloaded(session, job_id)
     assert job.status == "succeeded", job.error

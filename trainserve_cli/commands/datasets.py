@@ -97,11 +97,8 @@ def list_datasets(
 ) -> None:
     """Datasets, newest first."""
     page = api(ctx).get("/datasets", limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page)
-        return
     columns = ("id", "name", "task", "format", "classes", "train", "test", "created")
-    print_page(page, columns, _dataset_row)
+    print_page(page, columns, _dataset_row, as_json)
 
 
 def _dataset_row(dataset: dict[str, Any]) -> tuple:

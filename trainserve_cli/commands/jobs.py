@@ -88,11 +88,8 @@ def list_jobs(
 ) -> None:
     """Jobs, newest first."""
     page = api(ctx).get("/jobs", status=status, task=task, limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page)
-        return
     columns = ("id", "name", "arch", "status", "epochs", "best val_accuracy", "created")
-    print_page(page, columns, _job_row)
+    print_page(page, columns, _job_row, as_json)
 
 
 def _job_row(job: dict[str, Any]) -> tuple:

@@ -48,10 +48,7 @@ def list_keys(
 ) -> None:
     """Keys, revoked ones included, newest first; tokens are never shown again."""
     page = api(ctx).get("/keys", limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page)
-    else:
-        print_page(page, KEY_COLUMNS, _key_row)
+    print_page(page, KEY_COLUMNS, _key_row, as_json)
 
 
 def _key_row(key: dict[str, Any]) -> tuple:

@@ -35,11 +35,8 @@ def list_models(
 ) -> None:
     """Model versions, newest first."""
     page = api(ctx).get("/models", name=name, limit=limit, cursor=cursor)
-    if as_json:
-        print_json(page)
-        return
     columns = ("id", "name", "network", "aliases", "val_accuracy", "job", "created")
-    print_page(page, columns, _version_row)
+    print_page(page, columns, _version_row, as_json)
 
 
 def _version_row(version: dict[str, Any]) -> tuple:
