@@ -52,6 +52,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -425,9 +426,7 @@ class Bench:
             check=True,
             capture_output=True,
         )
-        worker = [venv / "celery", "-A", "workers.celery_app", "worker", "--concurrency=1"]
-        quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        self.processes.start("worker", [*worker, *quiet], self.env)
+        self.start_worker()
         service, _ = self.start_trainserve("trainer", "uvicorn-asgi")
         started = time.perf_counter()
         versions = train_versions(service, self.folder)
@@ -444,6 +443,12 @@ class Bench:
         self.processes.stop("trainer")
         self.processes.stop("worker")  # the worker's CPU is not the servers'
         return Trained(versions, weights, f"Authorization: Bearer {key.json()['key']}\r\n")
+
+    def start_worker(self) -> None:
+        venv = Path(sys.executable).parent
+        worker = [venv / "celery", "-A", "workers.celery_app", "worker", "--concurrency=1"]
+        quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.processes.start("worker", [*worker, *quiet], self.env)
 
     def start_trainserve(self, name: str, system: str) -> tuple[Service, subprocess.Popen]:
         port = self.ports.take()
@@ -574,29 +579,62 @@ def measure_trainserve(bench: Bench, trained: Trained, systems: list[str], rows:
     on all of them alike. A cell's figures are its median round's."""
     servers = {system: bench.start_trainserve(system, system) for system in systems}
     try:
-        for model in bench.args.models:
-            loads = {
-                system: trainserve_load(bench, trained, service, model)
-                for system, (service, _) in servers.items()
-            }
-            for load in loads.values():
-                warm_up(load, bench.args.warmup)
-            for c in CONCURRENCY:
-                rounds = {system: [] for system in systems}
-                for _ in range(bench.args.rounds):
-                    for system, (_, process) in servers.items():
-                        rounds[system].append(
-                            http_cell(loads[system], c, bench.args.seconds, process.pid)
-                        )
-                for system, cells in rounds.items():
-                    figures, cpu = median_cell(cells)
-                    rows[model].append(row(system, c, figures, cpu_us=cpu))
-                    measured(system, model, c, figures)
+        with training_meanwhile(bench, trained, next(iter(servers.values()))[0]):
+            measure_turns(bench, trained, servers, rows)
     finally:
         for system in systems:
             bench.processes.stop(system)
     for system in systems:
         print(f"  {system}: {log_health(bench.processes.log_path(system))}", flush=True)
+
+
+@contextmanager
+def training_meanwhile(bench: Bench, trained: Trained, service: Service):
+    """With --while-training: a job trains on the same machine while the cells run, as
+    under `make run` when a user trains and predicts at once."""
+    if not bench.args.while_training:
+        yield
+        return
+    bench.start_worker()
+    first = service.http.get(f"/models/{trained.versions['cifar-bench'][0]['id']}").json()
+    dataset_id = service.http.get(f"/jobs/{first['job_id']}").json()["dataset_id"]
+    spec = {
+        "task": "image_classification",
+        "dataset_id": dataset_id,
+        "model": {"arch": "fast_resnet"},
+        "hyperparameters": {"epochs": 200},  # longer than the cells: cancelled after them
+        "validation": {"source": "holdout", "fraction": 0.1},
+    }
+    job_id = service.http.post("/jobs", json=spec).raise_for_status().json()["id"]
+    wait_until(lambda: service.http.get(f"/jobs/{job_id}").json()["epoch"] >= 1, "training")
+    print(f"  a fast_resnet job trains meanwhile ({load_average()})", flush=True)
+    try:
+        yield
+    finally:
+        service.http.post(f"/jobs/{job_id}/cancel")
+        bench.processes.stop("worker")
+
+
+def measure_turns(bench: Bench, trained: Trained, servers: dict, rows: dict) -> None:
+    """Each cell `--rounds` times on each server in turn; its median round is its row."""
+    for model in bench.args.models:
+        loads = {
+            system: trainserve_load(bench, trained, service, model)
+            for system, (service, _) in servers.items()
+        }
+        for load in loads.values():
+            warm_up(load, bench.args.warmup)
+        for c in CONCURRENCY:
+            rounds: dict[str, list] = {system: [] for system in servers}
+            for _ in range(bench.args.rounds):
+                for system, (_, process) in servers.items():
+                    rounds[system].append(
+                        http_cell(loads[system], c, bench.args.seconds, process.pid)
+                    )
+            for system, cells in rounds.items():
+                figures, cpu = median_cell(cells)
+                rows[model].append(row(system, c, figures, cpu_us=cpu))
+                measured(system, model, c, figures)
 
 
 def measure_alone(bench: Bench, trained: Trained, system: str, memory: dict) -> None:
@@ -767,6 +805,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--ports", help="a range of ports to serve on, such as 18200-18299")
     parser.add_argument(
         "--no-aliases", dest="aliases", action="store_false", help="skip the alias moves"
+    )
+    parser.add_argument(
+        "--while-training",
+        action="store_true",
+        help="a job trains on the machine while the servers' cells run, as under make run",
     )
     parser.add_argument(
         "--no-auth", action="store_true", help="TRAINSERVE_AUTH_ENABLED=false, as TorchServe runs"
