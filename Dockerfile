@@ -33,8 +33,9 @@ USER trainserve
 
 EXPOSE 8000
 
-# Granian serves the app (bench/serving.py: the fastest of the servers measured; see
-# docs/benchmarks.md), its settings from the environment, so compose can change them.
+# Granian serves the app (bench/serving.py: of the public servers measured, the one whose
+# worst case was best; docs/benchmarks.md), its settings from the environment, so compose
+# can change them.
 ENV GRANIAN_INTERFACE=asgi \
     GRANIAN_HOST=0.0.0.0 \
     GRANIAN_PORT=8000 \
