@@ -60,16 +60,23 @@ def admit(
     """The refusal for this key calling a route of one of `scopes` (401 revoked or
     expired, 403 another scope, 429 over its rate), or None, the request then counted
     against the key's rate."""
-    if key.revoked_at is not None:
-        return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
-    if key.expires_at is not None and key.expires_at <= utcnow():
-        return HTTPException(401, f"the API key expired at {key.expires_at.isoformat()}", CHALLENGE)
+    if refusal := unusable_key_refusal(key):
+        return refusal
     if not scope_allows(key, scopes):
         needed = ", ".join(repr(scope) for scope in scopes)
         return HTTPException(
             403, f"this key's scope is {key.scope!r}; this route needs {needed} or 'admin'"
         )
     return rate_refusal(buckets, key, settings)
+
+
+def unusable_key_refusal(key: ApiKey) -> HTTPException | None:
+    """The 401 for a key that is no longer good on any route: revoked, or expired."""
+    if key.revoked_at is not None:
+        return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return HTTPException(401, f"the API key expired at {key.expires_at.isoformat()}", CHALLENGE)
+    return None
 
 
 def scope_allows(key: ApiKey, scopes: Sequence[str]) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.deps import CHALLENGE, UNKNOWN_OR_REVOKED, authenticate, bearer
+from app.deps import CHALLENGE, authenticate, bearer, unusable_key_refusal
 
 UPLOAD_PATHS = ("/datasets",)
 PREDICT_PATHS = ("/predict",)
@@ -47,9 +47,10 @@ def has_body(scope: Scope) -> bool:
 
 
 class KeyBeforeBody:
-    """A request with a body and without a valid key is answered 401 before its body is
-    read, on every route: a stranger cannot make the API take in an upload's worth of bytes.
-    Whether the key may call the route is still the route's check to say (403, 429)."""
+    """A request with a body and without a valid key (missing, unknown, revoked or expired)
+    is answered 401 before its body is read, on every route: a stranger cannot make the API
+    take in an upload's worth of bytes. Whether the key may call the route is still the
+    route's check to say (403, 429)."""
 
     def __init__(self, app: ASGIApp, settings: Settings):
         self.app, self.settings = app, settings
@@ -70,9 +71,7 @@ async def _key_refusal(request: Request) -> HTTPException | None:
         return exc
     except SQLAlchemyError:
         return None  # the database is down: the route's own check answers 503
-    if key is not None and key.revoked_at is not None:
-        return HTTPException(401, UNKNOWN_OR_REVOKED, CHALLENGE)
-    return None
+    return None if key is None else unusable_key_refusal(key)
 
 
 class BodySizeLimit:

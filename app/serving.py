@@ -30,9 +30,9 @@ from app.batching import Arrivals, Batcher
 from app.config import Settings
 from app.metrics import Metrics
 from app.registry_watch import registry_watch
-from app.store.access import name_readers
+from app.store.access import name_readers, restricted_to
 from app.store.db import get_session_factory
-from app.store.tables import ModelVersion
+from app.store.tables import ApiKey, ModelVersion
 from app.store.versions import (
     LATEST,
     PRODUCTION,
@@ -347,15 +347,13 @@ class ModelServer:
         ref = self.snapshot.readable(self._parse(reference, task), reader)
         return None if ref is None else self._loaded(ref)
 
-    async def resolve(
-        self, reference: str | None, task: str, reader: str | None, key_id: str | None = None
-    ) -> Served:
-        """The loaded version for a request's `model`, as `reader` may read it (None: any
-        model), asked for by the key `key_id` (None: auth is off). Raises UnknownModel."""
-        served = await self._resolve(reference, task, reader)
+    async def resolve(self, reference: str | None, task: str, key: ApiKey | None) -> Served:
+        """The loaded version for a request's `model`, as the key may read it, asked for by
+        it (None: auth is off). Raises UnknownModel."""
+        served = await self._resolve(reference, task, restricted_to(key))
         ref = self._parse(reference, task)
         if ref.kind in ("name", "alias"):  # a task's default is kept anyway, an id never
-            let_go = self.kept.ask(key_id, ref)
+            let_go = self.kept.ask(key.id if key else None, ref)
             if let_go is not None:
                 self._let_go(let_go)
         return served

@@ -19,7 +19,6 @@ from app.deps import ModelServerDep, key_of, require_scope
 from app.multipart import MultipartError, TooManyParts, parse_multipart
 from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
-from app.store.access import restricted_to
 from app.store.tables import ApiKey
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
@@ -186,8 +185,7 @@ def _errors(exc: ValidationError) -> list[dict]:
 
 
 async def _resolve(server: ModelServer, asked: PredictRequest, key: ApiKey | None) -> Served:
-    reader, key_id = restricted_to(key), key.id if key else None
-    served = await server.resolve(asked.model_ref, asked.task, reader, key_id)
+    served = await server.resolve(asked.model_ref, asked.task, key)
     if served.version.task != asked.task:
         raise HTTPException(
             422,
@@ -247,10 +245,7 @@ async def infer(model: str, request: Request, server: ModelServerDep) -> InferRe
     """
     with server.arrivals.expect():
         body = await off_the_loop_if_big(_infer_request, "", await request.body())
-        key = key_of(request)
-        served = await server.resolve(
-            model, IMAGE_TASK, restricted_to(key), key.id if key else None
-        )
+        served = await server.resolve(model, IMAGE_TASK, key_of(request))
         examples = _infer_examples(body, served.version.task)
         classes = served.batcher.predictor.classes
         answer = served.batcher.submit(examples, len(classes))

@@ -16,7 +16,7 @@ from app.store.tables import Dataset, JobEvent, MetricPoint
 from tests.app.test_jobs import parse_sse
 from tests.conftest import ADMIN_KEY, bearer
 from tests.utils.api import IMAGE_JOB, new_key, upload
-from tests.utils.servers import start_api, wait_until_ready
+from tests.utils.servers import start_api
 from tests.utils.waiting import wait_until
 from workers.runner import run_job
 
@@ -224,16 +224,17 @@ def test_out_of_memory_fails_the_job_at_once_with_advice(client, dataset_id, mon
 
 @pytest.fixture
 def api_process(client, tmp_path):
-    """A uvicorn process on the in-process app's database, with no worker: a queued job
-    stays queued, and its event stream open. (TestClient reads a whole stream before it
-    answers.) Its settings: os.environ's, which embedded_settings set, and `env`."""
+    """An API process (Granian, as make run serves) on the in-process app's database, with
+    no worker: a queued job stays queued, and its event stream open. (TestClient reads a
+    whole stream before it answers.) Its settings: os.environ's, which embedded_settings
+    set, and `env`."""
     started = []
 
     def start(**env: str) -> httpx.Client:
-        with open(tmp_path / "api.log", "wb") as output:
-            process, url = start_api(env=os.environ | env, stdout=output)
+        log = tmp_path / "api.log"
+        with open(log, "wb") as output:
+            process, url = start_api(env=os.environ | env, stdout=output, log=log.read_text)
         started.append(process)
-        wait_until_ready(process, url, log=(tmp_path / "api.log").read_text)
         return httpx.Client(base_url=url, headers=bearer(ADMIN_KEY), timeout=30)
 
     yield start
