@@ -25,7 +25,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.past_router import PastRouter
 from app.quotas import TokenBuckets
-from app.routes import datasets, health, jobs, keys, models, predict, shares
+from app.routes import datasets, health, jobs, keys, models, predict, shares, sweeps
 from app.schemas import Responses, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
@@ -203,6 +203,7 @@ def create_app() -> FastAPI:
     app.include_router(predict.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))
+    app.include_router(sweeps.router, **protected("train"))
     app.include_router(models.router, **protected("train", "deploy"))
     app.include_router(models.deploy_router, **protected("deploy"))
     app.include_router(shares.router, **protected("train"))  # each route: owner or admin

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.jobspec import EpochMetric, StepMetric, Strict, Task
-from app.store.tables import EndReason, JobStatus
+from app.store.tables import EndReason, JobStatus, SweepStatus
 
 # admin passes every scope; deploy moves aliases and deletes versions of the names it reads
 Scope = Literal["admin", "train", "deploy", "predict"]
@@ -104,6 +104,8 @@ class JobSummary(BaseModel):
     model_id: str | None
     device: str | None
     error: str | None
+    sweep_id: str | None = Field(description="The sweep this job is a trial of, if any.")
+    trial_number: int | None = Field(description="Its number in the sweep, from 0.")
     created_at: datetime
     queued_at: datetime
     started_at: datetime | None
@@ -465,3 +467,75 @@ class AliasMovePublic(BaseModel):
         "authentication off."
     )
     moved_at: datetime
+
+
+class TrialPublic(BaseModel):
+    """One trial of a sweep: a job, with the values searched and its result."""
+
+    number: int
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    end_reason: EndReason | None
+    epoch: int = Field(description="Epochs trained.")
+    pruned_at_epoch: int | None = Field(
+        description="The epoch after which the sweep's rule stopped it (end_reason pruned)."
+    )
+    objective: float | None = Field(description="The best of its epochs' objective metric.")
+    model_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, trial, objective: float | None) -> "TrialPublic":
+        """From an app.store.sweeps.Trial."""
+        pruned = trial.end_reason == EndReason.PRUNED
+        return cls(
+            number=trial.number,
+            job_id=trial.job_id,
+            params=trial.params,
+            status=trial.status,
+            end_reason=trial.end_reason,
+            epoch=trial.epoch,
+            pruned_at_epoch=trial.epoch if pruned else None,
+            objective=objective,
+            model_id=trial.model_id,
+            created_at=trial.created_at,
+            started_at=trial.started_at,
+            finished_at=trial.finished_at,
+        )
+
+
+class SweepSummary(BaseModel):
+    id: str
+    name: str = Field(description="The model name its trials train; <name>@best is its best.")
+    status: SweepStatus
+    error: str | None
+    created_at: datetime
+    deadline_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, sweep) -> "SweepSummary":
+        return cls.model_validate(sweep, from_attributes=True)
+
+
+class SweepPublic(SweepSummary):
+    """A sweep in full: its spec, every trial, and the best so far."""
+
+    spec: dict = Field(description="As stored: the base job spec as given, defaults filled.")
+    trials_planned: int = Field(description="max_trials, or fewer for a smaller grid.")
+    trials: list[TrialPublic]
+    best_trial: TrialPublic | None = Field(description="The trial with the best objective.")
+    epochs_trained: int = Field(description="Epochs over every trial.")
+
+
+class SweepsPublic(BaseModel):
+    items: list[SweepSummary]
+    next_cursor: str | None
+
+
+class SweepListQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None

@@ -1,8 +1,10 @@
 """The API's background sweep: the database is the source of truth, the broker a signal.
 
-Every few seconds it re-queues jobs whose worker stopped renewing its lease, and
-re-sends queued jobs that the broker lost (a Redis that restarted empty), so no
-accepted job is ever stranded.
+Every few seconds it re-queues jobs whose worker stopped renewing its lease,
+re-sends queued jobs that the broker lost (a Redis that restarted empty), and moves every
+running sweep on (app.tuning: the worker does so when a trial ends; this pass covers a
+worker that died, an API that restarted, a sweep's time budget), so no accepted job or
+sweep is ever stranded.
 """
 
 import logging
@@ -20,6 +22,7 @@ from app.store.db import get_session_factory
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
 from app.store.tables import JobStatus, utcnow
+from app.tuning import advance_running_sweeps
 
 log = logging.getLogger("trainserve.sweeper")
 
@@ -58,6 +61,8 @@ def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float)
 
 def sweep(session: Session, celery: Celery, settings: Settings) -> None:
     recover_lost_workers(session, celery)
+    # Before the re-send: a trial queued here is sent here, and counted as on its way.
+    advance_running_sweeps(session, lambda job_id: enqueue_training(celery, job_id))
     resend_lost_messages(session, celery, grace_seconds=max(settings.sweep_seconds, 1.0))
 
 

@@ -7,8 +7,11 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.orm import Session
 
+from app.broker import enqueue_training, make_celery
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
@@ -29,6 +32,7 @@ from app.store.lifecycle import (
 from app.store.records import forget_progress_after, record_epoch, resume_job
 from app.store.storage import job_folder
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
+from app.tuning import advance_sweep, should_prune
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
@@ -63,6 +67,12 @@ class EpochRecorder:
         self.best_sha256 = file_sha256(self.best_path) if self.best else None
         self.steps: StepReporter | None = None
         self.stopped_early = False
+        self.is_trial = job.sweep_id is not None
+        self.pruned = False  # a sweep's trial stopped by the sweep's rule
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopped_early or self.pruned
 
     @property
     def best_path(self) -> Path:
@@ -99,7 +109,14 @@ class EpochRecorder:
             result.samples_per_second,
         )
         self.stopped_early = _should_stop(self.early_stopping, self.history)
-        return self.stopped_early
+        self.judge_trial()
+        return self.stopping
+
+    def judge_trial(self) -> None:
+        """A sweep's trial asks the sweep's rule whether to go on after its latest epoch.
+        The answer is read from the database, so a resumed attempt gets it again."""
+        if self.is_trial and self.history:
+            self.pruned = should_prune(self.session, self.job_id)
 
 
 def _epoch_result(row) -> EpochResult:
@@ -114,9 +131,11 @@ def _should_stop(rule: EarlyStopping | None, history: list[EpochResult]) -> bool
     return epochs_without_improvement(values, higher_is_better, rule.min_delta) >= rule.patience
 
 
-def run_job(job_id: str) -> None:
+def run_job(job_id: str, celery: Celery | None = None) -> None:
     """Run the job the message names, or else the oldest queued one: a message only says
-    that there is work, so a lost or stale message never strands a job."""
+    that there is work, so a lost or stale message never strands a job. After a sweep's
+    trial, the sweep's next trials are queued (sent through `celery`, by default one made
+    from the settings)."""
     settings = get_settings()
     owner = worker_name()
     with get_session_factory()() as session:
@@ -125,7 +144,23 @@ def run_job(job_id: str) -> None:
             log.info("no queued job to run (message for %s)", job_id)
             return
         log.info("job %s: attempt %d of %d by %s", job.id, job.attempt, job.max_attempts, owner)
+        sweep_id = job.sweep_id
         _attempt(session, job, owner, settings)
+        if sweep_id is not None:
+            _advance_sweep(session, sweep_id, celery or make_celery(settings))
+
+
+def _advance_sweep(session: Session, sweep_id: str, celery: Celery) -> None:
+    """Queue the sweep's next trials now, not at the sweeper's next pass: the time from a
+    trial's end to the next one's start is the sweep's overhead."""
+
+    def send(job_id: str) -> None:
+        try:
+            enqueue_training(celery, job_id)
+        except BrokerUnreachable as exc:  # stored is queued: the sweeper sends it later
+            log.warning("job %s: stored, but the broker is unreachable (%s)", job_id, exc)
+
+    advance_sweep(session, sweep_id, send)
 
 
 def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
@@ -227,7 +262,9 @@ def _train(
         if recorder.best is None:
             raise
         reason = EndReason.TIME_LIMIT
-    if reason == EndReason.COMPLETED and recorder.stopped_early:
+    if reason == EndReason.COMPLETED and recorder.pruned:
+        reason = EndReason.PRUNED
+    elif reason == EndReason.COMPLETED and recorder.stopped_early:
         reason = EndReason.EARLY_STOPPED
     return _model_version(job, run.spec, run, recorder), reason
 
@@ -240,7 +277,7 @@ def _fit_to_plan(
 ) -> None:
     """Train to the plan's last epoch. A plan sized again stops the loop after its first
     epoch, and the loop goes on to the new count."""
-    while first_epoch <= run.epochs and not recorder.stopped_early:
+    while first_epoch <= run.epochs and not recorder.stopping:
         run.fit(run.epochs, on_epoch_end, first_epoch=first_epoch, on_step=recorder.steps)
         first_epoch = recorder.history[-1].epoch + 1
 
@@ -311,6 +348,8 @@ def _resume(
     if not any(result.epoch == epoch for result in recorder.history):
         # The attempt died after writing last.pt but before recording the epoch.
         recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)
+    else:
+        recorder.judge_trial()  # the attempt before may have stopped before it acted on it
     log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
     return epoch, recorder
 

@@ -7,4 +7,4 @@ from workers.runner import run_job
 
 @celery_app.task(name=TRAIN_TASK)
 def train(job_id: str) -> None:
-    run_job(job_id)
+    run_job(job_id, celery_app)

@@ -91,12 +91,12 @@ def create_job(
     if idempotency_key and (job := _job_for_key(session, idempotency_key, request_sha256)):
         response.status_code = 200
         return JobPublic.from_job(job)
-    facts = facts_of_dataset(_check_datasets(session, spec, key), spec.validation)
-    resolved = _resolved(spec, facts)
+    facts = facts_of_dataset(check_datasets(session, spec, key), spec.validation)
+    resolved = resolved_or_422(spec, facts)
     apply_ceilings(resolved, facts, settings)
     # A job's checkpoints take room not known yet: it needs the quota not used up.
     check_storage_quota(session, key, settings, adding=1, refusal=(409, "a new job"))
-    _claim_name(session, spec, key)
+    claim_name(session, spec, key)
     check_job_quota(session, key, settings)
     try:
         job = jobs.add_job(
@@ -138,7 +138,7 @@ def _send(celery, job: Job) -> None:
     log.info("job %s: queued %s %s", job.id, job.task, job.spec["model"]["arch"])
 
 
-def _claim_name(session: Session, spec: JobSpec, key: ApiKey | None) -> None:
+def claim_name(session: Session, spec: JobSpec, key: ApiKey | None) -> None:
     """The job's model name becomes the key's, unless it is another key's (403): a train key
     must not add versions, and so a `latest`, to another team's model."""
     try:
@@ -147,7 +147,7 @@ def _claim_name(session: Session, spec: JobSpec, key: ApiKey | None) -> None:
         raise HTTPException(403, str(exc)) from exc
 
 
-def _check_datasets(session: Session, spec: JobSpec, key: ApiKey | None) -> Dataset:
+def check_datasets(session: Session, spec: JobSpec, key: ApiKey | None) -> Dataset:
     """The training dataset, once it and any validation dataset fit the spec and the key
     may read them."""
     dataset = _dataset_for(session, spec.dataset_id, spec.task, "dataset_id", key)
@@ -167,7 +167,7 @@ def _check_datasets(session: Session, spec: JobSpec, key: ApiKey | None) -> Data
     return dataset
 
 
-def _resolved(spec: JobSpec, facts: DataFacts) -> Resolved:
+def resolved_or_422(spec: JobSpec, facts: DataFacts) -> Resolved:
     """The spec with what it left out filled from the network's recipe and the data; 422
     when a value given and one filled do not fit together."""
     try:

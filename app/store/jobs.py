@@ -17,6 +17,8 @@ from app.store.tables import (
     JobEvent,
     JobStatus,
     ModelVersion,
+    Sweep,
+    SweepStatus,
     is_id,
     new_id,
 )
@@ -26,6 +28,16 @@ from app.store.versions import remove_version
 def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: int, **fields) -> Job:
     """Store a queued job, its spec resolved (app.recipes), with its first event; `epochs`
     is what the job shows until the worker sizes a time budget's."""
+    job = stage_job(session, spec, sources, epochs, **fields)
+    session.commit()
+    return job
+
+
+def stage_job(
+    session: Session, spec: JobSpec, sources: dict[str, str], epochs: int, **fields
+) -> Job:
+    """add_job's rows, added to the session for the caller to commit (a sweep's trials are
+    added under their sweep's lock)."""
     job = Job(
         id=new_id(),
         task=spec.task,
@@ -41,7 +53,6 @@ def add_job(session: Session, spec: JobSpec, sources: dict[str, str], epochs: in
     )
     session.add(job)
     session.add(JobEvent(job_id=job.id, seq=1, kind="status", data={"status": JobStatus.QUEUED}))
-    session.commit()
     return job
 
 
@@ -108,6 +119,8 @@ JOB_SUMMARY = (
     ModelVersion.id.label("model_id"),
     Job.device,
     Job.error,
+    Job.sweep_id,
+    Job.trial_number,
     Job.created_at,
     Job.queued_at,
     Job.started_at,
@@ -256,12 +269,19 @@ def read_job(
 
 
 def count_open_jobs(session: Session, api_key_id: str) -> int:
-    """The key's jobs that have not ended (queued, running or cancelling)."""
-    return session.execute(
+    """The key's jobs that have not ended (queued, running or cancelling), a running sweep
+    counted as one job whatever its trials."""
+    jobs = session.execute(
         select(func.count())
         .select_from(Job)
-        .where(Job.api_key_id == api_key_id, Job.status.notin_(ENDED))
+        .where(Job.api_key_id == api_key_id, Job.status.notin_(ENDED), Job.sweep_id.is_(None))
     ).scalar_one()
+    sweeps = session.execute(
+        select(func.count())
+        .select_from(Sweep)
+        .where(Sweep.api_key_id == api_key_id, Sweep.status == SweepStatus.RUNNING)
+    ).scalar_one()
+    return jobs + sweeps
 
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:

@@ -46,6 +46,17 @@ class EndReason(StrEnum):
     INVALID = "invalid"  # bad spec or data: never retried
     OUT_OF_MEMORY = "out_of_memory"  # the device's memory ran out: a smaller batch may fit
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    PRUNED = "pruned"  # a sweep's trial, stopped by the sweep's early-stopping rule
+
+
+class SweepStatus(StrEnum):
+    """A sweep's life: running → succeeded (its trials done, or its time budget spent) |
+    failed (no trial produced a model) | cancelled."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 LEASED = (JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the job, renewing its lease
@@ -174,6 +185,11 @@ class Job(Base):
     # The key that created the job and owns it (None with auth off): quotas count its open
     # jobs, and a key's listing reads its own in the listing's order.
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    # A sweep's trial: its sweep, its number there (from 0) and the values the sweep's
+    # sampler gave its searched fields. The unique pair is what makes a trial asked once.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer)
+    trial_params: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
@@ -184,12 +200,37 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_api_key_id_created_at_id", "api_key_id", "created_at", "id"),
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
     )
 
     history: Mapped[list["EpochMetrics"]] = relationship(
         order_by="EpochMetrics.epoch", cascade="all, delete-orphan", lazy="selectin"
     )
     model: Mapped["ModelVersion | None"] = relationship(lazy="selectin", viewonly=True)
+
+
+class Sweep(Base):
+    """A hyper-parameter search: its spec (app.sweepspec.SweepSpec) and where it stands.
+    Its trials are jobs; what its sampler and pruner know is rebuilt from them (app.tuning),
+    so nothing about a sweep lives only in a process's memory."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))  # the model name its trials train
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), index=True, default=SweepStatus.RUNNING)
+    # The trial with the best objective so far (no foreign key: a trial may be deleted).
+    best_job_id: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True)
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime | None]  # the overall time budget's end
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_sweeps_created_at_id", "created_at", "id"),)
 
 
 class EpochMetrics(Base):

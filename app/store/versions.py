@@ -45,7 +45,7 @@ def add_version(session: Session, job: Job, model: ModelVersion) -> None:
     model.data_sha256 = session.scalar(select(Dataset.sha256).where(Dataset.id == job.dataset_id))
     session.add(model)
     session.flush()
-    _move_alias(session, model.name, LATEST, model.id, action="job_succeeded")
+    stage_alias_move(session, model.name, LATEST, model.id, action="job_succeeded")
 
 
 def checkpoint_of(version) -> Path:
@@ -147,12 +147,12 @@ def aliases_of_versions(session: Session, version_ids: list[str]) -> dict[str, l
 def move_alias(
     session: Session, name: str, alias: str, version_id: str, *, action: str, moved_by: str | None
 ) -> AliasMove:
-    move = _move_alias(session, name, alias, version_id, action=action, moved_by=moved_by)
+    move = stage_alias_move(session, name, alias, version_id, action=action, moved_by=moved_by)
     session.commit()
     return move
 
 
-def _move_alias(
+def stage_alias_move(
     session: Session,
     name: str,
     alias: str,

@@ -1,0 +1,234 @@
+"""What a sweep is: a base job spec, the fields searched and how, the rule that stops bad
+trials early, and the objective. Shared by the API (which validates it) and the worker and
+the sweeper (which drive the sweep from its row), so it holds no HTTP concerns."""
+
+import itertools
+import math
+import random
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from app.jobspec import EpochMetric, JobSpec, Strict
+
+# The fields of a job spec a sweep may not search: what the job is about, not how it trains.
+NOT_SEARCHABLE = ("task", "dataset_id", "name")
+MAX_TRIALS = 1000
+MAX_GRID = 10_000  # a grid sweep's combinations, enumerated when the sweep is stored
+
+
+class FloatParam(Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = Field(False, description="Log-uniform (low must be above 0).")
+
+    def corners(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def values(self) -> list[Any]:
+        raise TypeError("a float range has no list of values for a grid")
+
+
+class IntParam(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = Field(False, description="Log-uniform (low ≥ 1, step 1).")
+
+    def corners(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def values(self) -> list[Any]:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+class CategoricalParam(Strict):
+    type: Literal["categorical"]
+    choices: list[str | int | float | bool | None] = Field(min_length=1, max_length=100)
+
+    def corners(self) -> list[Any]:
+        return list(self.choices)
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class PrunerSpec(Strict):
+    """Which trials stop early, judged on the objective's metric after each epoch."""
+
+    rule: Literal["none", "median", "asha", "hyperband"] = Field(
+        "none",
+        description="none: every trial trains its epochs. median: stop a trial whose best "
+        "so far is worse than the median of the other trials at the same epoch. asha: "
+        "asynchronous successive halving, a trial goes on past a rung (min_epochs * "
+        "reduction_factor^k) only among the best 1/reduction_factor there. hyperband: "
+        "several ASHA brackets of different min_epochs.",
+    )
+    min_epochs: int = Field(
+        1, ge=1, le=1000, description="Epochs every trial trains before it may be stopped."
+    )
+    reduction_factor: int = Field(3, ge=2, le=100, description="asha and hyperband only.")
+
+
+class Objective(Strict):
+    metric: EpochMetric = "val_accuracy"
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Default: maximize accuracies, minimize losses."
+    )
+
+    @property
+    def maximize(self) -> bool:
+        if self.direction is None:
+            return self.metric.endswith("accuracy")
+        return self.direction == "maximize"
+
+    def best(self, values: list[float]) -> float | None:
+        """The best of a trial's per-epoch values: its objective."""
+        if not values:
+            return None
+        return max(values) if self.maximize else min(values)
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.maximize else value < than
+
+
+class SweepSpec(Strict):
+    base: JobSpec = Field(description="The job every trial starts from (POST /jobs's body).")
+    space: dict[str, Param] = Field(
+        min_length=1,
+        max_length=20,
+        description="Searched fields of the job spec, by dotted path "
+        "(hyperparameters.lr, model.width, …): float, int or categorical.",
+    )
+    sampler: Literal["grid", "random", "tpe"] = Field(
+        "tpe",
+        description="grid: every combination of the categorical and int fields, in an order "
+        "shuffled by seed; random; tpe: Optuna's tree-structured Parzen estimator, random for "
+        "its first trials.",
+    )
+    pruner: PrunerSpec = PrunerSpec()
+    objective: Objective = Objective()
+    max_trials: int = Field(16, ge=1, le=MAX_TRIALS)
+    max_parallel: int = Field(2, ge=1, le=64, description="Trials queued or running at once.")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="The sweep's time budget: no trial starts after it, and trials still "
+        "running then are cancelled.",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _space_fits_the_spec(self) -> "SweepSpec":
+        for path, param in self.space.items():
+            _check_path(path)
+            _check_range(path, param)
+            for value in param.corners():
+                _check_value(self.base, path, value)
+        if self.sampler == "grid":
+            for path, param in self.space.items():
+                if isinstance(param, FloatParam):
+                    raise ValueError(
+                        f"space[{path!r}]: the grid sampler needs categorical or int fields"
+                    )
+            size = math.prod(len(param.values()) for param in self.space.values())
+            if size > MAX_GRID:
+                raise ValueError(f"the grid has {size} combinations, more than {MAX_GRID}")
+        return self
+
+    def trial_spec(self, params: dict[str, Any]) -> JobSpec:
+        """The base spec with a trial's values in their fields."""
+        values = self.base.model_dump(mode="json", exclude_unset=True)
+        for path, value in params.items():
+            _set_path(values, path, value)
+        return JobSpec.model_validate(values)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of a grid sweep, in the order its trials take them."""
+        paths = list(self.space)
+        choices = [self.space[path].values() for path in paths]
+        combinations = [
+            dict(zip(paths, values, strict=True)) for values in itertools.product(*choices)
+        ]
+        random.Random(self.seed).shuffle(combinations)
+        return combinations
+
+    @property
+    def trials_planned(self) -> int:
+        """max_trials, or fewer when a grid has fewer combinations."""
+        if self.sampler != "grid":
+            return self.max_trials
+        return min(self.max_trials, len(self.grid()))
+
+
+def _check_path(path: str) -> None:
+    """A path must name a leaf field of the job spec, such as hyperparameters.lr."""
+    model: type[BaseModel] = JobSpec
+    parts = path.split(".")
+    if parts[0] in NOT_SEARCHABLE:
+        raise ValueError(f"space[{path!r}]: {parts[0]} is what the job is, it cannot be searched")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            known = ", ".join(model.model_fields)
+            where = ".".join(parts[:depth]) or "the job spec"
+            raise ValueError(f"space[{path!r}]: {where} has no field {part!r} (it has {known})")
+        annotation = _model_of(field.annotation)
+        if depth < len(parts) - 1:
+            if annotation is None:
+                raise ValueError(f"space[{path!r}]: {'.'.join(parts[: depth + 1])} has no fields")
+            model = annotation
+        elif annotation is not None:
+            first = next(iter(annotation.model_fields))
+            raise ValueError(f"space[{path!r}]: name one of its fields, such as {path}.{first}")
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (also through `X | None`), or None for a value."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _check_range(path: str, param: FloatParam | IntParam | CategoricalParam) -> None:
+    if isinstance(param, CategoricalParam):
+        return
+    if param.low >= param.high:
+        raise ValueError(f"space[{path!r}]: low ({param.low}) must be below high ({param.high})")
+    if param.log and param.low <= 0:
+        raise ValueError(f"space[{path!r}]: a log scale needs low above 0, not {param.low}")
+    if isinstance(param, IntParam) and param.log and param.step != 1:
+        raise ValueError(f"space[{path!r}]: a log scale takes step 1")
+
+
+def _check_value(base: JobSpec, path: str, value: Any) -> None:
+    """Each end of a range and each choice must make a valid job spec."""
+    values = base.model_dump(mode="json", exclude_unset=True)
+    _set_path(values, path, value)
+    try:
+        JobSpec.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'spec'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ValueError(
+            f"space[{path!r}]: the value {value!r} makes an invalid job: {problems}"
+        ) from None
+
+
+def _set_path(values: dict[str, Any], path: str, value: Any) -> None:
+    *sections, leaf = path.split(".")
+    for section in sections:
+        nested = values.get(section)
+        if not isinstance(nested, dict):  # left out, or null (early_stopping)
+            nested = values[section] = {}
+        values = nested
+    values[leaf] = value

@@ -1,0 +1,341 @@
+"""A sweep driven by the database: Optuna's samplers and pruners over a study rebuilt from
+the sweep's trials each time a decision is needed.
+
+Nothing of a sweep lives in a process's memory. Its trials are jobs (with their number and
+parameters), and their epochs are the job's epoch records; to decide, a driver replays
+them through Optuna's ask-and-tell interface, in the order they happened, into an
+in-memory study: each trial asked with its recorded parameters (enqueue_trial), each
+epoch's value reported (report, should_prune: what the pruner keeps of it, ASHA's rungs
+say, is rebuilt the same way), each ended trial told. Then it asks the next trials, or reads
+the pruner's decision for a trial's latest epoch. A replay costs milliseconds for a sweep
+of 100 trials; Optuna's own storage tables are not used.
+
+Who drives: `advance_sweep` runs under the sweep's row lock, so the API (when a sweep is
+stored), a worker (when a trial ends: the next one is queued at once) and the API's
+sweeper (every few seconds: after a restart, a lost message, a killed worker) can all
+call it and each trial is asked exactly once. The pruner runs in the worker after each
+of a trial's epochs (`should_prune`); the decision is a function of what the database
+holds, so a resumed attempt that asks again gets it again.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session
+
+from app.recipes import facts_of_dataset, resolve
+from app.store import datasets, sweeps, versions
+from app.store.jobs import get_job, stage_job
+from app.store.lifecycle import request_cancel
+from app.store.sweeps import Trial
+from app.store.tables import EndReason, JobStatus, Sweep, SweepStatus, utcnow
+from app.sweepspec import CategoricalParam, FloatParam, SweepSpec
+
+log = logging.getLogger("trainserve.sweeps")
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # a replay would log every trial again
+
+BEST = "best"  # the alias that follows a sweep's best trial: <name>@best
+# Random trials before TPE models the results: a quarter of the sweep, 2 to 10.
+TPE_STARTUP_SHARE, TPE_STARTUP_MIN, TPE_STARTUP_MAX = 4, 2, 10
+MEDIAN_STARTUP_TRIALS = 3  # trials that must report an epoch before the median rule stops any
+SEED_STRIDE = 1_000_003  # a different sampler seed per trial number, the same on every replay
+
+
+def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
+    found: dict[str, BaseDistribution] = {}
+    for path, param in spec.space.items():
+        if isinstance(param, FloatParam):
+            found[path] = FloatDistribution(param.low, param.high, log=param.log)
+        elif isinstance(param, CategoricalParam):
+            found[path] = CategoricalDistribution(param.choices)
+        else:
+            found[path] = IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    return found
+
+
+def _sampler(spec: SweepSpec, first_number: int) -> optuna.samplers.BaseSampler:
+    """Seeded by the sweep's seed and the number of the first trial it will ask: a rebuilt
+    sampler asks what one kept in memory would not have, but the same on every replay."""
+    seed = (spec.seed * SEED_STRIDE + first_number) % 2**32
+    if spec.sampler == "tpe":
+        startup = spec.max_trials // TPE_STARTUP_SHARE
+        startup = max(TPE_STARTUP_MIN, min(TPE_STARTUP_MAX, startup))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid trials never ask it
+
+
+def _pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    rule, min_epochs, factor = (
+        spec.pruner.rule,
+        spec.pruner.min_epochs,
+        spec.pruner.reduction_factor,
+    )
+    if rule == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=min_epochs - 1
+        )
+    if rule == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=min_epochs, reduction_factor=factor
+        )
+    if rule == "hyperband":
+        # Its brackets are sized by the longest trial: the base spec's epochs (searched
+        # epochs: the highest), else Optuna's estimate from the first trials that end.
+        most = spec.base.hyperparameters.epochs
+        searched = spec.space.get("hyperparameters.epochs")
+        if searched is not None:
+            most = max(searched.corners())
+        return optuna.pruners.HyperbandPruner(
+            min_resource=min_epochs, max_resource=most or "auto", reduction_factor=factor
+        )
+    return optuna.pruners.NopPruner()
+
+
+def replay(
+    sweep_id: str, spec: SweepSpec, trials: list[Trial]
+) -> tuple[optuna.Study, dict[tuple[int, int], bool]]:
+    """The sweep's study as its trials made it, and the pruner's decision for each
+    (trial number, epoch) reported."""
+    study = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        sampler=_sampler(spec, len(trials)),
+        pruner=_pruner(spec),
+        direction="maximize" if spec.objective.maximize else "minimize",
+        study_name=sweep_id,  # Hyperband's brackets are a hash of it and the trial number
+    )
+    space = distributions(spec)
+    live: dict[int, optuna.Trial] = {}
+    decisions: dict[tuple[int, int], bool] = {}
+    for _, _, number, event, payload in sorted(_events(spec, trials), key=_in_order):
+        if event == "ask":
+            study.enqueue_trial(payload)
+            live[number] = study.ask(space)
+        elif event == "report":
+            epoch, value = payload
+            live[number].report(value, epoch)
+            decisions[number, epoch] = live[number].should_prune()
+        else:
+            study.tell(live[number], **payload)
+    return study, decisions
+
+
+def _events(spec: SweepSpec, trials: list[Trial]) -> list[tuple[Any, int, int, str, Any]]:
+    """(when, order at the same time, trial number, event, payload) for each ask, report
+    and tell. The asks go by trial number, so the study numbers its trials as the sweep
+    did."""
+    events: list[tuple[Any, int, int, str, Any]] = []
+    for trial in trials:
+        events.append((trial.created_at, 0, trial.number, "ask", trial.params))
+        for epoch, value, at in trial.values:
+            events.append((at, 1, trial.number, "report", (epoch, value)))
+        if trial.ended:
+            events.append(
+                (trial.finished_at or utcnow(), 2, trial.number, "tell", _told(spec, trial))
+            )
+    return events
+
+
+def _in_order(event: tuple) -> tuple:
+    """When, then asks before reports before tells, then by trial: a stable sort keeps a
+    trial's epochs in their order."""
+    return event[:3]
+
+
+def _told(spec: SweepSpec, trial: Trial) -> dict[str, Any]:
+    value = objective_value(spec, trial)
+    if trial.end_reason == EndReason.PRUNED:
+        return {"state": TrialState.PRUNED}
+    if trial.status != JobStatus.SUCCEEDED or value is None:
+        return {"state": TrialState.FAIL}  # failed or cancelled: it tells nothing
+    return {"values": value, "state": TrialState.COMPLETE}
+
+
+def objective_value(spec: SweepSpec, trial: Trial) -> float | None:
+    """The trial's objective: the best of its epochs' values."""
+    return spec.objective.best([value for _, value, _ in trial.values])
+
+
+def should_prune(session: Session, job_id: str) -> bool:
+    """Whether the sweep's rule stops this trial after its latest recorded epoch. False for a
+    job that is no trial, a rule of none, or a trial with no epoch recorded yet."""
+    job = get_job(session, job_id)
+    sweep = sweeps.get_sweep(session, job.sweep_id) if job and job.sweep_id else None
+    if sweep is None:
+        return False
+    spec = SweepSpec.model_validate(sweep.spec)
+    if spec.pruner.rule == "none":
+        return False
+    trials = sweeps.trials_of(session, sweep.id, spec.objective.metric)
+    session.commit()  # end the read: the worker's next writes take their own transactions
+    trial = next((trial for trial in trials if trial.job_id == job_id), None)
+    if trial is None or not trial.values:
+        return False
+    _, decisions = replay(sweep.id, spec, trials)
+    epoch = trial.values[-1][0]
+    pruned = decisions[trial.number, epoch]
+    if pruned:
+        log.info(
+            "job %s: trial %d of sweep %s pruned after epoch %d",
+            job_id,
+            trial.number,
+            sweep.id,
+            epoch,
+        )
+    return pruned
+
+
+Send = Callable[[str], None]
+
+
+def advance_sweep(session: Session, sweep_id: str, send: Send) -> list[str]:
+    """Move the sweep on: follow its best trial with the `best` alias, queue its next
+    trials up to max_parallel, cancel what runs past its time budget, end it when its
+    trials are done. Returns the ids of the trials it queued (sent with `send` once
+    committed; a message that does not get through is sent again by the sweeper)."""
+    sweep = sweeps.lock_sweep(session, sweep_id)
+    if sweep is None or sweep.status != SweepStatus.RUNNING:
+        session.rollback()
+        return []
+    spec = SweepSpec.model_validate(sweep.spec)
+    trials = sweeps.trials_of(session, sweep.id, spec.objective.metric)
+    _follow_best(session, sweep, spec, trials)
+    out_of_time = sweep.deadline_at is not None and utcnow() >= sweep.deadline_at
+    queued: list[str] = []
+    if not out_of_time:
+        try:
+            queued = _queue_trials(session, sweep, spec, trials)
+        except ValueError as exc:  # a trial's spec, resolved, is invalid; or its data is gone
+            session.rollback()
+            return _fail(session, sweep_id, f"a trial could not be made: {exc}")
+    open_trials = [trial for trial in trials if not trial.ended]
+    if not open_trials and not queued and (out_of_time or len(trials) >= spec.trials_planned):
+        _end(session, sweep, trials)
+    session.commit()
+    if out_of_time:
+        for trial in open_trials:
+            request_cancel(session, trial.job_id)
+    for job_id in queued:
+        send(job_id)
+    return queued
+
+
+def _queue_trials(
+    session: Session, sweep: Sweep, spec: SweepSpec, trials: list[Trial]
+) -> list[str]:
+    running = sum(not trial.ended for trial in trials)
+    wanted = min(spec.max_parallel - running, spec.trials_planned - len(trials))
+    if wanted <= 0:
+        return []
+    numbers = range(len(trials), len(trials) + wanted)
+    queued = []
+    for number, params in zip(numbers, _next_params(sweep.id, spec, trials, wanted), strict=True):
+        job = stage_job(
+            session, *_resolved_trial(session, spec, params), **_trial_fields(sweep, number, params)
+        )
+        queued.append(job.id)
+        log.info("sweep %s: trial %d queued as job %s: %s", sweep.id, number, job.id, params)
+    return queued
+
+
+def _next_params(
+    sweep_id: str, spec: SweepSpec, trials: list[Trial], count: int
+) -> list[dict[str, Any]]:
+    if spec.sampler == "grid":
+        return spec.grid()[len(trials) : len(trials) + count]
+    study, _ = replay(sweep_id, spec, trials)
+    space = distributions(spec)
+    # Asked and left running: TPE's constant liar counts them, so parallel asks spread out.
+    return [study.ask(space).params for _ in range(count)]
+
+
+def _resolved_trial(session: Session, spec: SweepSpec, params: dict[str, Any]):
+    """The trial's job spec with what it left out filled, its sources and planned epochs."""
+    trial_spec = spec.trial_spec(params)
+    dataset = datasets.get_dataset(session, trial_spec.dataset_id)
+    if dataset is None:
+        raise ValueError(f"dataset {trial_spec.dataset_id} no longer exists")
+    resolved = resolve(trial_spec, facts_of_dataset(dataset, trial_spec.validation))
+    sources = resolved.sources | {path: "sweep: searched" for path in params}
+    return resolved.spec, sources, resolved.planned_epochs
+
+
+def _trial_fields(sweep: Sweep, number: int, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sweep_id": sweep.id,
+        "trial_number": number,
+        "trial_params": params,
+        "api_key_id": sweep.api_key_id,
+        # One job per trial, whoever asks: the unique (sweep, number) would refuse a second.
+        "idempotency_key": f"sweep:{sweep.id}:{number}",
+    }
+
+
+def best_trial(spec: SweepSpec, trials: list[Trial]) -> Trial | None:
+    """The trial with the best objective among those whose model is registered."""
+    best: tuple[float, Trial] | None = None
+    for trial in trials:
+        value = objective_value(spec, trial)
+        if trial.model_id is None or value is None:
+            continue
+        if best is None or spec.objective.better(value, best[0]):
+            best = (value, trial)
+    return best[1] if best else None
+
+
+def _follow_best(session: Session, sweep: Sweep, spec: SweepSpec, trials: list[Trial]) -> None:
+    """Point <name>@best at the best trial's model, when it changed."""
+    best = best_trial(spec, trials)
+    if best is None or best.model_id is None or best.job_id == sweep.best_job_id:
+        return
+    sweep.best_job_id = best.job_id
+    versions.stage_alias_move(session, sweep.name, BEST, best.model_id, action="sweep_best")
+    log.info("sweep %s: best trial now %d (job %s)", sweep.id, best.number, best.job_id)
+
+
+def _end(session: Session, sweep: Sweep, trials: list[Trial]) -> None:
+    if sweep.best_job_id is None:
+        sweeps.end_sweep(session, sweep.id, SweepStatus.FAILED, "no trial produced a model")
+    else:
+        sweeps.end_sweep(session, sweep.id, SweepStatus.SUCCEEDED)
+    log.info("sweep %s: ended after %d trials", sweep.id, len(trials))
+
+
+def _fail(session: Session, sweep_id: str, error: str) -> list[str]:
+    sweeps.lock_sweep(session, sweep_id)
+    sweeps.end_sweep(session, sweep_id, SweepStatus.FAILED, error)
+    session.commit()
+    for job_id in sweeps.open_trial_ids(session, sweep_id):
+        request_cancel(session, job_id)
+    log.warning("sweep %s: failed: %s", sweep_id, error)
+    return []
+
+
+def cancel_sweep(session: Session, sweep_id: str) -> bool:
+    """End a running sweep as cancelled and cancel its queued and running trials. False if
+    it had ended already (its open trials, if any, are cancelled all the same)."""
+    sweeps.lock_sweep(session, sweep_id)
+    cancelled = sweeps.end_sweep(session, sweep_id, SweepStatus.CANCELLED)
+    session.commit()
+    for job_id in sweeps.open_trial_ids(session, sweep_id):
+        request_cancel(session, job_id)
+    return cancelled
+
+
+def deadline_of(spec: SweepSpec):
+    return utcnow() + timedelta(seconds=spec.max_seconds) if spec.max_seconds else None
+
+
+def advance_running_sweeps(session: Session, send: Send) -> None:
+    """The sweeper's pass: every running sweep moved on (each under its own lock)."""
+    for sweep_id in sweeps.running_sweep_ids(session):
+        advance_sweep(session, sweep_id, send)

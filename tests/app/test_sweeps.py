@@ -1,0 +1,140 @@
+"""Sweeps in-process: the API stores one, the worker's code runs its trials (without
+Celery), the trials' rule prunes, and the best trial's model gets <name>@best."""
+
+import pytest
+
+from tests.conftest import bearer
+from tests.utils.api import new_key, upload
+from workers.runner import run_job
+
+TEXT_BASE = {
+    "task": "text_sentiment",
+    "name": "moods-sweep",
+    "model": {"arch": "bag_of_embeddings"},
+    "text": {"min_freq": 1},
+    "hyperparameters": {"epochs": 3, "batch_size": 8, "optimizer": "adam"},
+    "validation": {"source": "holdout", "fraction": 0.2},
+}
+
+
+@pytest.fixture
+def text_dataset(client, sentiment_csv) -> str:
+    return upload(client, sentiment_csv, "t.csv").json()["id"]
+
+
+def sweep_body(dataset_id: str, **fields) -> dict:
+    return {
+        "base": {**TEXT_BASE, "dataset_id": dataset_id},
+        "space": {"hyperparameters.lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True}},
+        "sampler": "tpe",
+        "max_trials": 4,
+        "max_parallel": 1,
+        **fields,
+    }
+
+
+def run_sweep(client, sweep_id: str) -> dict:
+    """Each queued trial run by the worker's code, until the sweep ends."""
+    for _ in range(100):
+        sweep = client.get(f"/sweeps/{sweep_id}").json()
+        if sweep["status"] != "running":
+            return sweep
+        queued = [t for t in sweep["trials"] if t["status"] == "queued"]
+        assert queued, sweep
+        run_job(queued[0]["job_id"])
+    raise AssertionError(f"sweep {sweep_id} did not end")
+
+
+def test_a_sweep_runs_its_trials_and_follows_the_best_with_an_alias(client, text_dataset):
+    created = client.post("/sweeps", json=sweep_body(text_dataset))
+    assert created.status_code == 201, created.text
+    sweep = created.json()
+    assert [t["status"] for t in sweep["trials"]] == ["queued"]  # max_parallel 1
+    job = client.get(f"/jobs/{sweep['trials'][0]['job_id']}").json()
+    assert (job["sweep_id"], job["trial_number"]) == (sweep["id"], 0)
+    assert job["spec_sources"]["hyperparameters.lr"] == "sweep: searched"
+    done = run_sweep(client, sweep["id"])
+    assert done["status"] == "succeeded", done
+    assert [t["number"] for t in done["trials"]] == [0, 1, 2, 3]
+    lrs = {t["params"]["hyperparameters.lr"] for t in done["trials"]}
+    assert len(lrs) == 4 and all(1e-4 <= lr <= 0.3 for lr in lrs)
+    best = done["best_trial"]
+    assert best["objective"] == max(t["objective"] for t in done["trials"])
+    aliases = {
+        a["alias"]: a["version_id"] for a in client.get("/models/moods-sweep/aliases").json()
+    }
+    assert aliases["best"] == best["model_id"]
+    assert client.get("/sweeps").json()["items"][0]["id"] == sweep["id"]
+
+
+def test_asha_prunes_trials_after_their_first_epoch(client, text_dataset):
+    body = sweep_body(
+        text_dataset,
+        sampler="random",
+        max_trials=5,
+        pruner={"rule": "asha", "min_epochs": 1, "reduction_factor": 3},
+    )
+    done = run_sweep(client, client.post("/sweeps", json=body).json()["id"])
+    pruned = [t for t in done["trials"] if t["end_reason"] == "pruned"]
+    assert pruned, done["trials"]
+    for trial in pruned:
+        assert trial["pruned_at_epoch"] == trial["epoch"] < 3
+        assert client.get(f"/jobs/{trial['job_id']}").json()["end_reason"] == "pruned"
+    assert done["epochs_trained"] < 5 * 3
+
+
+@pytest.mark.parametrize(
+    ("space", "named"),
+    [
+        ({"hyperparameters.lrr": {"type": "float", "low": 0.1, "high": 1}}, "hyperparameters.lrr"),
+        ({"hyperparameters.lr": {"type": "float", "low": 0.1, "high": 0.01}}, "low (0.1)"),
+        ({"hyperparameters.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale"),
+        ({"hyperparameters.dropout": {"type": "float", "low": 0.1, "high": 1.5}}, "dropout"),
+        ({"model.width": {"type": "int", "low": 8, "high": 64}}, "model.width"),
+        ({"dataset_id": {"type": "categorical", "choices": ["x"]}}, "dataset_id"),
+        ({"hyperparameters": {"type": "categorical", "choices": [1]}}, "hyperparameters"),
+    ],
+)
+def test_a_bad_space_is_a_422_naming_the_field(client, text_dataset, space, named):
+    answer = client.post("/sweeps", json=sweep_body(text_dataset, space=space))
+    assert answer.status_code == 422, answer.text
+    assert named in answer.text
+
+
+def test_a_float_range_cannot_be_a_grid(client, text_dataset):
+    answer = client.post("/sweeps", json=sweep_body(text_dataset, sampler="grid"))
+    assert answer.status_code == 422 and "grid" in answer.text
+
+
+def test_a_grid_sweep_takes_each_combination_once(client, text_dataset):
+    space = {
+        "hyperparameters.lr": {"type": "categorical", "choices": [0.01, 0.05]},
+        "hyperparameters.batch_size": {"type": "int", "low": 8, "high": 16, "step": 8},
+    }
+    body = sweep_body(text_dataset, space=space, sampler="grid", max_trials=10, max_parallel=4)
+    sweep = client.post("/sweeps", json=body).json()
+    assert sweep["trials_planned"] == 4 and len(sweep["trials"]) == 4
+    combinations = {tuple(sorted(t["params"].items())) for t in sweep["trials"]}
+    assert len(combinations) == 4
+
+
+def test_a_sweep_counts_as_one_job_against_the_quota(client, text_dataset):
+    key = new_key(client, "train", max_concurrent_jobs=1)
+    headers = bearer(key["key"])
+    own = upload(client, b"text,label\n" + b"good film,pos\nbad film,neg\n" * 20, "o.csv", headers)
+    body = sweep_body(own.json()["id"], max_parallel=3)
+    first = client.post("/sweeps", json=body, headers=headers)
+    assert first.status_code == 201 and len(first.json()["trials"]) == 3  # 3 trials, one job
+    second = client.post("/sweeps", json=body, headers=headers)
+    assert second.status_code == 429, second.text
+    cancelled = client.post(f"/sweeps/{first.json()['id']}/cancel", headers=headers).json()
+    assert cancelled["status"] == "cancelled"
+    assert {t["status"] for t in cancelled["trials"]} == {"cancelled"}
+    assert client.post("/sweeps", json=body, headers=headers).status_code == 201
+
+
+def test_another_keys_sweep_is_unknown(client, text_dataset):
+    sweep = client.post("/sweeps", json=sweep_body(text_dataset)).json()
+    key = new_key(client, "train")
+    answer = client.get(f"/sweeps/{sweep['id']}", headers=bearer(key["key"]))
+    assert answer.status_code == 404
