@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from trainserve_cli.api import ApiError, Unreachable
-from trainserve_cli.commands import datasets, jobs, keys, models
+from trainserve_cli.commands import datasets, jobs, keys, models, sweeps
 from trainserve_cli.commands.login import login
 from trainserve_cli.commands.predict import predict
 from trainserve_cli.config import ConfigError
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(sweeps.app, name="sweeps")
 app.add_typer(models.app, name="models")
 app.command()(predict)
 app.add_typer(keys.app, name="keys")

@@ -289,6 +289,14 @@ def mnist_upload(mnist: dict, train: int, test: int = 0) -> list[tuple]:
     ]
 
 
+@pytest.fixture(scope="module")
+def mnist_dataset(api, mnist) -> str:
+    """3,000 training digits and 500 test ones, on the session's stack."""
+    response = api.post("/datasets", files=mnist_upload(mnist, 3000, 500))
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
 # A text job that trains in seconds on the sentiment_csv fixture.
 SENTIMENT_JOB = {
     "task": "text_sentiment",

@@ -28,13 +28,6 @@ from tests.utils.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def mnist_dataset(api, mnist) -> str:
-    response = api.post("/datasets", files=mnist_upload(mnist, 3000, 500))
-    assert response.status_code in (200, 201), response.text
-    return response.json()["id"]
-
-
 def mnist_job(dataset_id: str, epochs: int, **spec) -> dict:
     return {
         "task": "image_classification",
