@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from tests.conftest import ADMIN_KEY, PROJECT, png_bytes
-from tests.e2e.conftest import mnist_upload, wait_for_job
+from tests.e2e.conftest import SENTIMENT_JOB, mnist_upload, wait_for_job
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -253,6 +253,42 @@ def test_move_and_roll_back_an_alias(page, api, stack, versions):
     screenshot(page, "models")
 
 
+@pytest.fixture(scope="module")
+def sweep(api, stack, sentiment_csv) -> dict:
+    """A sweep of three text trials, run to its end by the worker."""
+    dataset = api.post("/datasets", files={"file": ("ui.csv", sentiment_csv)}).json()
+    body = {
+        "base": SENTIMENT_JOB | {"dataset_id": dataset["id"], "name": "ui-sweep"},
+        "space": {
+            "hyperparameters.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+            "model.embedding_dim": {"type": "categorical", "choices": [16, 32]},
+        },
+        "max_trials": 3,
+    }
+    created = api.post("/sweeps", json=body)
+    assert created.status_code == 201, created.text
+
+    def ended() -> dict | None:
+        found = api.get(f"/sweeps/{created.json()['id']}").json()
+        return found if found["status"] != "running" else None
+
+    return wait_until(ended, timeout=300, what=lambda: f"the sweep to end:\n{stack.logs()}")
+
+
+def test_a_sweeps_page_shows_its_trials_and_the_objective_per_field(page, stack, sweep):
+    assert sweep["status"] == "succeeded", sweep
+    open_page(page, stack.url, "sweeps")
+    page.click(f"#sweeps tr[data-sweep='{sweep['id']}'] a")
+    page.wait_for_selector("#trials tbody tr[data-trial='2']")
+    assert page.locator("#trials tbody tr").count() == 3
+    charts = page.locator("#sweep-charts svg.sweep-chart")
+    assert charts.count() == 3  # one per searched field, and the best so far
+    assert charts.nth(0).locator("circle").count() == 3  # a point per trial
+    best = sweep["best_trial"]["number"]
+    assert "★" in page.locator(f"#trials tr[data-trial='{best}'] td").first.inner_text()
+    screenshot(page, "sweep")
+
+
 def production(api) -> str | None:
     aliases = api.get(f"/models/{DIGITS}/aliases").json()
     return next((a["version_id"] for a in aliases if a["alias"] == "production"), None)
@@ -301,7 +337,7 @@ def test_a_revoked_key_mid_session_returns_to_the_sign_in_page(page, console, ap
 PHONE = {"width": 390, "height": 844}
 
 
-def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
+def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions, sweep):
     """At a phone's width, with the system's dark theme, no page is wider than the screen
     (wide tables scroll in their own box) and none logs an error."""
     context = browser.new_context(viewport=PHONE, color_scheme="dark")
@@ -319,6 +355,7 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
         "try": "#image-drop",
         "datasets": "#datasets tbody tr",
         "keys": "#keys tbody tr",
+        f"sweeps?id={sweep['id']}": "#trials tbody tr",
     }
     for fragment, shown in fragments.items():
         tab.goto(f"{stack.url}/ui/#/{fragment}")

@@ -1,15 +1,25 @@
 """Sweeps through the real stack survive what breaks: a worker killed mid-trial, the API
 restarted mid-sweep, a Redis that restarts empty; and a cancelled sweep stops its trials."""
 
+import json
+
 import pytest
 
-from tests.e2e.conftest import JOB_TIMEOUT_S, Stack, fresh_postgres_database, mnist_upload
+from tests.conftest import ADMIN_KEY
+from tests.e2e.conftest import (
+    JOB_TIMEOUT_S,
+    SENTIMENT_JOB,
+    Stack,
+    fresh_postgres_database,
+    mnist_upload,
+)
 from tests.e2e.test_reliability import (
     RedisServer,
     mnist_job,
     wait_for,
     wait_for_step_of,
 )
+from tests.utils.cli import json_lines, run_cli
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -109,3 +119,25 @@ def test_a_sweep_goes_on_after_redis_restarts_empty(tmp_path, mnist):
         finally:
             own.stop()
             broker.stop()
+
+
+def test_a_sweep_submitted_and_followed_from_the_cli(api, stack, sentiment_csv, tmp_path):
+    dataset = api.post("/datasets", files={"file": ("moods.csv", sentiment_csv)}).json()
+    base = SENTIMENT_JOB | {"dataset_id": dataset["id"], "name": "cli-sweep"}
+    body = {
+        "base": base,
+        "space": {"hyperparameters.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+        "pruner": {"rule": "median"},
+        "max_trials": 3,
+    }
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps(body))
+    run = run_cli(
+        "sweeps", "submit", str(spec), "--follow", "--json", "--interval", "0.5",
+        config_home=tmp_path, url=stack.url, key=ADMIN_KEY, timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{stack.logs()}"
+    submitted, *trials, sweep = json_lines(run.stdout)  # the sweep, each trial, the sweep
+    assert submitted["status"] == "running" and sweep["id"] == submitted["id"]
+    assert sorted(t["number"] for t in trials) == [0, 1, 2]
+    assert sweep["status"] == "succeeded" and sweep["best_trial"]["model_id"]

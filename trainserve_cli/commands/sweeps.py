@@ -49,10 +49,10 @@ def submit(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     client = api(ctx)
     sweep = client.post("/sweeps", spec, headers=headers)
-    if as_json and not follow_:
-        print_json(sweep)
-        return
-    out.print(f"sweep {sweep['id']} {sweep['status']}: {sweep['name']}", markup=False)
+    if as_json:
+        print_json(sweep, one_line=follow_)  # followed: the first of the JSON lines
+    else:
+        out.print(f"sweep {sweep['id']} {sweep['status']}: {sweep['name']}", markup=False)
     if follow_:
         raise typer.Exit(_follow(client, sweep["id"], interval, as_json))
 

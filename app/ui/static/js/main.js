@@ -9,6 +9,7 @@ const PAGES = {
   runs: () => import("./runs.js"),
   run: () => import("./run.js"),
   compare: () => import("./compare.js"),
+  sweeps: () => import("./sweeps.js"),
   models: () => import("./models.js"),
   try: () => import("./tryit.js"),
   datasets: () => import("./datasets.js"),
