@@ -29,6 +29,9 @@ class FloatParam(Strict):
     def values(self) -> list[Any]:
         raise TypeError("a float range has no list of values for a grid")
 
+    def count(self) -> int:
+        raise TypeError("a float range has no list of values for a grid")
+
 
 class IntParam(Strict):
     type: Literal["int"]
@@ -41,7 +44,13 @@ class IntParam(Strict):
         return [self.low, self.high]
 
     def values(self) -> list[Any]:
-        return list(range(self.low, self.high + 1, self.step))
+        return list(self._range())
+
+    def count(self) -> int:
+        return len(self._range())  # without making the list: a range may be huge
+
+    def _range(self) -> range:
+        return range(self.low, self.high + 1, self.step)
 
 
 class CategoricalParam(Strict):
@@ -53,6 +62,9 @@ class CategoricalParam(Strict):
 
     def values(self) -> list[Any]:
         return list(self.choices)
+
+    def count(self) -> int:
+        return len(self.choices)
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
@@ -137,7 +149,7 @@ class SweepSpec(Strict):
                     raise ValueError(
                         f"space[{path!r}]: the grid sampler needs categorical or int fields"
                     )
-            size = math.prod(len(param.values()) for param in self.space.values())
+            size = math.prod(param.count() for param in self.space.values())
             if size > MAX_GRID:
                 raise ValueError(f"the grid has {size} combinations, more than {MAX_GRID}")
         return self

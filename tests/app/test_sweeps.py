@@ -1,8 +1,12 @@
 """Sweeps in-process: the API stores one, the worker's code runs its trials (without
 Celery), the trials' rule prunes, and the best trial's model gets <name>@best."""
 
+import time
+
 import pytest
 
+from app.store.db import get_session_factory
+from app.tuning import advance_sweep, should_prune
 from tests.conftest import bearer
 from tests.utils.api import new_key, upload
 from workers.runner import run_job
@@ -101,9 +105,12 @@ def test_a_bad_space_is_a_422_naming_the_field(client, text_dataset, space, name
     assert named in answer.text
 
 
-def test_a_float_range_cannot_be_a_grid(client, text_dataset):
+def test_a_grid_takes_no_float_range_and_no_more_than_its_most_combinations(client, text_dataset):
     answer = client.post("/sweeps", json=sweep_body(text_dataset, sampler="grid"))
-    assert answer.status_code == 422 and "grid" in answer.text
+    assert answer.status_code == 422 and "grid sampler needs categorical or int" in answer.text
+    huge = {"seed": {"type": "int", "low": 0, "high": 4_000_000_000}}
+    answer = client.post("/sweeps", json=sweep_body(text_dataset, sampler="grid", space=huge))
+    assert answer.status_code == 422 and "4000000001 combinations" in answer.text
 
 
 def test_a_grid_sweep_takes_each_combination_once(client, text_dataset):
@@ -138,3 +145,34 @@ def test_another_keys_sweep_is_unknown(client, text_dataset):
     key = new_key(client, "train")
     answer = client.get(f"/sweeps/{sweep['id']}", headers=bearer(key["key"]))
     assert answer.status_code == 404
+
+
+def test_moving_a_sweep_on_again_asks_nothing_twice(client, text_dataset):
+    sweep = client.post("/sweeps", json=sweep_body(text_dataset, max_parallel=2)).json()
+    sent = []
+    with get_session_factory()() as session:
+        for _ in range(3):  # as a worker and the sweeper would, one after the other
+            assert advance_sweep(session, sweep["id"], sent.append) == []
+    assert sent == []
+    again = client.get(f"/sweeps/{sweep['id']}").json()
+    assert [t["job_id"] for t in again["trials"]] == [t["job_id"] for t in sweep["trials"]]
+
+
+def test_a_trial_asks_the_rule_again_and_gets_the_same_answer(client, text_dataset):
+    body = sweep_body(text_dataset, sampler="random", max_trials=4, pruner={"rule": "asha"})
+    done = run_sweep(client, client.post("/sweeps", json=body).json()["id"])
+    with get_session_factory()() as session:
+        for trial in done["trials"]:
+            assert should_prune(session, trial["job_id"]) == (trial["end_reason"] == "pruned")
+
+
+def test_a_sweep_past_its_time_budget_cancels_its_trials_and_ends(client, text_dataset):
+    sweep = client.post("/sweeps", json=sweep_body(text_dataset, max_seconds=0.5)).json()
+    assert len(sweep["trials"]) == 1
+    time.sleep(0.6)
+    with get_session_factory()() as session:
+        assert advance_sweep(session, sweep["id"], lambda _: None) == []  # cancels the trial
+        advance_sweep(session, sweep["id"], lambda _: None)  # nothing is open: it ends
+    ended = client.get(f"/sweeps/{sweep['id']}").json()
+    assert [t["status"] for t in ended["trials"]] == ["cancelled"]
+    assert ended["status"] == "failed" and ended["error"] == "no trial produced a model"
