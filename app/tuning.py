@@ -31,6 +31,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.recipes import facts_of_dataset, resolve
@@ -211,16 +212,22 @@ def advance_sweep(session: Session, sweep_id: str, send: Send) -> list[str]:
     _follow_best(session, sweep, spec, trials)
     out_of_time = sweep.deadline_at is not None and utcnow() >= sweep.deadline_at
     queued: list[str] = []
-    if not out_of_time:
-        try:
+    try:
+        if not out_of_time:
             queued = _queue_trials(session, sweep, spec, trials)
-        except ValueError as exc:  # a trial's spec, resolved, is invalid; or its data is gone
-            session.rollback()
-            return _fail(session, sweep_id, f"a trial could not be made: {exc}")
-    open_trials = [trial for trial in trials if not trial.ended]
-    if not open_trials and not queued and (out_of_time or len(trials) >= spec.trials_planned):
-        _end(session, sweep, trials)
-    session.commit()
+        open_trials = [trial for trial in trials if not trial.ended]
+        if not open_trials and not queued and (out_of_time or len(trials) >= spec.trials_planned):
+            _end(session, sweep, trials)
+        session.commit()
+    except ValueError as exc:  # a trial's spec, resolved, is invalid; or its data is gone
+        session.rollback()
+        return _fail(session, sweep_id, f"a trial could not be made: {exc}")
+    except IntegrityError:
+        # SQLite has no row lock: another driver stored these trial numbers first. What it
+        # asked stands; this one asks nothing.
+        session.rollback()
+        log.info("sweep %s: another driver queued its next trials first", sweep_id)
+        return []
     if out_of_time:
         for trial in open_trials:
             request_cancel(session, trial.job_id)
