@@ -113,9 +113,10 @@ class EpochRecorder:
         return self.stopping
 
     def judge_trial(self) -> None:
-        """A sweep's trial asks the sweep's rule whether to go on after its latest epoch.
-        The answer is read from the database, so a resumed attempt gets it again."""
-        if self.is_trial and self.history:
+        """A sweep's trial with epochs left asks the sweep's rule whether to go on after its
+        latest one (after its last, it has completed). The answer is read from the
+        database, so a resumed attempt gets it again."""
+        if self.is_trial and self.history and self.history[-1].epoch < self.run.epochs:
             self.pruned = should_prune(self.session, self.job_id)
 
 
