@@ -62,7 +62,6 @@ def assert_finished_with_every_trial(api, sweep: dict, trials: int) -> None:
     assert {a["alias"]: a["version_id"] for a in aliases}["best"] == best["model_id"]
 
 
-@pytest.mark.log_faults_expected("the worker is killed mid-trial")
 def test_a_worker_killed_mid_trial_is_replaced_and_the_sweep_finishes(api, stack, mnist_dataset):
     sweep = submit_sweep(api, sweep_body(mnist_dataset, epochs=3))
     first = sweep["trials"][0]["job_id"]
@@ -76,7 +75,6 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_sweep_finishes(api, stack
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
 
 
-@pytest.mark.log_faults_expected("the API is killed mid-sweep")
 def test_the_sweep_goes_on_while_the_api_restarts(api, stack, mnist_dataset):
     sweep = submit_sweep(api, sweep_body(mnist_dataset, epochs=1, seed=4))
     port = int(stack.url.rsplit(":", 1)[1])
