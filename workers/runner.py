@@ -7,11 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from celery import Celery
-from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_training, make_celery
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
@@ -32,7 +29,7 @@ from app.store.lifecycle import (
 from app.store.records import forget_progress_after, record_epoch, resume_job
 from app.store.storage import job_folder
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
-from app.tuning import advance_sweep, should_prune
+from app.tuning import Send, advance_sweep, should_prune
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
@@ -132,11 +129,11 @@ def _should_stop(rule: EarlyStopping | None, history: list[EpochResult]) -> bool
     return epochs_without_improvement(values, higher_is_better, rule.min_delta) >= rule.patience
 
 
-def run_job(job_id: str, celery: Celery | None = None) -> None:
+def run_job(job_id: str, send: Send | None = None) -> None:
     """Run the job the message names, or else the oldest queued one: a message only says
     that there is work, so a lost or stale message never strands a job. After a sweep's
-    trial, the sweep's next trials are queued (sent through `celery`, by default one made
-    from the settings)."""
+    trial, the sweep's next trials are queued at once and handed to `send` (the task's
+    broker); without one, the API's sweeper sends them."""
     settings = get_settings()
     owner = worker_name()
     with get_session_factory()() as session:
@@ -148,20 +145,9 @@ def run_job(job_id: str, celery: Celery | None = None) -> None:
         sweep_id = job.sweep_id
         _attempt(session, job, owner, settings)
         if sweep_id is not None:
-            _advance_sweep(session, sweep_id, celery or make_celery(settings))
-
-
-def _advance_sweep(session: Session, sweep_id: str, celery: Celery) -> None:
-    """Queue the sweep's next trials now, not at the sweeper's next pass: the time from a
-    trial's end to the next one's start is the sweep's overhead."""
-
-    def send(job_id: str) -> None:
-        try:
-            enqueue_training(celery, job_id)
-        except BrokerUnreachable as exc:  # stored is queued: the sweeper sends it later
-            log.warning("job %s: stored, but the broker is unreachable (%s)", job_id, exc)
-
-    advance_sweep(session, sweep_id, send)
+            # Now, not at the sweeper's next pass: the time from a trial's end to the next
+            # one's start is the sweep's overhead.
+            advance_sweep(session, sweep_id, send or (lambda _: None))
 
 
 def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
