@@ -23,8 +23,12 @@ MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alia
 # job, early stopping's choices), and what every training step reports.
 EpochMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
 StepMetric = Literal["loss", "lr"]
+# What the worker samples about itself about once a second while it trains (its process and
+# any it started; the GPU's where it trains on one), at the step it had reached.
+ResourceMetric = Literal["cpu_percent", "memory_mib", "gpu_percent", "gpu_memory_mib"]
 EPOCH_METRICS: tuple[EpochMetric, ...] = get_args(EpochMetric)
 STEP_METRICS: tuple[StepMetric, ...] = get_args(StepMetric)
+RESOURCE_METRICS: tuple[ResourceMetric, ...] = get_args(ResourceMetric)
 
 
 class Strict(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.jobspec import EpochMetric, StepMetric, Strict, Task
+from app.jobspec import EpochMetric, ResourceMetric, StepMetric, Strict, Task
 from app.store.tables import EndReason, JobStatus
 
 # admin passes every scope; deploy moves aliases and deletes versions of the names it reads
@@ -181,7 +181,7 @@ def _field(epoch, name: str):
     return epoch[name] if isinstance(epoch, dict) else getattr(epoch, name)
 
 
-MetricName = Literal[StepMetric, EpochMetric]
+MetricName = Literal[StepMetric, EpochMetric, ResourceMetric]
 
 
 class MetricPointPublic(BaseModel):

@@ -36,6 +36,7 @@ from workers.budget import epochs_after_first, epochs_for_budget
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
+from workers.resources import ResourceSampler
 from workers.training import EpochResult, epochs_without_improvement
 
 log = logging.getLogger("trainserve.worker")
@@ -215,6 +216,7 @@ def _train(
         first_step=done_epochs * len(run.train),
         deadline=_deadline(spec, recorder.history),
         flush_seconds=settings.step_flush_seconds,
+        resources=ResourceSampler(run.device),
     )
     on_epoch_end: Callable[[EpochResult], bool] = recorder
     if budgeted:

@@ -388,9 +388,10 @@ def job_metrics(
     ] = None,
     step_max: Annotated[int | None, Query(ge=0, description="Only steps up to this one.")] = None,
 ) -> MetricSeries:
-    """A metric over training steps: per step (`loss`, `lr`) or per epoch (`train_loss`,
-    `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
-    the database; each point has the bucket's last step, mean, min, max and count. With
+    """A metric over training steps: per step (`loss`, `lr`), per epoch (`train_loss`,
+    `val_accuracy`, …) or the worker's use while it trained (`cpu_percent`, `memory_mib`,
+    `gpu_percent`, `gpu_memory_mib`). Longer series are averaged into at most `max_points`
+    buckets by the database; each point has the bucket's last step, mean, min, max, count. With
     `step_min` and `step_max` only those steps are bucketed: a zoomed chart gets finer
     points."""
     if step_min is not None and step_max is not None and step_min > step_max:

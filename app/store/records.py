@@ -1,7 +1,7 @@
 """What training reports about a job: per-step losses, epochs, the event stream, and the
 metric series drawn from them."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -30,8 +30,14 @@ def forget_progress_after(session: Session, job_id: str, epoch: int = 0, step: i
     session.commit()
 
 
-def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, float, float]]):
-    """Per-step (step, epoch, loss, learning rate): metric points and one event per step."""
+def record_steps(
+    session: Session,
+    job_id: str,
+    steps: list[tuple[int, int, float, float]],
+    resources: Mapping[str, float] | None = None,
+):
+    """Per-step (step, epoch, loss, learning rate): metric points and one event per step;
+    `resources`, the worker's use sampled now, as metric points at the last of the steps."""
     if not steps:
         return
     first_seq = _reserve_events(session, job_id, len(steps)) - len(steps) + 1
@@ -56,6 +62,10 @@ def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, floa
             {"job_id": job_id, "name": name, "step": step, "value": value}
             for step, _, *values in steps
             for name, value in zip(STEP_METRICS, values, strict=True)
+        ]
+        + [
+            {"job_id": job_id, "name": name, "step": steps[-1][0], "value": value}
+            for name, value in (resources or {}).items()
         ],
     )
     session.commit()

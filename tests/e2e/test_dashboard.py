@@ -161,6 +161,10 @@ def test_a_running_jobs_curve_grows_keeps_its_zoom_and_is_cancelled(
     first = wait_until(lambda: points(page), timeout=60, what="the loss curve's first points")
     second = wait_until(lambda: (n := points(page)) > first and n, timeout=30, what="more points")
     wait_until(lambda: points(page) > second, timeout=30, what="still more points")
+    # The worker's CPU and memory, refetched while the run is live; no GPU chart on a CPU.
+    memory = wait_until(lambda: points(page, "memory-mib"), timeout=30, what="memory points")
+    wait_until(lambda: points(page, "memory-mib") > memory, timeout=30, what="more memory points")
+    assert points(page, "cpu-percent") > 0 and page.locator("#chart-gpu-percent").count() == 0
 
     over = page.locator("#chart-loss .u-over").bounding_box()
     assert over is not None
@@ -181,8 +185,8 @@ def test_a_running_jobs_curve_grows_keeps_its_zoom_and_is_cancelled(
     assert api.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
 
 
-def points(page: Page) -> int:
-    return int(page.get_attribute("#chart-loss", "data-points") or 0)
+def points(page: Page, chart: str = "loss") -> int:
+    return int(page.get_attribute(f"#chart-{chart}", "data-points") or 0)
 
 
 def x_range(page: Page) -> tuple[str | None, str | None]:

@@ -30,6 +30,12 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
     assert last["optimizer"]["param_groups"][0]["lr"] < 1e-6  # the schedule ran to its end
     assert last["scheduler"]["last_epoch"] == 3 * 5  # 40 images in batches of 8, 3 epochs
     assert all_aliases(session)[("image_classification", "latest")] == model.id
+    steps = {point.step for point in metric_series(session, job_id, "loss", max_points=100)}
+    memory = metric_series(session, job_id, "memory_mib", max_points=100)
+    cpu = metric_series(session, job_id, "cpu_percent", max_points=100)
+    assert memory and {point.step for point in memory} <= steps  # sampled as steps are stored
+    assert all(point.value > 50 for point in memory)  # torch alone takes more
+    assert [point.step for point in cpu] == [point.step for point in memory]
 
 
 def test_run_job_fails_with_an_actionable_error(session, embedded_settings, sentiment_csv):

@@ -1,5 +1,6 @@
 // One run: its curves (per step from GET /jobs/{id}/metrics, then live from the event
-// stream), its events, spec, ETA, model and a Cancel button.
+// stream), the worker's CPU and memory (and GPU) over the run, its events, spec, ETA,
+// model and a Cancel button.
 import { api, followEvents } from "./api.js";
 import { Curves, loadCharts } from "./chart.js";
 import { duration, fixed, h, percent, problem, statusBadge, when } from "./dom.js";
@@ -8,6 +9,15 @@ import { link, updateParams } from "./view.js";
 const COARSE_POINTS = 1000; // buckets of the whole run (more than a chart has pixels); a zoom fetches as many for its range
 const LIVE = new Set(["queued", "running", "cancelling"]);
 const X_MODES = { step: "step", epoch: "epoch", time: "training time (s)" };
+// The worker's own use, sampled about once a second as it stores steps (workers/resources.py);
+// no event carries it, so a live run's page fetches it again every few seconds.
+const RESOURCES = [
+  { name: "cpu_percent", title: "worker CPU (% of one core)", color: "#17becf" },
+  { name: "memory_mib", title: "worker memory (RSS, MiB)", color: "#7f7f7f" },
+  { name: "gpu_percent", title: "GPU utilisation (%)", color: "#bcbd22", gpu: true },
+  { name: "gpu_memory_mib", title: "GPU memory reserved (MiB)", color: "#e377c2", gpu: true },
+];
+const RESOURCE_REFRESH_MS = 5000;
 
 export async function render(root, params, signal) {
   const id = params.get("id");
@@ -27,6 +37,7 @@ export async function render(root, params, signal) {
   const [loss, lr, ends] = await Promise.all(
     ["loss", "lr", "val_loss"].map((name) => api(`/jobs/${id}/metrics?name=${name}&max_points=${COARSE_POINTS}`, { signal })),
   );
+  const used = await resourceSeries(id, signal);
   await charting;
   const steps = { loss: loss.points, lr: lr.points };
   const epochEnds = ends.points.map((p) => p.step); // the last step of each finished epoch
@@ -64,7 +75,13 @@ export async function render(root, params, signal) {
   const accuracyChart = new Curves(accuracyBox, {
     title: "accuracy per epoch", lines: [{ label: "train_accuracy", color: "#9467bd" }, { label: "val_accuracy", color: "#8c564b" }], xLabel: X_MODES[view.x], ...common(), smoothing: null,
   });
-  const all = [lossChart, lrChart, epochLossChart, accuracyChart];
+  // GPU charts only for a run that recorded GPU figures.
+  const resourceCharts = RESOURCES.filter((r) => !r.gpu || used[r.name].length).map((r) => {
+    const box = h("div", { class: "chart", id: `chart-${r.name.replaceAll("_", "-")}` });
+    charts.append(box);
+    return [r.name, new Curves(box, { title: r.title, lines: [{ label: r.name, color: r.color, envelope: true }], xLabel: X_MODES[view.x], ...common(), smoothing: null })];
+  });
+  const all = [lossChart, lrChart, epochLossChart, accuracyChart, ...resourceCharts.map(([, chart]) => chart)];
 
   function draw() {
     const x = toX();
@@ -74,6 +91,7 @@ export async function render(root, params, signal) {
     const column = (name) => ({ values: job.history.map((e) => e[name]), min: [], max: [] });
     epochLossChart.update(epochX, [column("train_loss"), column("val_loss")]);
     accuracyChart.update(epochX, [column("train_accuracy"), column("val_accuracy")]);
+    for (const [name, chart] of resourceCharts) chart.update(used[name].map((p) => x(p.step)), [columnsOf(used[name])]);
     drawSide();
     if (!performance.getEntriesByName("run:curves").length) performance.mark("run:curves");
   }
@@ -141,7 +159,28 @@ export async function render(root, params, signal) {
 
   draw();
   if (view.zoom.length === 2) finer(view.zoom); // a link's zoom gets its finer points too
-  if (LIVE.has(job.status)) followEvents(id, job.last_event_id, onEvent, signal);
+  if (LIVE.has(job.status)) {
+    followEvents(id, job.last_event_id, onEvent, signal);
+    refreshResources();
+  }
+
+  async function refreshResources() {
+    while (LIVE.has(job.status) && !signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, RESOURCE_REFRESH_MS));
+      try {
+        Object.assign(used, await resourceSeries(id, signal));
+      } catch (error) {
+        if (signal.aborted) return; // the page was left: nothing to draw
+        throw error;
+      }
+      redraw();
+    }
+  }
+}
+
+async function resourceSeries(id, signal) {
+  const series = await Promise.all(RESOURCES.map((r) => api(`/jobs/${id}/metrics?name=${r.name}&max_points=${COARSE_POINTS}`, { signal })));
+  return Object.fromEntries(series.map((s) => [s.name, s.points]));
 }
 
 function columnsOf(points) {
