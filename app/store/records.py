@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from app.jobspec import EPOCH_METRICS, STEP_METRICS
+from app.jobspec import EPOCH_METRICS, STEP_METRICS, ResourceMetric
 from app.store.lifecycle import LeaseLost, held_by, transition, update_job
 from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
 
@@ -34,7 +34,7 @@ def record_steps(
     session: Session,
     job_id: str,
     steps: list[tuple[int, int, float, float]],
-    resources: Mapping[str, float] | None = None,
+    resources: Mapping[ResourceMetric, float] | None = None,
 ):
     """Per-step (step, epoch, loss, learning rate): metric points and one event per step;
     `resources`, the worker's use sampled now, as metric points at the last of the steps."""
