@@ -64,6 +64,26 @@ class DatasetPublic(BaseModel):
     created_at: datetime
 
 
+class DatasetExample(BaseModel):
+    index: int = Field(description="The example's place in the stored dataset.")
+    split: Literal["train", "test"]
+    text: str | None = Field(None, description="A text set's example (its first characters).")
+    thumbnail: str | None = Field(
+        None, description="An image set's example: the path of its small PNG."
+    )
+
+
+class ClassExamples(BaseModel):
+    name: str
+    examples: list[DatasetExample]
+
+
+class DatasetExamples(BaseModel):
+    dataset_id: str
+    task: Task
+    classes: list[ClassExamples]
+
+
 class DatasetsPublic(BaseModel):
     items: list[DatasetPublic]
     next_cursor: str | None

@@ -43,9 +43,10 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def load_plain(path: Path) -> dict:
-    """Load a file written by save_atomically without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_plain(path: Path, *, mmap: bool = False) -> dict:
+    """Load a file written by save_atomically without unpickling arbitrary objects; with
+    `mmap`, its tensors stay on disk until read (a few examples of a large dataset)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def file_sha256(path: Path) -> str:

@@ -2,7 +2,9 @@
 
 import io
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.broker import make_celery
 from app.store.db import get_session_factory
@@ -258,3 +260,30 @@ def test_a_job_accepted_while_the_broker_is_down_is_sent_once_it_is_back(
         assert resend_lost_messages(session, celery, grace_seconds=0) == 1
         assert resend_lost_messages(session, celery, grace_seconds=0) == 0  # now accounted for
     assert len(queued_messages(embedded_settings)) == 1
+
+
+def test_a_dataset_shows_a_few_examples_of_each_class(client, two_class_zip, sentiment_csv):
+    images = upload(client, two_class_zip, "shapes.zip").json()
+    shown = client.get(f"/datasets/{images['id']}/examples", params={"per_class": 3}).json()
+    assert [c["name"] for c in shown["classes"]] == ["bottom", "top"]
+    for each in shown["classes"]:
+        assert len(each["examples"]) == 3 and {e["split"] for e in each["examples"]} == {"train"}
+        for example in each["examples"]:
+            thumbnail = client.get(example["thumbnail"])
+            assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/png"
+            pixels = np.asarray(Image.open(io.BytesIO(thumbnail.content)).convert("L"))
+            assert pixels.shape == (16, 16)
+            # each class's own images: "top" is bright in its upper half, "bottom" in its lower
+            upper_brighter = pixels[:8].mean() > pixels[8:].mean()
+            assert upper_brighter == (each["name"] == "top")
+
+    texts = upload(client, sentiment_csv, "moods.csv").json()
+    shown = client.get(f"/datasets/{texts['id']}/examples").json()
+    rows = {c["name"]: [e["text"] for e in c["examples"]] for c in shown["classes"]}
+    assert len(rows["positive"]) == 4 and all("wonderful" in text for text in rows["positive"])
+    assert all("awful" in text for text in rows["negative"])
+    none = client.get(f"/datasets/{texts['id']}/examples/0/thumbnail")
+    assert none.status_code == 404 and "holds texts" in none.json()["detail"]
+    past = client.get(f"/datasets/{images['id']}/examples/50/thumbnail")
+    assert past.status_code == 404 and "has 50 examples" in past.json()["detail"]
+    assert client.get(f"/datasets/{images['id']}/examples?per_class=17").status_code == 422

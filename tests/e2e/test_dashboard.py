@@ -211,6 +211,8 @@ def test_upload_a_dataset_with_its_progress_and_the_servers_error(
     stored = [d for d in api.get("/datasets").json()["items"] if d["name"] == "ui-reviews"]
     assert len(stored) == 1 and stored[0]["counts"]["train"] == {"negative": 20, "positive": 20}
     page.wait_for_selector("#dataset-detail section[data-split=train] .bar")
+    positive = page.locator("#dataset-examples section[data-class=positive] .example-text")
+    assert positive.count() == 6 and "great film" in positive.first.inner_text()
     screenshot(page, "datasets")
 
     notes = tmp_path / "notes.txt"
@@ -305,7 +307,7 @@ def test_a_revoked_key_mid_session_returns_to_the_sign_in_page(page, console, ap
 PHONE = {"width": 390, "height": 844}
 
 
-def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
+def test_every_page_fits_a_phone_in_the_dark(browser, console, api, stack, versions):
     """At a phone's width, with the system's dark theme, no page is wider than the screen
     (wide tables scroll in their own box) and none logs an error."""
     context = browser.new_context(viewport=PHONE, color_scheme="dark")
@@ -315,6 +317,7 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
     open_page(tab, stack.url, "runs")
     background = tab.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(13, 17, 23)"  # the dark theme's
+    digits = api.get(f"/jobs/{versions[0]['job_id']}").json()["dataset_id"]
     fragments = {
         "runs": "table.runs tbody tr",
         f"run?id={versions[0]['job_id']}": "#chart-loss[data-points]",
@@ -322,6 +325,8 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions):
         f"models?name={DIGITS}": "#versions tbody tr",
         "try": "#image-drop",
         "datasets": "#datasets tbody tr",
+        # the digits' thumbnails, fetched with the key
+        f"datasets?id={digits}": "#dataset-examples section[data-class='7'] img[data-loaded=true]",
         "keys": "#keys tbody tr",
     }
     for fragment, shown in fragments.items():
