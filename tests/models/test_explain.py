@@ -23,8 +23,8 @@ class Linear(nn.Module):
 
 
 class Squares(nn.Module):
-    """logit 0 = sum(x^2): IG_i = (x_i - b_i) * integral of 2(b_i + a(x_i - b_i)) da = x_i^2 - b_i^2,
-    and the midpoint rule integrates the straight line exactly."""
+    """logit 0 = sum(x^2): IG_i = (x_i - b_i) * integral of 2(b_i + a(x_i - b_i)) da
+    = x_i^2 - b_i^2, and the midpoint rule integrates the straight line exactly."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x**2).flatten(1).sum(dim=1, keepdim=True)
