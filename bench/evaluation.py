@@ -125,7 +125,8 @@ def _served_answers(service: Service, model_id: str, path) -> tuple[list[str], l
 
 
 def _mnist_digits(count: int) -> np.ndarray:
-    raw = gzip.open(SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").read()
+    with gzip.open(SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz") as file:
+        raw = file.read()
     return np.frombuffer(raw, np.uint8, count * 784, 16).reshape(count, 28, 28)
 
 
@@ -138,9 +139,8 @@ def _png(pixels: np.ndarray) -> bytes:
 def _maps(service: Service, model_id: str, digits: np.ndarray) -> np.ndarray:
     maps = []
     for start in range(0, len(digits), EXPLAIN_BATCH):
-        files = [
-            ("files", (f"{i}.png", _png(d))) for i, d in enumerate(digits[start : start + EXPLAIN_BATCH])
-        ]
+        chunk = digits[start : start + EXPLAIN_BATCH]
+        files = [("files", (f"{i}.png", _png(digit))) for i, digit in enumerate(chunk)]
         answer = service.http.post("/explain", files=files, data={"model": model_id})
         answer.raise_for_status()
         maps += [np.array(item["attribution"]) for item in answer.json()]
@@ -179,8 +179,9 @@ def mnist(service: Service) -> None:
     random_spec["hyperparameters"] = spec["hyperparameters"] | {"lr": 1e-9}
     untrained = service.train(random_spec)
     digits = _mnist_digits(SAMPLES)
-    ours, theirs = _maps(service, trained["model_id"], digits), _maps(
-        service, untrained["model_id"], digits
+    ours, theirs = (
+        _maps(service, trained["model_id"], digits),
+        _maps(service, untrained["model_id"], digits),
     )
     print(f"mnist explanations over {SAMPLES} test digits (integrated gradients, 32 steps)")
     print(f"  trained model: val_accuracy {trained['best_val_accuracy']:.4f}")
