@@ -2,6 +2,7 @@
 // upload by drag and drop (or a file picker) with a progress bar and the server's error.
 import { api, upload } from "./api.js";
 import { h, problem, shortId, when } from "./dom.js";
+import { checksView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
 
 export async function render(root, params, signal) {
@@ -69,6 +70,7 @@ export async function render(root, params, signal) {
       h("h2", {}, `${dataset.name}: examples per class`),
       ...Object.entries(dataset.counts).map(([split, counts]) => splitBars(split, dataset.classes, counts)),
       h("p", { class: "muted" }, `skipped files: ${hidden} hidden, ${notImages} not images`),
+      checksView(dataset.checks),
     );
   }
 
