@@ -44,7 +44,10 @@ def test_identical_pixels_are_duplicates_whatever_their_labels():
     images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
     images[3] = 7
     data = ImageData(
-        ["a", "b"], torch.tensor([0, 1, 0, 1]), torch.tensor([False, False, True, True]), "idx",
+        ["a", "b"],
+        torch.tensor([0, 1, 0, 1]),
+        torch.tensor([False, False, True, True]),
+        "idx",
         images=images,
     )
     checks = data_checks(data)
