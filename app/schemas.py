@@ -488,6 +488,11 @@ class AliasMovePublic(BaseModel):
 
 
 class EvaluationCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset_id": "5b0f3c8e2a9d4f6e8c1b7a3d9e2f4c6a"}]},
+    )
+
     dataset_id: str = Field(description="A dataset whose classes are among the model's.")
     split: Literal["auto", "test", "train", "all"] = Field(
         "auto",
