@@ -1,6 +1,8 @@
 """Evaluations of a model version on new data: asked for by the API, run by a worker."""
 
-from sqlalchemy import update
+from datetime import datetime
+
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.store.pages import page
@@ -43,3 +45,23 @@ def end_evaluation(
     evaluation.status = EvaluationStatus.FAILED if error else EvaluationStatus.SUCCEEDED
     evaluation.report, evaluation.error, evaluation.finished_at = report, error, utcnow()
     session.commit()
+
+
+def queued_evaluation_ids(session: Session, queued_before: datetime, limit: int) -> list[str]:
+    """Evaluations still queued that were asked for before the time, oldest first."""
+    return list(
+        session.scalars(
+            select(Evaluation.id)
+            .where(*_queued_before(queued_before))
+            .order_by(Evaluation.created_at)
+            .limit(limit)
+        )
+    )
+
+
+def count_queued_evaluations(session: Session, queued_before: datetime) -> int:
+    return session.scalar(select(func.count()).where(*_queued_before(queued_before))) or 0
+
+
+def _queued_before(moment: datetime) -> tuple:
+    return (Evaluation.status == EvaluationStatus.QUEUED, Evaluation.created_at < moment)
