@@ -5,6 +5,7 @@ from celery import Celery
 from app.config import Settings
 
 TRAIN_TASK = "trainserve.train"
+EVALUATE_TASK = "trainserve.evaluate"
 QUEUE = "trainserve"
 
 
@@ -53,6 +54,10 @@ def _transport_options(settings: Settings) -> dict:
 
 def enqueue_training(celery: Celery, job_id: str) -> None:
     celery.send_task(TRAIN_TASK, args=[job_id], queue=QUEUE, retry=True)
+
+
+def enqueue_evaluation(celery: Celery, evaluation_id: str) -> None:
+    celery.send_task(EVALUATE_TASK, args=[evaluation_id], queue=QUEUE, retry=True)
 
 
 def queue_length(celery: Celery) -> int:

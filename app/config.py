@@ -179,6 +179,27 @@ class Settings(BaseSettings):
         "providers the process configures. Off, a request skips the check for them (a "
         "seventh of /predict's event-loop time); /metrics is always on.",
     )
+    explain_steps: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Steps of the integral behind an image's explanation: one forward and "
+        "backward of that many images.",
+    )
+    explain_max_inputs: int = Field(
+        4, ge=1, le=64, description="Most images or texts one /explain request may send."
+    )
+    explain_max_words: int = Field(
+        200,
+        ge=1,
+        description="Most words of one text /explain scores: a forward for each word.",
+    )
+    explain_threads: int = Field(
+        1,
+        ge=1,
+        description="Explanations computed at once by an API process, in threads of their "
+        "own beside the event loop; more requests wait for one of them.",
+    )
     registry_poll_seconds: float = Field(
         1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."
     )

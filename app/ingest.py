@@ -14,6 +14,7 @@ from app.config import Settings
 from app.store.datasets import add_dataset, find_dataset_by_fingerprint
 from app.store.tables import Dataset
 from models.data import NamedFile, ReadOptions, read_upload
+from models.datachecks import data_checks
 from models.files import save_atomically
 
 log = logging.getLogger("trainserve.api")
@@ -62,6 +63,7 @@ def ingest_upload(
         counts=data.counts(),
         details=data.details(),
         skipped=asdict(data.skipped),
+        checks=data_checks(data),
         path=str(path),
         owner_key_id=owner_key_id,
     )

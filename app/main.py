@@ -25,7 +25,17 @@ from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.past_router import PastRouter
 from app.quotas import TokenBuckets
-from app.routes import datasets, health, jobs, keys, models, predict, shares
+from app.routes import (
+    datasets,
+    evaluations,
+    explain,
+    health,
+    jobs,
+    keys,
+    models,
+    predict,
+    shares,
+)
 from app.schemas import Responses, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
@@ -77,6 +87,7 @@ async def lifespan(app: FastAPI):
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) - 1))
     app.state.celery = make_celery(settings)
     app.state.model_server = server = ModelServer(settings, app.state.metrics)
+    app.state.explain_pool = explain_pool = explain.explain_pool(settings)
     poller = asyncio.create_task(server.poll())  # its first pass starts loading the defaults
     sweeper = Sweeper(settings, app.state.celery)
     sweeper.start()
@@ -97,6 +108,7 @@ async def lifespan(app: FastAPI):
     poller.cancel()
     server.stop()
     sweeper.stop()
+    explain_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _announce_auth(settings: Settings) -> None:
@@ -201,9 +213,11 @@ def create_app() -> FastAPI:
     for router in PAST_ROUTER:
         app.include_router(router, responses=PROTECTED_RESPONSES)
     app.include_router(predict.router, **protected("predict"))
+    app.include_router(explain.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))
     app.include_router(models.router, **protected("train", "deploy"))
+    app.include_router(evaluations.router, **protected("train", "deploy"))
     app.include_router(models.deploy_router, **protected("deploy"))
     app.include_router(shares.router, **protected("train"))  # each route: owner or admin
     app.include_router(keys.router, **protected("admin"))

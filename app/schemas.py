@@ -61,6 +61,14 @@ class DatasetPublic(BaseModel):
     size_bytes: int
     details: dict
     skipped: SkippedFiles
+    checks: dict | None = Field(
+        None,
+        description="What the examples showed at upload (docs/api.md#data-checks): per split, "
+        "the largest and smallest class and their ratio (`imbalance`), examples that repeat "
+        "an earlier one exactly (`duplicates`), and test examples also in the training "
+        "split (`leakage`), each with its count and the first few positions. Null for "
+        "datasets stored before the checks existed.",
+    )
     created_at: datetime
 
 
@@ -99,6 +107,14 @@ class EpochPublic(BaseModel):
     val_accuracy: float
     seconds: float
     samples_per_second: float
+
+
+EVALUATION_HELP = (
+    "The served (best) epoch's report on the job's validation data (docs/api.md#evaluation-"
+    "reports): accuracy, top-k accuracy, per-class precision, recall, F1 and support, macro "
+    "and weighted F1, the confusion matrix with class names, and calibration. Null until "
+    "the job succeeds, and for versions stored before reports were computed."
+)
 
 
 class JobSummary(BaseModel):
@@ -164,6 +180,7 @@ class JobPublic(JobSummary):
         "'auto: …' (why the network was picked) or 'default'. Null for jobs stored before "
         "specs were resolved."
     )
+    evaluation: dict | None = Field(description=EVALUATION_HELP)
 
     @classmethod
     def from_rows(cls, row, history: list[dict]) -> "JobPublic":
@@ -178,6 +195,7 @@ class JobPublic(JobSummary):
             "name": job.spec.get("name") or job.task,
             "arch": job.spec["model"]["arch"],
             "model_id": job.model.id if job.model else None,
+            "evaluation": job.model.evaluation if job.model else None,
             "last_event_id": job.event_seq,
         }
         return cls._validated(fields, job.history)
@@ -406,6 +424,7 @@ class ModelPublic(BaseModel):
     network: str
     classes: list[str]
     metrics: dict = Field(description="The served epoch's figures.")
+    evaluation: dict | None = Field(description=EVALUATION_HELP)
     data_sha256: str | None = Field(description="sha256 of the uploaded training data.")
     spec: dict | None = Field(description="The job spec, defaults filled in.")
     job_id: str
@@ -423,6 +442,7 @@ class ModelPublic(BaseModel):
             network=row.arch,
             classes=row.classes,
             metrics=row.metrics,
+            evaluation=row.evaluation,
             data_sha256=row.data_sha256,
             spec=row.spec,
             job_id=row.job_id,
@@ -485,3 +505,73 @@ class AliasMovePublic(BaseModel):
         "authentication off."
     )
     moved_at: datetime
+
+
+class EvaluationCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset_id": "5b0f3c8e2a9d4f6e8c1b7a3d9e2f4c6a"}]},
+    )
+
+    dataset_id: str = Field(description="A dataset whose classes are among the model's.")
+    split: Literal["auto", "test", "train", "all"] = Field(
+        "auto",
+        description="The examples to judge the model on: the dataset's test split, its "
+        "training split, or all of it; `auto`: the test split where there is one, else all.",
+    )
+
+
+class EvaluationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_id: str = Field(validation_alias="version_id")
+    dataset_id: str
+    split: Literal["test", "train", "all"]
+    status: Literal["queued", "running", "succeeded", "failed"]
+    report: dict | None = Field(
+        description="Once succeeded: the figures of a version's `evaluation`, plus "
+        "`most_confidently_wrong` (positions in the dataset, true and predicted class, "
+        "probability) and `throughput` (examples per second of the forward passes on the "
+        "worker, the runtime and threads)."
+    )
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EvaluationsPublic(BaseModel):
+    items: list[EvaluationPublic]
+    next_cursor: str | None
+
+
+class TokenScore(BaseModel):
+    token: str
+    score: float = Field(
+        description="How much the explained class's probability falls without the word."
+    )
+
+
+class Explanation(BaseModel):
+    label: str = Field(description="The class explained: the top answer.")
+    probability: float
+    method: Literal["integrated_gradients", "word_occlusion"]
+    model_id: str
+    job_id: str
+    model_name: str
+    attribution: list[list[float]] | None = Field(
+        None,
+        description="Images: one value per pixel of the network's input (height rows of "
+        "width values), summed over channels; positive values speak for the label.",
+    )
+    overlay_png: str | None = Field(
+        None, description="Images: a base64 PNG of the input in grey, red for, blue against."
+    )
+    steps: int | None = Field(None, description="Images: the integral's steps.")
+    completeness_gap: float | None = Field(
+        None,
+        description="Images: the attributions' sum less the logit's change from a black "
+        "image; near 0 when the steps were enough.",
+    )
+    tokens: list[TokenScore] | None = Field(None, description="Texts: a score per word.")

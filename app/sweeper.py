@@ -1,8 +1,8 @@
 """The API's background sweep: the database is the source of truth, the broker a signal.
 
 Every few seconds it re-queues jobs whose worker stopped renewing its lease, and
-re-sends queued jobs that the broker lost (a Redis that restarted empty), so no
-accepted job is ever stranded.
+re-sends the messages of queued jobs and evaluations that the broker lost (a Redis that
+restarted empty), so no accepted job or evaluation is ever stranded.
 """
 
 import logging
@@ -13,10 +13,11 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_training, queue_length
+from app.broker import enqueue_evaluation, enqueue_training, queue_length
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
+from app.store.evaluations import count_queued_evaluations, queued_evaluation_ids
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
 from app.store.tables import JobStatus, utcnow
@@ -40,20 +41,30 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, JobStatu
 
 
 def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float) -> int:
-    """Send one message per queued job the broker does not account for. Returns how many.
+    """Send one message per queued job or evaluation the broker does not account for.
+    Returns how many.
 
-    Any message makes a worker run the oldest queued job, so counting is enough. Jobs
-    queued in the last `grace_seconds` are left out: their message may still be on its way.
+    Counting is enough: any training message makes a worker run the oldest queued job,
+    and a message repeated is harmless (what it names is no longer queued). Evaluations
+    are sent first, as each message names the one it runs: were a job's message sent for
+    an evaluation's lost one, the evaluation would wait for as long as jobs are queued.
+    What was queued in the last `grace_seconds` is left out: its message may still be on
+    its way.
     """
-    queued = count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
+    before = utcnow() - timedelta(seconds=grace_seconds)
+    queued = count_queued(session, before) + count_queued_evaluations(session, before)
     missing = queued - queue_length(celery)
     if missing <= 0:
         return 0
-    job_ids = queued_job_ids(session, limit=missing)
+    evaluation_ids = queued_evaluation_ids(session, before, limit=missing)
+    for evaluation_id in evaluation_ids:
+        enqueue_evaluation(celery, evaluation_id)
+    job_ids = queued_job_ids(session, limit=missing - len(evaluation_ids))
     for job_id in job_ids:
         enqueue_training(celery, job_id)
-    log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)
-    return len(job_ids)
+    sent = [*evaluation_ids, *job_ids]
+    log.warning("re-sent %d message(s) the broker had lost: %s", len(sent), sent)
+    return len(sent)
 
 
 def sweep(session: Session, celery: Celery, settings: Settings) -> None:

@@ -100,6 +100,13 @@ class Predictor:
             for examples, top_k in zip(encoded, top_ks, strict=True)
         ]
 
+    def probabilities(self, examples: Sequence[torch.Tensor] | Sequence[str]) -> torch.Tensor:
+        """Class probabilities, one row per example, of decoded images (uint8 C,H,W in this
+        network's size: a stored dataset's) or of texts."""
+        if self.task == IMAGE_TASK:
+            return self._probabilities(list(cast(Sequence[torch.Tensor], examples)))
+        return self._probabilities([self.vocabulary.encode(cast(str, text)) for text in examples])
+
     def _encode_all(self, examples: Sequence[bytes | str], first: int = 0) -> list[Encoded]:
         if len(examples) == 1 and first == 0:
             return [self._encode(examples[0])]

@@ -33,6 +33,7 @@ from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
 from workers.budget import epochs_after_first, epochs_for_budget
+from workers.evaluation import served_epoch_report
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
@@ -327,7 +328,8 @@ def _deadline(spec: JobSpec, history: list[EpochResult]) -> float:
 def _model_version(
     job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder
 ) -> ModelVersion:
-    """The model a succeeded job registers: its best epoch."""
+    """The model a succeeded job registers: its best epoch, with that epoch's report on the
+    validation data."""
     if recorder.best is None:
         raise RuntimeError(f"job {job.id} ended without recording an epoch")
     return ModelVersion(
@@ -339,6 +341,7 @@ def _model_version(
         metrics=recorder.best.as_dict(),
         checkpoint_path=str(recorder.best_path),
         sha256=recorder.best_sha256,
+        evaluation=served_epoch_report(run, recorder.best_path),
     )
 
 

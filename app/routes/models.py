@@ -48,7 +48,7 @@ NOT_FOUND: Responses = {404: error("No such model version.")}
 OCTETS = "application/octet-stream"
 
 
-def _version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
+def model_version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
     """The version by its id or its job's, if the key may read its name; else 404."""
     model = versions.find_model(session, model_id)
     if model is None or not access.may_read_name(session, model.name, key):
@@ -86,7 +86,7 @@ def list_models(
 @router.get("/models/{model_id}", responses=NOT_FOUND)
 def get_model(*, session: SessionDep, key: CurrentKeyDep, model_id: str) -> ModelPublic:
     """One version, by its id or its job's."""
-    model = _version(session, model_id, key)
+    model = model_version(session, model_id, key)
     return ModelPublic.of(
         model, versions.aliases_of_versions(session, [model.id]).get(model.id, [])
     )
@@ -116,7 +116,7 @@ def download_weights(
     batch size; output `logits`), with task, arch, classes and preprocessing as JSON
     metadata, exported once per checkpoint. 422 for a network that has no ONNX form
     (`bag_of_embeddings`)."""
-    model = _version(session, model_id, key)
+    model = model_version(session, model_id, key)
     headers = {
         "ETag": f'"{model.sha256}"',
         "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
@@ -165,7 +165,7 @@ async def delete_model(
     model_id: str,
 ) -> None:
     """Delete a version and its checkpoint; refused while an alias points at it."""
-    model = await run_in_threadpool(_version, session, model_id, key)
+    model = await run_in_threadpool(model_version, session, model_id, key)
     try:
         await run_in_threadpool(versions.delete_model, session, model)
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
@@ -209,7 +209,7 @@ async def move_alias(
     body: AliasMoveRequest,
 ) -> AliasMovePublic:
     """Point an alias at a version of this name. Serving switches once it is loaded."""
-    model = await run_in_threadpool(_version, session, body.version_id, key)
+    model = await run_in_threadpool(model_version, session, body.version_id, key)
     if model.name != name:
         raise HTTPException(
             422, f"version {model.id} is a version of {model.name!r}, not of {name!r}"

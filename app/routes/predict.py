@@ -91,7 +91,7 @@ async def predict(request: Request) -> Response:
     with server.arrivals.expect():
         body = await request.body()
         asked = await off_the_loop_if_big(predict_request, content_type, body)
-        served = await _resolve(server, asked, key_of(request))
+        served = await resolve_for_task(server, asked, key_of(request))
         answer = served.batcher.submit(asked.examples, asked.top_k)
     ranked = await _answers(answer, asked.field)
     return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
@@ -184,7 +184,10 @@ def _errors(exc: ValidationError) -> list[dict]:
     return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
 
 
-async def _resolve(server: ModelServer, asked: PredictRequest, key: ApiKey | None) -> Served:
+async def resolve_for_task(
+    server: ModelServer, asked: PredictRequest, key: ApiKey | None
+) -> Served:
+    """The served version the request names, if it is of the request's task (else 422)."""
     served = await server.resolve(asked.model_ref, asked.task, key)
     if served.version.task != asked.task:
         raise HTTPException(

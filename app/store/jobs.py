@@ -120,6 +120,7 @@ JOB_DETAILS = (
     Job.spec,
     Job.spec_sources,
     Job.event_seq.label("last_event_id"),
+    ModelVersion.evaluation,
 )
 
 EPOCH_HISTORY = (

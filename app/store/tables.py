@@ -106,6 +106,9 @@ class Dataset(Base):
     details: Mapped[dict[str, Any]]
     # Files of an image zip left out: hidden, not_an_image, and the first few not images.
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # What models.datachecks found at upload: imbalance, duplicates, leakage (None: stored
+    # before the checks existed).
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     path: Mapped[str] = mapped_column(Text)
     # The key that uploaded it (None: admin's, such as those stored before ownership).
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
@@ -284,6 +287,9 @@ class ModelVersion(Base):
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     checkpoint_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
+    # The served epoch's report on the job's validation data (models.evaluation); None for
+    # versions stored before it was computed.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -326,3 +332,35 @@ class RegistryGeneration(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class EvaluationStatus(StrEnum):
+    """An evaluation on new data: queued → running → succeeded | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Evaluation(Base):
+    """A model version judged on a dataset it may never have seen, by a worker."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    # No foreign key: the report outlives the dataset it was made on.
+    dataset_id: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(10))  # test, train or all: what was evaluated
+    status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.QUEUED)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_evaluations_version_id_created_at", "version_id", "created_at"),)

@@ -213,6 +213,8 @@ def test_upload_a_dataset_with_its_progress_and_the_servers_error(
     page.wait_for_selector("#dataset-detail section[data-split=train] .bar")
     positive = page.locator("#dataset-examples section[data-class=positive] .example-text")
     assert positive.count() == 6 and "great film" in positive.first.inner_text()
+    checks = page.locator("#data-checks li").all_inner_texts()
+    assert "train: 0 exact duplicates" in checks, checks
     screenshot(page, "datasets")
 
     notes = tmp_path / "notes.txt"
@@ -233,6 +235,10 @@ def test_predict_an_image_in_try_it(page, stack, versions, mnist, tmp_path):
     assert answer.get_attribute("data-label") == "7"
     assert answer.get_attribute("data-version") == versions[-1]["id"]  # latest answers
     assert page.locator("#top-k .label").count() == 3
+    page.click("#explain")
+    overlay = page.wait_for_selector("#explanation img.attribution")
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.locator("#explanation h3").inner_text().startswith("Why 7")
     screenshot(page, "try")
 
 
@@ -257,6 +263,20 @@ def test_move_and_roll_back_an_alias(page, api, stack, versions):
     assert [move["action"] for move in moves] == ["rolled_back", "moved", "moved"]
     assert page.locator("table.history[data-alias=production] tbody tr").count() == 3
     screenshot(page, "models")
+
+
+def test_the_run_and_model_pages_show_the_served_epochs_evaluation(page, stack, versions):
+    """The confusion matrix as a heat map (a row per true class) and a bar per class."""
+    newest = versions[-1]
+    open_page(page, stack.url, f"run?id={newest['job_id']}")
+    page.wait_for_selector("#confusion-matrix tbody tr")
+    assert page.locator("#confusion-matrix tbody tr").count() == 10
+    assert page.locator(".per-class .bar").count() == 10
+    cells = page.locator("#confusion-matrix tbody td").all_inner_texts()
+    assert sum(map(int, cells)) == newest["evaluation"]["examples"]
+    page.goto(f"{stack.url}/ui/#/models?name={DIGITS}")
+    page.wait_for_selector(".model-detail #confusion-matrix tbody tr")
+    assert page.locator(".model-detail .per-class .bar").count() == 10
 
 
 def production(api) -> str | None:

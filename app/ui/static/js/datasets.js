@@ -3,6 +3,7 @@
 // picker) with a progress bar and the server's error.
 import { api, upload } from "./api.js";
 import { h, problem, shortId, when } from "./dom.js";
+import { checksView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
 
 const EXAMPLES_PER_CLASS = 6;
@@ -75,6 +76,7 @@ export async function render(root, params, signal) {
       h("p", { class: "muted" }, `skipped files: ${hidden} hidden, ${notImages} not images`),
       h("h2", {}, "Examples"),
       h("div", { class: "examples", id: "dataset-examples" }, shown.classes.map(classExamples)),
+      checksView(dataset.checks),
     );
   }
 

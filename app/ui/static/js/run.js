@@ -4,6 +4,7 @@
 import { api, followEvents } from "./api.js";
 import { Curves, loadCharts } from "./chart.js";
 import { duration, fixed, h, percent, problem, statusBadge, when } from "./dom.js";
+import { evaluationView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
 
 const COARSE_POINTS = 1000; // buckets of the whole run (more than a chart has pixels); a zoom fetches as many for its range
@@ -144,6 +145,7 @@ export async function render(root, params, signal) {
     side.replaceChildren(summary(job), h("h2", {}, "Timeline"), timeline(job, liveEvents));
     if (LIVE.has(job.status)) side.append(h("button", { class: "danger", id: "cancel", onclick: cancel }, "Cancel"));
     spec.replaceChildren(h("h2", {}, "Spec, with where each value came from"), specTable(job));
+    if (job.evaluation) spec.prepend(evaluationView(job.evaluation));
   }
 
   async function cancel() {
