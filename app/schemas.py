@@ -222,6 +222,23 @@ def _field(epoch, name: str):
 MetricName = Literal[StepMetric, EpochMetric, ResourceMetric]
 
 
+class StatusChange(BaseModel):
+    """One change of a job's status, as its event stream sent it."""
+
+    seq: int = Field(description="The event's id in the job's stream (Last-Event-ID).")
+    at: datetime
+    status: JobStatus
+    attempt: int | None = None
+    end_reason: EndReason | None = None
+    error: str | None = None
+    resumed_from_epoch: int | None = None
+
+
+class JobTimeline(BaseModel):
+    job_id: str
+    changes: list[StatusChange]
+
+
 class MetricPointPublic(BaseModel):
     step: int = Field(description="The last training step in the bucket.")
     value: float = Field(description="Mean over the bucket.")

@@ -35,10 +35,12 @@ from app.schemas import (
     JobPublic,
     JobsPublic,
     JobSummary,
+    JobTimeline,
     MetricName,
     MetricPointPublic,
     MetricSeries,
     Responses,
+    StatusChange,
     error,
 )
 from app.store import access, datasets, jobs, lifecycle, records
@@ -374,6 +376,18 @@ async def delete_job(
     if model is not None:
         forget_version(server, settings, model)
     log.info("job %s: deleted", job_id)
+
+
+@router.get("/{job_id}/timeline", responses=NOT_FOUND)
+def job_timeline(*, session: SessionDep, job: ExistingJobDep) -> JobTimeline:
+    """Every change of the job's status, oldest first, with its attempt and, where the
+    change says, why it ended, its error or the epoch it resumed from: the status events
+    of its stream without the steps and epochs between them."""
+    changes = [
+        StatusChange(seq=event.seq, at=event.created_at, **event.data)
+        for event in records.status_events(session, job.id)
+    ]
+    return JobTimeline(job_id=job.id, changes=changes)
 
 
 @router.get("/{job_id}/metrics", responses=NOT_FOUND)

@@ -99,6 +99,16 @@ def record_epoch(
     session.commit()
 
 
+def status_events(session: Session, job_id: str, limit: int = 1000) -> Sequence[JobEvent]:
+    """The job's status changes, oldest first: its timeline, without its steps and epochs."""
+    return session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+        .order_by(JobEvent.seq)
+        .limit(limit)
+    ).all()
+
+
 def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:
     return list(
         session.scalars(

@@ -63,6 +63,11 @@ def test_cancelling_a_finished_job_is_409_and_unknown_is_404(client, image_spec)
     assert refused.status_code == 409 and "succeeded" in refused.json()["detail"]
     assert client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
     assert client.post("/jobs/nope/cancel").status_code == 404
+    changes = client.get(f"/jobs/{job_id}/timeline").json()["changes"]
+    assert [c["status"] for c in changes] == ["queued", "running", "succeeded"]
+    assert changes[-1]["end_reason"] == "completed" and changes[1]["attempt"] == 1
+    assert [c["seq"] for c in changes] == sorted(c["seq"] for c in changes)
+    assert client.get("/jobs/nope/timeline").status_code == 404
 
 
 def test_listing_filters_before_paging(client, image_spec):

@@ -182,6 +182,11 @@ def test_a_running_jobs_curve_grows_keeps_its_zoom_and_is_cancelled(
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")
     page.wait_for_selector("#run-facts[data-status=cancelled]", timeout=60_000)
+    page.wait_for_selector(".timeline li[data-status=cancelled]", timeout=30_000)
+    shown = page.locator(".timeline li[data-status]").evaluate_all(
+        "items => items.map(i => i.dataset.status)"
+    )
+    assert shown[:2] == ["queued", "running"] and shown[-1] == "cancelled", shown
     assert api.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
 
 

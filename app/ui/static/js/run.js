@@ -42,7 +42,8 @@ export async function render(root, params, signal) {
   await charting;
   const steps = { loss: loss.points, lr: lr.points };
   const epochEnds = ends.points.map((p) => p.step); // the last step of each finished epoch
-  const liveEvents = [];
+  const liveEvents = []; // the epochs ended while the page is open
+  let changes = (await api(`/jobs/${id}/timeline`, { signal })).changes;
 
   const side = h("aside", { class: "side" });
   const charts = h("div", { class: "charts" });
@@ -135,14 +136,15 @@ export async function render(root, params, signal) {
       return;
     }
     if (event.kind === "epoch") epochEnds[event.data.epoch - 1] = steps.loss.at(-1)?.step ?? 0;
-    liveEvents.push(event);
+    if (event.kind === "status") changes = (await api(`/jobs/${id}/timeline`, { signal })).changes;
+    else liveEvents.push(event);
     job = await api(`/jobs/${id}`, { signal });
     root.querySelector("h1 .badge")?.replaceWith(statusBadge(job.status));
     redraw();
   }
 
   function drawSide() {
-    side.replaceChildren(summary(job), h("h2", {}, "Timeline"), timeline(job, liveEvents));
+    side.replaceChildren(summary(job), h("h2", {}, "Timeline"), timeline(job, changes, liveEvents));
     if (LIVE.has(job.status)) side.append(h("button", { class: "danger", id: "cancel", onclick: cancel }, "Cancel"));
     spec.replaceChildren(h("h2", {}, "Spec, with where each value came from"), specTable(job));
     if (job.evaluation) spec.prepend(evaluationView(job.evaluation));
@@ -259,16 +261,17 @@ function summary(job) {
     job.error ? [h("dt", {}, "error"), h("dd", { class: "error" }, job.error)] : []);
 }
 
-function timeline(job, liveEvents) {
-  const moments = [
-    ["created", job.created_at], ["queued", job.queued_at], ["started", job.started_at],
-    ["cancel asked", job.cancel_requested_at], ["finished", job.finished_at],
-  ].filter(([, at]) => at);
-  const items = moments.map(([what, at]) => h("li", {}, h("b", {}, what), " ", when(at)));
-  if (job.resumed_from_epoch !== null) items.push(h("li", {}, `resumed from epoch ${job.resumed_from_epoch}`));
+// Every status change (GET /jobs/{id}/timeline: attempts, resumes, end reason, error),
+// the cancel request, then the epochs that ended while the page was open.
+function timeline(job, changes, liveEvents) {
+  const items = changes.map((c) => h("li", { dataset: { status: c.status } }, h("b", {}, c.status), " ", when(c.at),
+    c.attempt > 1 ? ` · attempt ${c.attempt}` : "",
+    c.resumed_from_epoch !== null ? ` · resumed from epoch ${c.resumed_from_epoch}` : "",
+    c.end_reason ? ` · ${c.end_reason.replaceAll("_", " ")}` : "",
+    c.error ? h("div", { class: "error" }, c.error) : ""));
+  if (job.cancel_requested_at) items.push(h("li", {}, h("b", {}, "cancel asked"), " ", when(job.cancel_requested_at)));
   for (const event of liveEvents) {
-    const text = event.kind === "status" ? `status ${event.data.status}${event.data.error ? `: ${event.data.error}` : ""}` : `epoch ${event.data.epoch}: val accuracy ${percent(event.data.val_accuracy)}`;
-    items.push(h("li", { class: "live" }, text));
+    items.push(h("li", { class: "live" }, `epoch ${event.data.epoch}: val accuracy ${percent(event.data.val_accuracy)}`));
   }
   return h("ol", { class: "timeline" }, items);
 }
