@@ -19,7 +19,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# openapi-python-client, which the conformance tests run on the live OpenAPI document, in
+# a virtualenv of its own: it caps typer below the version the CLI needs.
+OPENAPI_VENV ?= .venv-openapi
+$(OPENAPI_VENV)/.installed: constraints-openapi.txt
+	test -d $(OPENAPI_VENV) || python3 -m venv $(OPENAPI_VENV)
+	$(OPENAPI_VENV)/bin/pip install --quiet -c constraints-openapi.txt openapi-python-client
+	touch $@
+
+install: $(VENV)/.installed $(OPENAPI_VENV)/.installed
 
 migrate: install
 	$(VENV)/bin/alembic upgrade head
