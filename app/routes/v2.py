@@ -38,7 +38,9 @@ NO_MODEL: Responses = {
     404: v2_error("No such model, alias or version, or not one this key may read.")
 }
 INFER_BODY = {
-    "required": True,
+    # A body is needed (none is refused with a 4xx), but openapi-python-client 0.29 types
+    # a required body of several media types as optional and then cannot import `Unset`.
+    "required": False,
     "content": {
         "application/json": {
             "schema": {"$ref": "#/components/schemas/InferRequest"},
