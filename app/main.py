@@ -61,8 +61,9 @@ DATABASE_RETRY_AFTER_S = 5
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-# The routers whose routes PastRouter answers: POST /predict, and the job routes polled.
-PAST_ROUTER = (predict.predict_router, jobs.polled_router)
+# The routers whose routes PastRouter answers: POST /predict, the job routes polled, and
+# KServe V2 infer.
+PAST_ROUTER = (predict.predict_router, jobs.polled_router, v2.infer_router)
 
 
 def protected(*scopes: str, responses: Responses = PROTECTED_RESPONSES) -> dict:
@@ -205,7 +206,10 @@ def create_app() -> FastAPI:
     # are included for the docs and OpenAPI, and for the 405 other methods at their paths
     # get; each route declares its own key check, which PastRouter runs.
     for router in PAST_ROUTER:
-        app.include_router(router, responses=PROTECTED_RESPONSES)
+        v2_errors = router is v2.infer_router
+        app.include_router(
+            router, responses=V2_PROTECTED_RESPONSES if v2_errors else PROTECTED_RESPONSES
+        )
     app.include_router(v2.router, **protected("predict", responses=V2_PROTECTED_RESPONSES))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))

@@ -17,12 +17,14 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from client import PROJECT, SHARED_DATA, Service
@@ -80,6 +82,7 @@ def start(folder: Path, port: int) -> list[subprocess.Popen]:
         "TRAINSERVE_BROKER_DIR": str(folder / "broker"),
         "TRAINSERVE_ADMIN_KEY": KEY,
         "TRAINSERVE_TORCH_THREADS": "1",
+        "TRAINSERVE_RATE_LIMIT_PER_SECOND": "0",  # the load is one key's
         "PYTHONPATH": str(PROJECT),
     }
     venv = Path(sys.executable).parent
@@ -92,6 +95,15 @@ def start(folder: Path, port: int) -> list[subprocess.Popen]:
             subprocess.Popen(command, cwd=PROJECT, env=env, stdout=log, stderr=log)
             for command in (api, worker)
         ]
+
+
+def log_summary(log: Path) -> str:
+    """The answers' statuses by route, from the access log, and the tracebacks."""
+    text = log.read_text(errors="replace")
+    found = re.findall(r'"POST (/predict|/v2/models/[^/]+/infer) HTTP/1.1" (\d{3})', text)
+    counts = Counter(found)
+    tracebacks = text.count("Traceback (most recent call last)")
+    return f"answers by route and status: {dict(counts)}; tracebacks in the log: {tracebacks}"
 
 
 def wait_ready(service: Service) -> None:
@@ -122,6 +134,7 @@ def main() -> None:
             for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
+            print(log_summary(folder / "api.log"))
 
 
 def measure(folder: Path, args) -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app import kserve
-from app.deps import CeleryDep, ModelServerDep, SessionDep, key_of
+from app.deps import CeleryDep, ModelServerDep, SessionDep, key_of, require_scope
 from app.routes import health
 from app.routes.predict import answers_of, off_the_loop_if_big
 from app.schemas import (
@@ -32,11 +32,20 @@ TAGS: list = ["kserve-v2"]
 # No key, as /healthz and /readyz: load balancers and clients probe them.
 health_router = APIRouter(tags=TAGS)
 router = APIRouter(tags=TAGS)  # app.main includes it behind the predict scope
+# Infer, as /predict, reaches its endpoints through app.past_router (past FastAPI's router),
+# which runs the key check the router declares itself.
+infer_router = APIRouter(tags=TAGS, dependencies=[require_scope("predict")])
 MODEL = "/v2/models/{model}"
 VERSION = "/v2/models/{model}/versions/{version}"
 NO_MODEL: Responses = {
     404: v2_error("No such model, alias or version, or not one this key may read.")
 }
+# A text as binary BYTES data: its 4-byte little-endian length, then its bytes.
+BINARY_HEADER = (
+    '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", '
+    '"parameters": {"binary_data_size": 8}}]}'
+)
+BINARY_EXAMPLE = BINARY_HEADER + "\u0004\u0000\u0000\u0000dull"
 INFER_BODY = {
     # A body is needed (none is refused with a 4xx), but openapi-python-client 0.29 types
     # a required body of several media types as optional and then cannot import `Unset`.
@@ -52,7 +61,8 @@ INFER_BODY = {
                 "format": "binary",
                 "description": "The binary tensor data extension: the JSON header (its "
                 "length in Inference-Header-Content-Length), then the input's data.",
-            }
+            },
+            "examples": {"one text as binary data": {"value": BINARY_EXAMPLE}},
         },
     },
 }
@@ -132,31 +142,29 @@ async def model_version_ready(
     return ModelReady(name=model, ready=True)
 
 
-@router.post(
+@infer_router.post(
     f"{MODEL}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra={"requestBody": INFER_BODY},
     operation_id="v2_infer",
 )
-async def infer(*, request: Request, server: ModelServerDep, model: str) -> Response:
+async def infer(request: Request, model: str) -> Response:
     """Inference: one input (texts, image files, or image tensors), outputs `label` (BYTES)
     and `probabilities` (FP32, one row per input in the order of the model's classes)."""
-    return await _infer(server, request, model)
+    return await _infer(request, model)
 
 
-@router.post(
+@infer_router.post(
     f"{VERSION}/infer",
     response_class=JSONResponse,
     responses=INFER_RESPONSES,
     openapi_extra={"requestBody": INFER_BODY},
     operation_id="v2_version_infer",
 )
-async def version_infer(
-    *, request: Request, server: ModelServerDep, model: str, version: str
-) -> Response:
+async def version_infer(request: Request, model: str, version: str) -> Response:
     """Inference by a given version of the model."""
-    return await _infer(server, request, model, version)
+    return await _infer(request, model, version)
 
 
 async def _served(
@@ -179,9 +187,8 @@ def _metadata(server: ModelServer, served: Served) -> ModelMetadata:
     return kserve.model_metadata(name, server.versions_of(name), served.batcher.predictor)
 
 
-async def _infer(
-    server: ModelServer, request: Request, model: str, version: str | None = None
-) -> Response:
+async def _infer(request: Request, model: str, version: str | None = None) -> Response:
+    server: ModelServer = request.app.state.model_server
     header_length = request.headers.get(kserve.HEADER_LENGTH, "")
     with server.arrivals.expect():
         body = await request.body()
