@@ -46,6 +46,15 @@ def as_v2_errors(responses: "Responses") -> "Responses":
     return {status: entry | v2_error(entry["description"]) for status, entry in responses.items()}
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    models: str = Field(description="What is loaded, or that no model was trained yet.")
+
+
 class SkippedFiles(BaseModel):
     """Files of an image zip that are not in the dataset; none for IDX files and tables."""
 
