@@ -15,6 +15,7 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
 ALIAS_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_EXAMPLES = 1024  # images or texts of one prediction request
 
 
 class Problem(BaseModel):
@@ -32,6 +33,26 @@ def error(description: str) -> dict[str, Any]:
     even on a route whose success is another media type (server-sent events)."""
     json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return {"model": Problem, "description": description, "content": json_body}
+
+
+def v2_error(description: str) -> dict[str, Any]:
+    """An entry of a /v2 route's `responses`: its errors have the protocol's shape."""
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
+    return {"model": V2Error, "description": description, "content": json_body}
+
+
+def as_v2_errors(responses: "Responses") -> "Responses":
+    """The same responses, with the protocol's error body."""
+    return {status: entry | v2_error(entry["description"]) for status, entry in responses.items()}
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    models: str = Field(description="What is loaded, or that no model was trained yet.")
 
 
 class SkippedFiles(BaseModel):
@@ -282,6 +303,8 @@ class Prediction(BaseModel):
 
 
 class TextPredictRequest(Strict):
+    """Texts to classify: exactly one of `text` (one answer) or `texts` (a list of answers)."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -289,16 +312,11 @@ class TextPredictRequest(Strict):
                 {"text": "a gripping, beautifully acted film"},
                 {"texts": ["dull and overlong", "a delight"], "top_k": 2},
             ],
-            # Exactly one of the two, as _one_of_text_or_texts checks.
-            "oneOf": [
-                {"required": ["text"], "properties": {"text": {"type": "string"}}},
-                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
-            ],
         },
     )
 
     text: str | None = Field(None, min_length=1, max_length=100_000)
-    texts: list[str] | None = Field(None, min_length=1, max_length=1024)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_EXAMPLES)
     model: str | None = Field(
         None,
         description="A model version id, a job id, name@alias or a name (its production "
@@ -319,6 +337,21 @@ class TextPredictRequest(Strict):
         if self.text is None:  # _one_of_text_or_texts rejects such a request
             raise ValueError("send exactly one of 'text' or 'texts'")
         return [self.text]
+
+
+class ImagePredictForm(BaseModel):
+    """POST /predict's multipart form: one image in `file`, or several in `files`."""
+
+    file: bytes | None = Field(None, description="An image (PNG, JPEG, …).")
+    files: list[bytes] | None = Field(
+        None, description=f"Several images (up to {MAX_EXAMPLES}): a list comes back."
+    )
+    model: str | None = Field(
+        None,
+        description="A model version id, a job id, name@alias or a name (its production "
+        "alias, else latest); default: the newest model name of the task.",
+    )
+    top_k: int = Field(3, ge=1, le=100)
 
 
 class ApiKeyCreate(Strict):
@@ -366,17 +399,32 @@ class ApiKeysPublic(BaseModel):
     next_cursor: str | None
 
 
+# ---- KServe V2 (the Open Inference Protocol); app/kserve.py reads and writes them -----------
+
+V2Datatype = Literal["BYTES", "FP32", "UINT8"]
+# A tensor's elements in JSON, flat in row-major order (or nested one level: [N, 1] sent as
+# N lists of one). Absent when they follow the JSON header as binary data.
+TensorData = list[str] | list[float] | list[list[str]] | list[list[float]]
+
+
 class InferTensor(BaseModel):
     name: str = Field(max_length=200)
-    shape: list[int]
-    datatype: Literal["BYTES"] = Field(description="Images as base64 strings, or texts.")
-    data: list[str] = Field(min_length=1, max_length=1024)
+    shape: list[int] = Field(min_length=1, max_length=4)
+    datatype: V2Datatype = Field(
+        description="BYTES: texts, or image files (base64 in JSON, raw in binary data); "
+        "image models also take UINT8 pixels or FP32 normalised input, [N, C, H, W]."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size`: its data follows the JSON header, this long."
+    )
+    data: TensorData | None = None
 
-    @model_validator(mode="after")
-    def _shape_fits_data(self) -> "InferTensor":
-        if self.shape != [len(self.data)]:
-            raise ValueError(f"shape must be [{len(self.data)}], one entry per item of data")
-        return self
+
+class RequestedOutput(BaseModel):
+    name: str = Field(max_length=200, description="`label` or `probabilities`.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data`: true for its data as binary after the JSON."
+    )
 
 
 class InferRequest(BaseModel):
@@ -393,45 +441,70 @@ class InferRequest(BaseModel):
         }
     )
 
-    id: str | None = Field(None, max_length=200)
+    id: str | None = Field(None, max_length=200, description="Echoed in the answer.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_output`: true for every output as binary data."
+    )
     inputs: list[InferTensor] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = Field(
+        None, max_length=2, description="The outputs wanted; default: both."
+    )
 
 
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
-    data: list
+    datatype: V2Datatype
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size`, when its data follows the JSON header."
+    )
+    data: list[str] | list[float] | None = None
 
 
 class InferResponse(BaseModel):
     model_name: str
     model_version: str
-    id: str | None
+    id: str | None = Field(None, description="The request's, when it sent one.")
     outputs: list[InferOutput]
 
-    @classmethod
-    def of(cls, request_id, version, classes: list[str], ranked) -> "InferResponse":
-        probabilities = [dict(answer) for answer in ranked]
-        return cls(
-            model_name=version.name,
-            model_version=version.id,
-            id=request_id,
-            outputs=[
-                InferOutput(
-                    name="label",
-                    shape=[len(ranked)],
-                    datatype="BYTES",
-                    data=[answer[0][0] for answer in ranked],
-                ),
-                InferOutput(
-                    name="probabilities",
-                    shape=[len(ranked), len(classes)],
-                    datatype="FP32",
-                    data=[p[label] for p in probabilities for label in classes],
-                ),
-            ],
-        )
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: V2Datatype
+    shape: list[int] = Field(description="-1: any size.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="The version ids of the model name.")
+    platform: str = Field(description="`onnxruntime_onnx` or `pytorch`: what runs it.")
+    inputs: list[TensorMetadata] = Field(description="Send one of them.")
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2Error(BaseModel):
+    """Every error answer under /v2, as the Open Inference Protocol has it."""
+
+    error: str
 
 
 class ModelPublic(BaseModel):

@@ -358,6 +358,17 @@ class ModelServer:
                 self._let_go(let_go)
         return served
 
+    def name_of(self, reference: str) -> str | None:
+        """The model name a reference names (an alias's, a version's), as last read."""
+        ref = self._parse(reference, "")
+        if ref.kind != "id":
+            return ref.value
+        return self.snapshot.version_names.get(self.snapshot.versions.get(ref.value, ""))
+
+    def versions_of(self, name: str) -> list[str]:
+        """The version ids of a model name, as last read."""
+        return [v for v, of in self.snapshot.version_names.items() if of == name]
+
     def _let_go(self, ref: Ref) -> None:
         """No key keeps the reference in service any more: its version stays in the cache
         only as long as the cache's size allows."""

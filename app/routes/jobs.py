@@ -47,6 +47,7 @@ from app.store import access, datasets, jobs, lifecycle, records
 from app.store.db import get_session_factory, read_only_connection
 from app.store.storage import job_folder
 from app.store.tables import ENDED, ApiKey, Dataset, Job, JobEvent, JobStatus
+from app.streams import StreamOver
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
@@ -308,27 +309,48 @@ async def _stream_slot(request: Request, key: CurrentKeyDep) -> AsyncIterator[No
         yield
 
 
-@router.get(
-    "/{job_id}/events",
-    response_class=EventSourceResponse,
-    responses={**NOT_FOUND, 429: error("The key holds its most open event streams.")},
-    dependencies=[Depends(_stream_slot)],
-)
-async def job_events(
-    *,
+async def _resume_after(
     job_id: Annotated[str, Depends(_job_id_that_exists)],
     last_event_id: Annotated[
         int | None,
         Header(ge=0, description="Resume after this event id (sent by EventSource itself)."),
     ] = None,
+) -> int:
+    """The event id the stream starts after; StreamOver (204) when the job has ended and
+    nothing follows it, so a client that reconnects after the last event stops."""
+    if last_event_id is not None:
+        events, ended = await run_in_threadpool(_events_after, job_id, last_event_id)
+        if ended and not events:
+            raise StreamOver
+    return last_event_id or 0
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        **NOT_FOUND,
+        204: {
+            "description": "The job has ended and no event follows Last-Event-ID: the "
+            "stream is over for good (an EventSource stops reconnecting)."
+        },
+        429: error("The key holds its most open event streams."),
+    },
+    dependencies=[Depends(_stream_slot)],
+)
+async def job_events(
+    *,
+    job_id: Annotated[str, Depends(_job_id_that_exists)],
+    after: Annotated[int, Depends(_resume_after)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `status` changes, each training `step` (loss, lr) and each
     `epoch`'s metrics, in order, from the start or after Last-Event-ID. The stream ends
     after the job's final status, or after TRAINSERVE_MAX_STREAM_SECONDS (EventSource then
-    reconnects with Last-Event-ID and goes on)."""
+    reconnects with Last-Event-ID and goes on); a reconnect once the job has ended and
+    every event was sent is answered 204, so the client stops."""
     settings = get_settings()
     ends_at = time.monotonic() + settings.max_stream_seconds
-    seq = last_event_id or 0
+    seq = after
     while time.monotonic() < ends_at:
         events, ended = await run_in_threadpool(_events_after, job_id, seq)
         for event in events:

@@ -5,14 +5,14 @@ reads (train or deploy), `deploy_router` changes what is served (deploy). Either
 key acts on the names it may read (app.store.access): any other is answered as unknown.
 """
 
-import json
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 import safetensors.torch
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -35,6 +35,7 @@ from app.schemas import (
 from app.serving import ModelServer
 from app.store import access, versions
 from app.store.tables import ApiKey, ModelVersion
+from models.checkpoint import file_metadata
 from models.export import ExportError
 from models.files import load_plain
 
@@ -45,7 +46,14 @@ AliasName = Annotated[
     str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
 ]
 NOT_FOUND: Responses = {404: error("No such model version.")}
-OCTETS = "application/octet-stream"
+WeightsFormat = Literal["pt", "safetensors", "onnx"]
+# Said, never guessed from a machine's mime table (which types .pt as an SNES page table):
+# no format has a registered type, and each is arbitrary binary data (RFC 2046).
+MEDIA_TYPES: dict[str, str] = dict.fromkeys(
+    ("pt", "safetensors", "onnx"), "application/octet-stream"
+)
+JSON_TYPE = "application/json"
+NOT_MODIFIED: Responses = {304: {"description": "If-None-Match names the current ETag."}}
 
 
 def model_version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
@@ -83,56 +91,87 @@ def list_models(
     )
 
 
-@router.get("/models/{model_id}", responses=NOT_FOUND)
-def get_model(*, session: SessionDep, key: CurrentKeyDep, model_id: str) -> ModelPublic:
-    """One version, by its id or its job's."""
+def not_modified(request: Request, etag: str) -> Response | None:
+    """304 when If-None-Match names the ETag (or is `*`), compared weakly (RFC 9110 13.1.2):
+    the client's copy is current."""
+    asked = request.headers.get("if-none-match")
+    if asked is None:
+        return None
+    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
+    if "*" in tags or etag in tags:
+        return Response(status_code=304, headers={"ETag": etag})
+    return None
+
+
+@router.api_route("/models/{model_id}", methods=["HEAD"], include_in_schema=False)
+@router.get("/models/{model_id}", response_model=ModelPublic, responses=NOT_FOUND | NOT_MODIFIED)
+def get_model(
+    *, request: Request, session: SessionDep, key: CurrentKeyDep, model_id: str
+) -> Response:
+    """One version, by its id or its job's. Its ETag changes when the version does (an
+    alias moved onto it or away): send it back as If-None-Match for a 304."""
     model = model_version(session, model_id, key)
-    return ModelPublic.of(
-        model, versions.aliases_of_versions(session, [model.id]).get(model.id, [])
-    )
+    aliases = versions.aliases_of_versions(session, [model.id]).get(model.id, [])
+    body = ModelPublic.of(model, aliases).model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    unchanged = not_modified(request, etag)
+    return unchanged or Response(body, media_type=JSON_TYPE, headers={"ETag": etag})
 
 
+@router.api_route("/models/{model_id}/weights", methods=["HEAD"], include_in_schema=False)
 @router.get(
     "/models/{model_id}/weights",
     response_class=Response,
     responses={
         **NOT_FOUND,
-        200: {"content": {"application/octet-stream": {}}},
+        **NOT_MODIFIED,
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
         503: error("The checkpoint no longer matches its sha256."),
     },
 )
 def download_weights(
     *,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     key: CurrentKeyDep,
     model_id: str,
-    format: Literal["pt", "safetensors", "onnx"] = "pt",
+    format: WeightsFormat = "pt",
 ) -> Response:
     """The weights as a file. `pt`: the checkpoint dict (network arguments, classes,
     preprocessing, state_dict) that `torch.load(..., weights_only=True)` opens;
-    `safetensors`: the state_dict, with the rest as JSON strings in its metadata; `onnx`:
-    the network as an ONNX graph (input `input`: normalised images or token ids, any
-    batch size; output `logits`), with task, arch, classes and preprocessing as JSON
-    metadata, exported once per checkpoint. 422 for a network that has no ONNX form
+    `safetensors`: the state_dict; `onnx`: the network as an ONNX graph (input `input`:
+    normalised images or token ids, any batch size; output `logits`), exported once per
+    checkpoint. safetensors and ONNX carry the checkpoint's format_version, task, arch,
+    model_args, classes and preprocessing as metadata: strings as they are, the rest as
+    JSON. The ETag is the checkpoint's sha256 (with `.safetensors` or `.onnx` for those):
+    If-None-Match with it answers 304. 422 for a network that has no ONNX form
     (`bag_of_embeddings`)."""
     model = model_version(session, model_id, key)
+    etag = f'"{model.sha256}"' if format == "pt" else f'"{model.sha256}.{format}"'
+    unchanged = not_modified(request, etag)
+    if unchanged is not None:
+        return unchanged
     headers = {
-        "ETag": f'"{model.sha256}"',
+        "ETag": etag,
         "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
     }
+    media_type = MEDIA_TYPES[format]
     if format == "onnx":
         try:
-            return FileResponse(
-                cached_onnx(model, settings.artifacts_dir), headers=headers, media_type=OCTETS
-            )
+            path = cached_onnx(model, settings.artifacts_dir)
         except ExportError as exc:
             raise HTTPException(422, str(exc)) from exc
+        return FileResponse(path, headers=headers, media_type=media_type)
     path = versions.checkpoint_of(model)
     if format == "pt":
-        return FileResponse(path, headers=headers, media_type=OCTETS)
-    content = _safetensors(load_plain(path), model)
-    return Response(content, media_type=OCTETS, headers=headers)
+        return FileResponse(path, headers=headers, media_type=media_type)
+    content = _safetensors(load_plain(path))
+    return Response(content, media_type=media_type, headers=headers)
 
 
 def attachment(filename: str) -> str:
@@ -143,12 +182,9 @@ def attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
-    metadata = {"model_id": model.id, "name": model.name, "task": model.task, "arch": model.arch}
-    for key in ("model_args", "classes", "preprocessing"):
-        metadata[key] = json.dumps(checkpoint[key])
+def _safetensors(checkpoint: dict) -> bytes:
     weights = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
-    return safetensors.torch.save(weights, metadata=metadata)
+    return safetensors.torch.save(weights, metadata=file_metadata(checkpoint))
 
 
 @deploy_router.delete(

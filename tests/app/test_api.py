@@ -234,9 +234,9 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
         for op in path.values()
         if "requestBody" in op
     ]
-    # datasets, jobs, keys, predict, explain, an alias move, an evaluation, KServe infer,
-    # two shares
-    assert len(bodies) == 10
+    # datasets, jobs, keys, predict, explain, an alias move, an evaluation, KServe infer
+    # (with and without a version), two shares
+    assert len(bodies) == 11
     for body in bodies:
         for media in body["content"].values():
             ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]

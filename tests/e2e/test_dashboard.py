@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from tests.conftest import ADMIN_KEY, PROJECT, png_bytes
+from tests.conftest import ADMIN_KEY, PROJECT, bearer, png_bytes
 from tests.e2e.conftest import mnist_upload, wait_for_job
 from tests.utils.waiting import wait_until
 
@@ -361,3 +361,31 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, api, stack, versi
         assert width <= PHONE["width"], f"#/{fragment} is {width} px wide"
     context.close()
     console.check()
+
+
+# The browser's own EventSource on a job's stream: it resolves once the source is closed
+# for good (or after 20 s, to fail rather than hang).
+FOLLOW_WITH_EVENTSOURCE = """(path) => new Promise((resolve) => {
+  const source = new EventSource(path);
+  let events = 0;
+  for (const kind of ["status", "step", "epoch"]) source.addEventListener(kind, () => events++);
+  const done = () => resolve({ events, state: source.readyState });
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) done(); };
+  setTimeout(done, 20000);
+})"""
+
+
+def test_an_eventsource_stops_once_a_finished_jobs_stream_has_ended(browser, stack, versions):
+    """A browser's EventSource (the key in a header the context adds to every request: an
+    EventSource cannot send one itself) reads a finished job's events, reconnects once with
+    Last-Event-ID when the stream ends, is answered 204 and stops for good."""
+    context = browser.new_context(extra_http_headers=bearer(ADMIN_KEY))
+    tab = context.new_page()
+    answers: list[int] = []
+    tab.on("response", lambda r: answers.append(r.status) if r.url.endswith("/events") else None)
+    tab.goto(f"{stack.url}/healthz")  # the API's origin
+    followed = tab.evaluate(FOLLOW_WITH_EVENTSOURCE, f"/jobs/{versions[0]['job_id']}/events")
+    tab.wait_for_timeout(5000)  # longer than EventSource's 3 s before a reconnect
+    context.close()
+    assert followed["state"] == 2 and followed["events"] > 0, followed  # 2: CLOSED
+    assert answers == [200, 204]
