@@ -25,7 +25,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
 from app.past_router import PastRouter
 from app.quotas import TokenBuckets
-from app.routes import datasets, health, jobs, keys, models, predict, shares
+from app.routes import datasets, health, jobs, keys, models, predict, shares, workers
 from app.schemas import Responses, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
@@ -207,6 +207,7 @@ def create_app() -> FastAPI:
     app.include_router(models.deploy_router, **protected("deploy"))
     app.include_router(shares.router, **protected("train"))  # each route: owner or admin
     app.include_router(keys.router, **protected("admin"))
+    app.include_router(workers.router, **protected("admin"))
     # /healthz and /readyz need no key, nor do /docs and the dashboard's pages; /metrics
     # the scope of a setting.
     app.include_router(health.router)

@@ -28,32 +28,36 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, JobStatu
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
     for job in expired_leases(session):
-        job_id, owner = job.id, job.lease_owner
+        job_id, owner, queue = job.id, job.lease_owner, job.queue
         outcome = recover_expired(session, job)
         if outcome is None:
             continue  # a heartbeat arrived in between
         outcomes[job_id] = outcome
         log.warning("job %s: worker %s lost; job %s", job_id, owner, outcome)
         if outcome == JobStatus.QUEUED:
-            enqueue_training(celery, job_id)
+            enqueue_training(celery, job_id, queue)
     return outcomes
 
 
 def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float) -> int:
-    """Send one message per queued job the broker does not account for. Returns how many.
+    """Send one message per queued job the broker does not account for, queue by queue.
+    Returns how many.
 
-    Any message makes a worker run the oldest queued job, so counting is enough. Jobs
-    queued in the last `grace_seconds` are left out: their message may still be on its way.
+    Any message makes a worker of the queue run its oldest queued job, so counting is
+    enough. Jobs queued in the last `grace_seconds` are left out: their message may still
+    be on its way.
     """
-    queued = count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
-    missing = queued - queue_length(celery)
-    if missing <= 0:
-        return 0
-    job_ids = queued_job_ids(session, limit=missing)
-    for job_id in job_ids:
-        enqueue_training(celery, job_id)
-    log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)
-    return len(job_ids)
+    sent = 0
+    for queue, queued in count_queued(session, utcnow() - timedelta(seconds=grace_seconds)).items():
+        missing = queued - queue_length(celery, queue)
+        if missing <= 0:
+            continue
+        job_ids = queued_job_ids(session, limit=missing, queue=queue)
+        for job_id in job_ids:
+            enqueue_training(celery, job_id, queue)
+        log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)
+        sent += len(job_ids)
+    return sent
 
 
 def sweep(session: Session, celery: Celery, settings: Settings) -> None:

@@ -9,6 +9,7 @@ from app.ingest import file_size, ingest_upload
 from app.quotas import check_storage_quota
 from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, Responses, error
 from app.store import access, datasets
+from app.store.artefacts import get_store
 from models.data import NamedFile, ReadOptions
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -183,10 +184,10 @@ async def delete_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id:
 
 
 def _delete(session, dataset_id: str) -> None:
-    file = datasets.delete_dataset(session, dataset_id)
-    if file is None:
+    key = datasets.delete_dataset(session, dataset_id)
+    if key is None:
         raise _no_such_dataset(dataset_id)
-    file.unlink(missing_ok=True)  # after the commit: never a row without its file
+    get_store().delete(key)  # after the commit: never a row without its object
     log.info("dataset %s: deleted", dataset_id)
 
 

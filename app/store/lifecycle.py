@@ -57,14 +57,23 @@ def held_by(owner: str) -> tuple:
     return (Job.lease_owner == owner, Job.status.in_(LEASED))
 
 
-def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
-    """Take a queued job for one attempt; False if it is not queued (taken or ended)."""
+def claim_job(
+    session: Session,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    queue: str = "trainserve",
+    worker: str | None = None,
+) -> bool:
+    """Take a queued job of `queue` for one attempt, for `worker` (its Celery node name);
+    False if it is not queued (taken or ended) or is another queue's."""
     now = utcnow()
     return transition(
         session,
         job_id,
-        (Job.status == JobStatus.QUEUED,),
+        (Job.status == JobStatus.QUEUED, Job.queue == queue),
         status=JobStatus.RUNNING,
+        worker=worker,
         attempt=Job.attempt + 1,
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_seconds),

@@ -5,7 +5,13 @@ import torch
 from app.store.records import metric_series, record_steps
 from app.store.versions import all_aliases
 from models.files import file_sha256, load_plain
-from tests.utils.jobs import queue_image_job, queue_text_job, reloaded
+from tests.utils.jobs import (
+    checkpoint_file,
+    queue_image_job,
+    queue_text_job,
+    reloaded,
+    stored_file,
+)
 from workers.runner import run_job
 
 
@@ -22,10 +28,16 @@ def test_run_job_records_history_checkpoints_and_model(session, embedded_setting
     assert [h.epoch for h in job.history] == [1, 2, 3] and job.epoch == 3
     assert job.best_val_accuracy == max(h.val_accuracy for h in job.history)
     model = job.model
-    assert model.classes == ["bottom", "top"] and model.sha256 == file_sha256(model.checkpoint_path)
-    checkpoint = load_plain(model.checkpoint_path)
+    assert model.classes == ["bottom", "top"] and model.sha256 == file_sha256(
+        checkpoint_file(model)
+    )
+    checkpoint = load_plain(checkpoint_file(model))
     assert checkpoint["epoch"] == job.best_epoch
-    last = load_plain(embedded_settings.artifacts_dir / "jobs" / job_id / "last.pt")
+    last = load_plain(stored_file(embedded_settings, job.last_checkpoint))
+    assert job.last_checkpoint == f"jobs/{job_id}/a1-e3-last.pt"
+    # Only the objects the row names are kept: earlier epochs' were removed as replaced.
+    kept = {p.name for p in stored_file(embedded_settings, f"jobs/{job_id}").iterdir()}
+    assert kept == {"a1-e3-last.pt", f"a1-e{job.best_epoch}-best.pt"}
     assert last["epoch"] == 3 and "optimizer" in last
     assert last["optimizer"]["param_groups"][0]["lr"] < 1e-6  # the schedule ran to its end
     assert last["scheduler"]["last_epoch"] == 3 * 5  # 40 images in batches of 8, 3 epochs
@@ -50,7 +62,7 @@ def test_a_job_that_is_not_queued_is_not_run_again(session, embedded_settings, s
     run_job(job_id)  # a redelivered message
     job = reloaded(session, job_id)
     assert job.status == "succeeded" and len(job.history) == 1
-    assert torch.is_tensor(load_plain(job.model.checkpoint_path)["state_dict"]["fc.weight"])
+    assert torch.is_tensor(load_plain(checkpoint_file(job.model))["state_dict"]["fc.weight"])
 
 
 def test_a_cuda_job_runs_on_a_gpu_or_fails_saying_there_is_none(
