@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="The S3 API's URL for MinIO and others (http://minio:9000); unset: AWS."
     )
+    s3_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long one S3 request may wait to connect or for an answer before "
+        "boto3 retries it (4 tries in all).",
+    )
     cache_dir: Path = Field(
         Path("var/cache"),
         description="This machine's read cache of artefacts from the store, by sha256.",

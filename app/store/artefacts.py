@@ -25,12 +25,11 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 import boto3
-import torch
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from app.config import Settings, get_settings
-from app.store.cache import ArtefactCorrupt, CacheDiskFull, HashingWriter, ReadCache
+from app.store.cache import ArtefactCorrupt, CacheDiskFull, ReadCache
 from models.files import file_sha256, load_plain, write_atomically
 
 __all__ = ["ArtefactCorrupt", "ArtefactMissing", "ArtefactStore", "CacheDiskFull", "get_store"]
@@ -68,6 +67,8 @@ class ArtefactStore(Protocol):
 
 def save(store: ArtefactStore, key: str, obj: dict) -> str:
     """torch.save a plain dict (a dataset's state, a checkpoint) as an object; its sha256."""
+    import torch  # here: the worker's parent imports this module and must not load torch
+
     return store.write(key, lambda file: torch.save(obj, file))
 
 
@@ -134,10 +135,10 @@ def _chunks_of(path: Path) -> Iterator[bytes]:
 class S3Store:
     """Objects in an S3-compatible bucket under a prefix; reads through the read cache."""
 
-    def __init__(self, url: str, endpoint_url: str | None, cache: ReadCache):
+    def __init__(self, url: str, endpoint_url: str | None, cache: ReadCache, timeout: float = 60.0):
         parsed = urlparse(url)
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
-        self.endpoint_url, self.cache = endpoint_url, cache
+        self.endpoint_url, self.cache, self.timeout = endpoint_url, cache, timeout
         self._clients: dict[int, Any] = {}
         self._guard = threading.Lock()
 
@@ -154,8 +155,8 @@ class S3Store:
             if client is None:
                 config = BotoConfig(
                     retries={"max_attempts": 4, "mode": "standard"},
-                    connect_timeout=5,
-                    read_timeout=60,
+                    connect_timeout=self.timeout,
+                    read_timeout=self.timeout,
                 )
                 client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
                 self._clients = {os.getpid(): client}
@@ -165,27 +166,19 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def write(self, key: str, write: Callable[[BinaryIO], object]) -> str:
-        """Written to a local temporary file first (hashed on the way), then uploaded (boto3
-        sends big files in parts, each retried); the file then joins the read cache, so this
-        machine never downloads what it wrote."""
+        """Written to a local temporary file first, hashed, then uploaded (boto3 sends big
+        files in parts, each retried); the file then joins the read cache, so this machine
+        never downloads what it wrote."""
         scratch = self.cache.folder / ".uploads"
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
             temporary = Path(file.name)
-            try:
-                hashing = HashingWriter(file)  # type: ignore[arg-type]
-                write(hashing)  # type: ignore[arg-type]
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-        sha256 = hashing.digest.hexdigest()
         try:
-            self.client.upload_file(
-                str(temporary),
-                self.bucket,
-                self._key(key),
-                ExtraArgs={"Metadata": {"sha256": sha256}},
-            )
+            with open(temporary, "wb") as file:
+                write(file)
+            sha256 = file_sha256(temporary)
+            extra = {"Metadata": {"sha256": sha256}}
+            self.client.upload_file(str(temporary), self.bucket, self._key(key), ExtraArgs=extra)
             self.cache.adopt(sha256, temporary)
         finally:
             temporary.unlink(missing_ok=True)
@@ -263,13 +256,19 @@ def get_store(settings: Settings | None = None) -> ArtefactStore:
         settings.s3_endpoint_url,
         settings.cache_dir.resolve(),
         settings.cache_bytes,
+        settings.s3_timeout_seconds,
     )
 
 
 @lru_cache(maxsize=8)  # one per set of settings: a test's settings make their own
 def _store(
-    url: str | None, folder: Path, endpoint_url: str | None, cache_dir: Path, cache_bytes: int
+    url: str | None,
+    folder: Path,
+    endpoint_url: str | None,
+    cache_dir: Path,
+    cache_bytes: int,
+    timeout: float,
 ) -> ArtefactStore:
     if url is None:
         return LocalStore(folder)
-    return S3Store(url, endpoint_url, ReadCache(cache_dir, cache_bytes))
+    return S3Store(url, endpoint_url, ReadCache(cache_dir, cache_bytes), timeout)

@@ -26,7 +26,7 @@ class ArtefactCorrupt(RuntimeError):
     """An artefact's bytes do not match the sha256 recorded when it was written."""
 
 
-class CacheDiskFull(OSError):
+class CacheDiskFull(RuntimeError):
     """The read cache's disk has no room for an artefact."""
 
 
@@ -78,7 +78,6 @@ class ReadCache:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise CacheDiskFull(
-                    exc.errno,
                     f"the read cache's disk is full ({self.folder}): {what} could not be "
                     "kept; free space there or lower TRAINSERVE_CACHE_BYTES",
                 ) from exc
