@@ -136,7 +136,8 @@ def test_jobs_spread_over_both_machines_and_each_downloads_a_dataset_once(
     assert {machine_of(job) for job in ended} == {worker_name(m) for m in MACHINES}
     dataset_key = stored[0].removeprefix(f"{PREFIX}/")
     for machine in MACHINES:
-        downloads = cluster.log(worker_name(machine)).count(f"artefact {dataset_key}: downloading")
+        log = (cluster.folder / f"{worker_name(machine)}.log").read_text()
+        downloads = log.count(f"artefact {dataset_key}: downloading")
         ran = sum(machine_of(job) == worker_name(machine) for job in ended)
         assert downloads == 1, f"{worker_name(machine)} ran {ran} jobs, downloaded {downloads}x"
 
