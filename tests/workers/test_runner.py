@@ -1,8 +1,11 @@
 """The worker's job life cycle against a real (SQLite) database, without Celery."""
 
 import torch
+from sqlalchemy import update
 
+from app.broker import GPU_QUEUE, QUEUE
 from app.store.records import metric_series, record_steps
+from app.store.tables import Job
 from app.store.versions import all_aliases
 from models.files import file_sha256, load_plain
 from tests.utils.jobs import (
@@ -94,3 +97,18 @@ def test_an_attempt_that_starts_over_replaces_the_steps_an_earlier_one_stored(
     losses = metric_series(session, job_id, "loss", max_points=100)
     assert [point.step for point in losses] == [1, 2, 3, 4, 5]
     assert all(point.value != 9.0 for point in losses)  # this attempt's losses, not the old
+
+
+def test_a_worker_claims_only_the_jobs_of_its_queue(session, embedded_settings, sentiment_csv):
+    """A message only says there is work: a CPU worker looking for the oldest queued job
+    never takes a GPU queue's, which waits for a worker of that queue."""
+    job_id = queue_text_job(
+        session, embedded_settings, sentiment_csv, hyperparameters={"epochs": 1}
+    )
+    session.execute(update(Job).where(Job.id == job_id).values(queue=GPU_QUEUE))
+    session.commit()
+    run_job(job_id, queue=QUEUE, worker="cpu@node")
+    assert reloaded(session, job_id).status == "queued"
+    run_job("stale-message", queue=GPU_QUEUE, worker="gpu0@node")
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded" and job.worker == "gpu0@node"
