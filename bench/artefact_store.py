@@ -34,7 +34,7 @@ from app.store.db import get_session_factory
 from models.data import NamedFile, ReadOptions, read_upload
 from tests.conftest import SHARED_DATA, clear_cached_settings, migrate
 from tests.utils.jobs import queue_image_job, reloaded
-from tests.utils.s3 import moto_server
+from tests.utils.s3 import CREDENTIALS, moto_server
 from workers.runner import run_job
 
 CIFAR_TEST = SHARED_DATA / "cifar10" / "cifar10-test.zip"
@@ -121,6 +121,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    os.environ |= CREDENTIALS
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as name, moto_server(Path(name)) as s3:
         read_figures(s3, Path(name))
