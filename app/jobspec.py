@@ -226,6 +226,23 @@ class Limits(Strict):
     )
 
 
+class Resources(Strict):
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="What the job runs on, and so the Celery queue it goes to (cpu: "
+        "trainserve, cuda: trainserve.cuda); auto: cuda when a GPU worker was seen lately, "
+        "else cpu. A cuda job waits for a GPU worker; it never falls back to a CPU.",
+    )
+    gpus: int = Field(1, ge=1, le=64, description="GPUs the job needs (device cuda).")
+
+
+def needed_device(spec: "JobSpec") -> str:
+    """cpu, cuda or auto: what the spec asks for, in resources or (before it) in device."""
+    if spec.resources.device != AUTO:
+        return spec.resources.device
+    return AUTO if spec.device == AUTO else spec.device.partition(":")[0]
+
+
 class JobSpec(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -268,7 +285,13 @@ class JobSpec(Strict):
     )
     limits: Limits = Limits()
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="The torch device inside the worker (cuda:1: that GPU of the worker's); "
+        "resources.device is what routes the job.",
+    )
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _arch_fits_task(self) -> "JobSpec":

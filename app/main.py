@@ -38,6 +38,7 @@ from app.routes import (
     predict,
     shares,
     v2,
+    workers,
 )
 from app.schemas import Responses, as_v2_errors, error
 from app.serving import ModelServer, UnknownModel
@@ -232,6 +233,7 @@ def create_app() -> FastAPI:
     app.include_router(models.deploy_router, **protected("deploy"))
     app.include_router(shares.router, **protected("train"))  # each route: owner or admin
     app.include_router(keys.router, **protected("admin"))
+    app.include_router(workers.router, **protected("admin"))
     # /healthz and /readyz need no key, nor do /docs and the dashboard's pages; /metrics
     # the scope of a setting.
     app.include_router(health.router)

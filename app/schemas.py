@@ -188,6 +188,13 @@ class JobPublic(JobSummary):
         description="The checkpoint epoch the latest attempt continued from."
     )
     cancel_requested_at: datetime | None
+    queue: str = Field(description="The Celery queue it is routed to, by resources.device.")
+    worker: str | None = Field(description="The worker (Celery node) that runs or last ran it.")
+    waiting: str | None = Field(
+        None,
+        description="Why a queued job waits, when no worker of its queue was seen lately "
+        "(TRAINSERVE_WORKER_SEEN_SECONDS); null otherwise.",
+    )
     last_event_id: int = Field(
         description="The id of the job's latest event: a stream opened with it as "
         "Last-Event-ID sends only what comes after."
@@ -665,3 +672,23 @@ class Explanation(BaseModel):
         "image; near 0 when the steps were enough.",
     )
     tokens: list[TokenScore] | None = Field(None, description="Texts: a score per word.")
+
+
+class GpuPublic(BaseModel):
+    name: str = Field(description="The GPU's model, as nvidia-smi names it.")
+    memory_bytes: int
+
+
+class WorkerPublic(BaseModel):
+    name: str = Field(description="Its Celery node name (celery … worker -n NAME).")
+    queues: list[str]
+    device: str = Field(description="cuda when it sees a GPU, else cpu.")
+    gpus: list[GpuPublic] = Field(description="The GPUs it sees (CUDA_VISIBLE_DEVICES).")
+    job_id: str | None = Field(description="The job it runs now.")
+    started_at: datetime
+    heartbeat_at: datetime = Field(description="Its last heartbeat.")
+    alive: bool = Field(description="Heard from within TRAINSERVE_WORKER_SEEN_SECONDS.")
+
+
+class WorkersPublic(BaseModel):
+    items: list[WorkerPublic]

@@ -31,6 +31,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.registry_watch import registry_watch
 from app.store.access import name_readers, restricted_to
+from app.store.artefacts import get_store
 from app.store.db import get_session_factory
 from app.store.tables import ApiKey, ModelVersion
 from app.store.versions import (
@@ -150,7 +151,7 @@ def read_version(version_id: str) -> VersionInfo | None:
 
 
 def load_predictor(version: VersionInfo, settings: Settings) -> Predictor:
-    checkpoint = load_plain(checkpoint_of(version))
+    checkpoint = load_plain(checkpoint_of(version, get_store(settings)))
     return Predictor(checkpoint, settings.serving_runtime, settings.max_predict_image_pixels)
 
 

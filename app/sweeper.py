@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_evaluation, enqueue_training, queue_length
+from app.broker import QUEUE, enqueue_evaluation, enqueue_training, queue_length
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
@@ -29,41 +29,47 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, JobStatu
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
     for job in expired_leases(session):
-        job_id, owner = job.id, job.lease_owner
+        job_id, owner, queue = job.id, job.lease_owner, job.queue
         outcome = recover_expired(session, job)
         if outcome is None:
             continue  # a heartbeat arrived in between
         outcomes[job_id] = outcome
         log.warning("job %s: worker %s lost; job %s", job_id, owner, outcome)
         if outcome == JobStatus.QUEUED:
-            enqueue_training(celery, job_id)
+            enqueue_training(celery, job_id, queue)
     return outcomes
 
 
 def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float) -> int:
-    """Send one message per queued job or evaluation the broker does not account for.
-    Returns how many.
+    """Send one message per queued job or evaluation the broker does not account for,
+    queue by queue. Returns how many.
 
-    Counting is enough: any training message makes a worker run the oldest queued job,
-    and a message repeated is harmless (what it names is no longer queued). Evaluations
-    are sent first, as each message names the one it runs: were a job's message sent for
-    an evaluation's lost one, the evaluation would wait for as long as jobs are queued.
-    What was queued in the last `grace_seconds` is left out: its message may still be on
-    its way.
+    Counting is enough: any training message makes a worker of the queue run its oldest
+    queued job, and a message repeated is harmless (what it names is no longer queued).
+    Evaluations (on the CPU queue) are sent first, as each message names the one it runs:
+    were a job's message sent for an evaluation's lost one, the evaluation would wait for
+    as long as jobs are queued. What was queued in the last `grace_seconds` is left out:
+    its message may still be on its way.
     """
     before = utcnow() - timedelta(seconds=grace_seconds)
-    queued = count_queued(session, before) + count_queued_evaluations(session, before)
-    missing = queued - queue_length(celery)
-    if missing <= 0:
-        return 0
-    evaluation_ids = queued_evaluation_ids(session, before, limit=missing)
-    for evaluation_id in evaluation_ids:
-        enqueue_evaluation(celery, evaluation_id)
-    job_ids = queued_job_ids(session, limit=missing - len(evaluation_ids))
-    for job_id in job_ids:
-        enqueue_training(celery, job_id)
-    sent = [*evaluation_ids, *job_ids]
-    log.warning("re-sent %d message(s) the broker had lost: %s", len(sent), sent)
+    waiting = count_queued(session, before)
+    waiting[QUEUE] = waiting.get(QUEUE, 0) + count_queued_evaluations(session, before)
+    sent: list[str] = []
+    for queue, queued in waiting.items():
+        missing = queued - queue_length(celery, queue)
+        if missing <= 0:
+            continue
+        evaluation_ids = (
+            queued_evaluation_ids(session, before, limit=missing) if queue == QUEUE else []
+        )
+        for evaluation_id in evaluation_ids:
+            enqueue_evaluation(celery, evaluation_id)
+        job_ids = queued_job_ids(session, limit=missing - len(evaluation_ids), queue=queue)
+        for job_id in job_ids:
+            enqueue_training(celery, job_id, queue)
+        sent += [*evaluation_ids, *job_ids]
+    if sent:
+        log.warning("re-sent %d message(s) the broker had lost: %s", len(sent), sent)
     return len(sent)
 
 

@@ -7,12 +7,12 @@ confidently wrong examples and the throughput the version had on this worker.
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.store.artefacts import get_store, load
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.evaluations import claim_evaluation, end_evaluation
@@ -29,10 +29,10 @@ log = logging.getLogger("trainserve.worker")
 BATCH = 256  # examples per forward when evaluating
 
 
-def served_epoch_report(run: TrainingRun, best: Path) -> dict:
-    """The report of the best epoch's weights (what is served) on the run's validation
-    batches. The run's network is left holding those weights: training is over."""
-    run.network.load_state_dict(load_plain(best)["state_dict"])
+def served_epoch_report(run: TrainingRun, best: dict) -> dict:
+    """The report of the best epoch's checkpoint (what is served) on the run's validation
+    batches. The run's network is left holding its weights: training is over."""
+    run.network.load_state_dict(best["state_dict"])
     module = run.module.eval()
     probabilities, labels = [], []
     with torch.inference_mode(), run.options.autocast(run.device):
@@ -82,9 +82,11 @@ def evaluation_report(session: Session, evaluation: Evaluation) -> dict:
     dataset = get_dataset(session, evaluation.dataset_id)
     if version is None or dataset is None:
         raise DatasetError("the model version or the dataset was deleted before it ran")
-    data = data_from_state(load_plain(Path(dataset.path)))
+    settings = get_settings()
+    store = get_store(settings)
+    data = data_from_state(load(store, dataset.path, dataset.file_sha256))
     predictor = Predictor(
-        load_plain(checkpoint_of(version)), runtime=get_settings().serving_runtime
+        load_plain(checkpoint_of(version, store)), runtime=settings.serving_runtime
     )
     return report_on(predictor, data, evaluation.split)
 

@@ -3,15 +3,16 @@
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 from sqlalchemy.orm import Session
 
+from app.broker import QUEUE
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
+from app.store.artefacts import ArtefactStore, get_store, load, save
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job, queued_job_ids
@@ -27,11 +28,10 @@ from app.store.lifecycle import (
     set_device,
 )
 from app.store.records import forget_progress_after, record_epoch, resume_job
-from app.store.storage import job_folder
+from app.store.storage import job_prefix
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
-from models.files import file_sha256, load_plain, save_atomically
 from workers.budget import epochs_after_first, epochs_for_budget
 from workers.evaluation import served_epoch_report
 from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
@@ -44,8 +44,10 @@ log = logging.getLogger("trainserve.worker")
 
 
 class EpochRecorder:
-    """After each epoch: write last.pt (to resume), best.pt (to serve) when it improved, then
-    the metrics. Each step is safe to repeat, so a resumed attempt can redo an unfinished one.
+    """After each epoch: store the last checkpoint (to resume), the best one (to serve) when
+    it improved, then record the metrics with the checkpoints' keys and sha256. Each object
+    is named by the job, the attempt and the epoch, and counts only once the epoch's row
+    names it, so a resumed attempt redoes an epoch whose record is missing.
     Returns True when early stopping says to stop."""
 
     def __init__(
@@ -54,21 +56,18 @@ class EpochRecorder:
         job: Job,
         owner: str,
         run: TrainingRun,
-        folder: Path,
+        store: ArtefactStore,
         early_stopping: EarlyStopping | None,
     ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
-        self.folder = folder
+        self.attempt, self.store = job.attempt, store
         self.early_stopping = early_stopping
         self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
         self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
-        self.best_sha256 = file_sha256(self.best_path) if self.best else None
+        self.last_checkpoint = Stored.of(job.last_checkpoint, job.last_checkpoint_sha256)
+        self.best_checkpoint = Stored.of(job.best_checkpoint, job.best_checkpoint_sha256)
         self.steps: StepReporter | None = None
         self.stopped_early = False
-
-    @property
-    def best_path(self) -> Path:
-        return self.folder / "best.pt"
 
     def __call__(self, result: EpochResult) -> bool:
         if self.steps is None:
@@ -80,16 +79,29 @@ class EpochRecorder:
             epoch=result.epoch,
             metrics=result.as_dict(),
         )
-        save_atomically(checkpoint | self.run.resume_state(), self.folder / "last.pt")
-        return self.record(result, checkpoint)
+        last = self._store(result.epoch, "last", checkpoint | self.run.resume_state())
+        return self.record(result, checkpoint, last)
 
-    def record(self, result: EpochResult, checkpoint: dict) -> bool:
+    def _store(self, epoch: int, kind: str, checkpoint: dict) -> "Stored":
+        key = f"{job_prefix(self.job_id)}a{self.attempt}-e{epoch}-{kind}.pt"
+        return Stored(key, save(self.store, key, checkpoint))
+
+    def record(self, result: EpochResult, checkpoint: dict, last: "Stored") -> bool:
         is_best = self.best is None or result.val_accuracy > self.best.val_accuracy
-        if is_best:
-            self.best_sha256 = save_atomically(checkpoint, self.best_path)
-            self.best = result
+        best = self._store(result.epoch, "best", checkpoint) if is_best else None
         step = result.epoch * len(self.run.train)
-        record_epoch(self.session, self.job_id, self.owner, result.as_dict(), step, is_best)
+        checkpoints = {"last_checkpoint": last.key, "last_checkpoint_sha256": last.sha256}
+        if best:
+            checkpoints |= {"best_checkpoint": best.key, "best_checkpoint_sha256": best.sha256}
+        record_epoch(
+            self.session, self.job_id, self.owner, result.as_dict(), step, is_best, checkpoints
+        )
+        # The row now names the new objects: the ones they replace count no more.
+        self._forget(self.last_checkpoint, last)
+        self.last_checkpoint = last
+        if best:
+            self._forget(self.best_checkpoint, best)
+            self.best_checkpoint, self.best = best, result
         self.history.append(result)
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
@@ -102,6 +114,22 @@ class EpochRecorder:
         )
         self.stopped_early = _should_stop(self.early_stopping, self.history)
         return self.stopped_early
+
+    def _forget(self, replaced: "Stored | None", by: "Stored") -> None:
+        if replaced is not None and replaced.key != by.key:
+            self.store.delete(replaced.key)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object in the artefact store as a row names it."""
+
+    key: str
+    sha256: str
+
+    @classmethod
+    def of(cls, key: str | None, sha256: str | None) -> "Stored | None":
+        return cls(key, sha256) if key and sha256 else None
 
 
 def _epoch_result(row) -> EpochResult:
@@ -116,13 +144,14 @@ def _should_stop(rule: EarlyStopping | None, history: list[EpochResult]) -> bool
     return epochs_without_improvement(values, higher_is_better, rule.min_delta) >= rule.patience
 
 
-def run_job(job_id: str) -> None:
-    """Run the job the message names, or else the oldest queued one: a message only says
-    that there is work, so a lost or stale message never strands a job."""
+def run_job(job_id: str, queue: str = QUEUE, worker: str | None = None) -> None:
+    """Run the job the message names, or else the oldest queued one of `queue` (the queue
+    the message came from): a message only says that there is work, so a lost or stale
+    message never strands a job. `worker`: the Celery node name, for GET /workers."""
     settings = get_settings()
     owner = worker_name()
     with get_session_factory()() as session:
-        job = _claim(session, job_id, owner, settings)
+        job = _claim(session, job_id, owner, settings, queue, worker)
         if job is None:
             log.info("no queued job to run (message for %s)", job_id)
             return
@@ -130,9 +159,11 @@ def run_job(job_id: str) -> None:
         _attempt(session, job, owner, settings)
 
 
-def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
-    for candidate in [job_id, *queued_job_ids(session, limit=20)]:
-        if claim_job(session, candidate, owner, settings.lease_seconds):
+def _claim(
+    session: Session, job_id: str, owner: str, settings: Settings, queue: str, worker: str | None
+) -> Job | None:
+    for candidate in [job_id, *queued_job_ids(session, limit=20, queue=queue)]:
+        if claim_job(session, candidate, owner, settings.lease_seconds, queue, worker):
             return get_job(session, candidate)
     return None
 
@@ -176,6 +207,11 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
 
+def _device_of(spec: JobSpec) -> str:
+    """The torch device: the spec's own (cuda:1), else what routed the job (cuda, cpu)."""
+    return spec.device if spec.device != "auto" else spec.resources.device
+
+
 def _out_of_memory_error(job: Job) -> str:
     batch_size = job.spec["hyperparameters"].get("batch_size")
     return (
@@ -185,11 +221,11 @@ def _out_of_memory_error(job: Job) -> str:
     )
 
 
-def _load_data(session: Session, dataset_id: str) -> LabelledData:
+def _load_data(session: Session, dataset_id: str, store: ArtefactStore) -> LabelledData:
     dataset = get_dataset(session, dataset_id)
     if dataset is None:
         raise DatasetError(f"dataset {dataset_id} no longer exists")
-    return data_from_state(load_plain(Path(dataset.path)))
+    return data_from_state(load(store, dataset.path, dataset.file_sha256))
 
 
 def _train(
@@ -198,17 +234,17 @@ def _train(
     """Train to the end, recording each epoch; returns the model to register and why the
     training ended."""
     spec = JobSpec.model_validate(job.spec)
-    device = resolve_device(spec.device)
+    device = resolve_device(_device_of(spec))
     set_device(session, job.id, owner, str(device))
-    data = _load_data(session, spec.dataset_id)
+    store = get_store(settings)
+    data = _load_data(session, spec.dataset_id, store)
     if spec.validation.dataset_id:
-        data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
+        data = with_test_split(data, _load_data(session, spec.validation.dataset_id, store))
     run = prepare_run(spec, data)
     budgeted = spec.hyperparameters.epochs is None
     if budgeted:
         _plan_epochs(session, job, owner, run)
-    folder = job_folder(settings.artifacts_dir, job.id)
-    done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
+    done_epochs, recorder = _resume(session, job, owner, run, store, spec.early_stopping)
     recorder.steps = StepReporter(
         job.id,
         lease,
@@ -232,7 +268,7 @@ def _train(
         reason = EndReason.TIME_LIMIT
     if reason == EndReason.COMPLETED and recorder.stopped_early:
         reason = EndReason.EARLY_STOPPED
-    return _model_version(job, run.spec, run, recorder), reason
+    return _model_version(job, run.spec, run, recorder, store), reason
 
 
 def _fit_to_plan(
@@ -296,24 +332,21 @@ def _resume(
     job: Job,
     owner: str,
     run: TrainingRun,
-    folder: Path,
+    store: ArtefactStore,
     early_stopping: EarlyStopping | None,
 ) -> tuple[int, EpochRecorder]:
-    """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
-    last = folder / "last.pt"
-    if not last.exists():
+    """Continue from the last checkpoint the job's row names, if an earlier attempt
+    recorded one. Returns the epochs done."""
+    if job.last_checkpoint is None:
         # An earlier attempt may have stored steps of its first epoch before it stopped.
         forget_progress_after(session, job.id)
-        return 0, EpochRecorder(session, job, owner, run, folder, early_stopping)
-    checkpoint = load_plain(last)
+        return 0, EpochRecorder(session, job, owner, run, store, early_stopping)
+    checkpoint = load(store, job.last_checkpoint, job.last_checkpoint_sha256)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
     resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
-    recorder = EpochRecorder(session, job, owner, run, folder, early_stopping)
-    if not any(result.epoch == epoch for result in recorder.history):
-        # The attempt died after writing last.pt but before recording the epoch.
-        recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)
+    recorder = EpochRecorder(session, job, owner, run, store, early_stopping)
     log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
     return epoch, recorder
 
@@ -326,11 +359,12 @@ def _deadline(spec: JobSpec, history: list[EpochResult]) -> float:
 
 
 def _model_version(
-    job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder
+    job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder, store: ArtefactStore
 ) -> ModelVersion:
     """The model a succeeded job registers: its best epoch, with that epoch's report on the
     validation data."""
-    if recorder.best is None:
+    best = recorder.best_checkpoint
+    if recorder.best is None or best is None:
         raise RuntimeError(f"job {job.id} ended without recording an epoch")
     return ModelVersion(
         job_id=job.id,
@@ -339,9 +373,9 @@ def _model_version(
         arch=spec.model.arch,
         classes=run.description["classes"],
         metrics=recorder.best.as_dict(),
-        checkpoint_path=str(recorder.best_path),
-        sha256=recorder.best_sha256,
-        evaluation=served_epoch_report(run, recorder.best_path),
+        checkpoint_path=best.key,
+        sha256=best.sha256,
+        evaluation=served_epoch_report(run, load(store, best.key, best.sha256)),
     )
 
 

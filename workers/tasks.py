@@ -1,16 +1,26 @@
-"""Thin Celery tasks: take an id, hand it to the runner or the evaluator."""
+"""Thin Celery tasks: take an id, hand it to the runner or the evaluator.
 
-from app.broker import EVALUATE_TASK, TRAIN_TASK
+The runner and the evaluator (and with them torch) are imported in the pool's child, never
+at module level: Celery's parent process imports this module to register the tasks, then
+forks the pool's children, and a parent that had loaded torch could have initialised CUDA
+before a fork (pytorch#40403). docs/operations.md: one worker per GPU.
+"""
+
+from app.broker import EVALUATE_TASK, QUEUE, TRAIN_TASK
 from workers.celery_app import celery_app
-from workers.evaluation import run_evaluation
-from workers.runner import run_job
 
 
-@celery_app.task(name=TRAIN_TASK)
-def train(job_id: str) -> None:
-    run_job(job_id)
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train(self, job_id: str) -> None:
+    from workers.runner import run_job
+
+    # The queue the message came from: the worker claims only that queue's jobs.
+    queue = (self.request.delivery_info or {}).get("routing_key") or QUEUE
+    run_job(job_id, queue=queue, worker=self.request.hostname)
 
 
 @celery_app.task(name=EVALUATE_TASK)
 def evaluate(evaluation_id: str) -> None:
+    from workers.evaluation import run_evaluation
+
     run_evaluation(evaluation_id)

@@ -1,5 +1,5 @@
 import logging
-from pathlib import Path as FilePath
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import (
@@ -30,6 +30,7 @@ from app.schemas import (
     error,
 )
 from app.store import access, datasets
+from app.store.artefacts import get_store
 from app.store.tables import ApiKey, Dataset
 from models.data import (
     ImageData,
@@ -253,8 +254,14 @@ def _readable_dataset(session: Session, key: ApiKey | None, dataset_id: str) -> 
 
 
 def _stored_data(dataset: Dataset) -> LabelledData:
+    return _mapped_data(dataset.path, dataset.file_sha256)
+
+
+# The datasets whose pages are open, each read and checked once (a key names its content).
+@lru_cache(maxsize=2)
+def _mapped_data(key: str, sha256: str | None) -> LabelledData:
     """The stored examples, mapped rather than read: a page shows a few of them."""
-    return data_from_state(load_plain(FilePath(dataset.path), mmap=True))
+    return data_from_state(load_plain(get_store().read(key, sha256), mmap=True))
 
 
 def _example(dataset_id: str, data: LabelledData, index: int) -> DatasetExample:
@@ -288,10 +295,10 @@ async def delete_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id:
 
 
 def _delete(session, dataset_id: str) -> None:
-    file = datasets.delete_dataset(session, dataset_id)
-    if file is None:
+    key = datasets.delete_dataset(session, dataset_id)
+    if key is None:
         raise _no_such_dataset(dataset_id)
-    file.unlink(missing_ok=True)  # after the commit: never a row without its file
+    get_store().delete(key)  # after the commit: never a row without its object
     log.info("dataset %s: deleted", dataset_id)
 
 

@@ -7,7 +7,6 @@ key acts on the names it may read (app.store.access): any other is answered as u
 
 import hashlib
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -15,7 +14,7 @@ import safetensors.torch
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +33,7 @@ from app.schemas import (
 )
 from app.serving import ModelServer
 from app.store import access, versions
+from app.store.artefacts import ArtefactCorrupt, ArtefactStore, get_store
 from app.store.tables import ApiKey, ModelVersion
 from models.checkpoint import file_metadata
 from models.export import ExportError
@@ -161,17 +161,29 @@ def download_weights(
         "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
     }
     media_type = MEDIA_TYPES[format]
+    store = get_store(settings)
     if format == "onnx":
         try:
-            path = cached_onnx(model, settings.artifacts_dir)
+            onnx = cached_onnx(model, session, store)
         except ExportError as exc:
             raise HTTPException(422, str(exc)) from exc
-        return FileResponse(path, headers=headers, media_type=media_type)
-    path = versions.checkpoint_of(model)
+        return FileResponse(onnx, headers=headers, media_type=media_type)
     if format == "pt":
-        return FileResponse(path, headers=headers, media_type=media_type)
-    content = _safetensors(load_plain(path))
+        return _streamed(store, model, headers)
+    content = _safetensors(load_plain(versions.checkpoint_of(model, store)))
     return Response(content, media_type=media_type, headers=headers)
+
+
+def _streamed(store: ArtefactStore, model: ModelVersion, headers: dict) -> Response:
+    """The checkpoint as it comes from the store, never whole in memory; its sha256 is
+    checked as it goes (from a local folder, before the first byte), and a mismatch found
+    at the end cuts the response short of its Content-Length, so no client takes it whole."""
+    try:
+        size, chunks = store.stream(model.checkpoint_path, model.sha256)
+    except ArtefactCorrupt as exc:
+        raise versions.ModelFileCorrupt(f"model {model.id}: {exc}") from exc
+    headers = headers | {"Content-Length": str(size)}
+    return StreamingResponse(chunks, headers=headers, media_type=MEDIA_TYPES["pt"])
 
 
 def attachment(filename: str) -> str:
@@ -206,7 +218,7 @@ async def delete_model(
         await run_in_threadpool(versions.delete_model, session, model)
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
         raise HTTPException(409, f"model {model.id}: an alias now points at it") from exc
-    Path(model.checkpoint_path).unlink(missing_ok=True)
+    await run_in_threadpool(get_store(settings).delete, model.checkpoint_path)
     forget_version(server, settings, model)
 
 
@@ -214,7 +226,7 @@ def forget_version(server: ModelServer, settings: Settings, model: ModelVersion)
     """After a version's deletion has committed: drop it from this process's cache (the
     others drop it at their next registry read) and remove its ONNX export."""
     server.cache.discard(model.id)
-    forget_export(settings.artifacts_dir, model.sha256)
+    forget_export(get_store(settings), model.sha256)
 
 
 # ---- aliases -----------------------------------------------------------------------------

@@ -78,10 +78,18 @@ def _reserve_events(session: Session, job_id: str, count: int) -> int:
 
 
 def record_epoch(
-    session: Session, job_id: str, owner: str, metrics: dict, step: int, is_best: bool
+    session: Session,
+    job_id: str,
+    owner: str,
+    metrics: dict,
+    step: int,
+    is_best: bool,
+    checkpoints: dict[str, str],
 ) -> None:
-    """An epoch's metrics: history row, metric points at its last step, and an event."""
-    values = {"epoch": metrics["epoch"]}
+    """An epoch's metrics: history row, metric points at its last step, and an event; and
+    `checkpoints`, the keys and sha256 of the objects that count from now on (Job columns
+    last_checkpoint…, best_checkpoint…), in the same commit."""
+    values: dict = {"epoch": metrics["epoch"], **checkpoints}
     if is_best:
         values |= {"best_epoch": metrics["epoch"], "best_val_accuracy": metrics["val_accuracy"]}
     row = update_job(

@@ -109,7 +109,10 @@ class Dataset(Base):
     # What models.datachecks found at upload: imbalance, duplicates, leakage (None: stored
     # before the checks existed).
     checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Its decoded tensors' key in the artefact store, and their sha256 (None: stored before
+    # the store recorded it, migration 0013), which every read is checked against.
     path: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
     # The key that uploaded it (None: admin's, such as those stored before ownership).
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -174,6 +177,18 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # The Celery queue it is routed to (by the device it needs) and the worker (its Celery
+    # node name) that runs or last ran it.
+    queue: Mapped[str] = mapped_column(
+        String(60), default="trainserve", server_default="trainserve"
+    )
+    worker: Mapped[str | None] = mapped_column(String(200))
+    # The checkpoints that count, in the artefact store: the last epoch's (to resume) and
+    # the best one's (to serve). An object is only these once its row names it here.
+    last_checkpoint: Mapped[str | None] = mapped_column(Text)
+    last_checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    best_checkpoint: Mapped[str | None] = mapped_column(Text)
+    best_checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     # The key that created the job and owns it (None with auth off): quotas count its open
     # jobs, and a key's listing reads its own in the listing's order.
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
@@ -290,7 +305,24 @@ class ModelVersion(Base):
     # The served epoch's report on the job's validation data (models.evaluation); None for
     # versions stored before it was computed.
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The sha256 of its ONNX export in the artefact store, once one was made (app/exports.py).
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Worker(Base):
+    """A Celery worker as it last told: which queues it serves, on what device. Each worker
+    renews its row every heartbeat; the API tells from it whether a queue is served."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # its Celery node name
+    queues: Mapped[list[Any]]
+    device: Mapped[str] = mapped_column(String(20))
+    # [{"name": "NVIDIA H200", "memory_bytes": …}, …]: what nvidia-smi lists (CUDA_VISIBLE_DEVICES)
+    gpus: Mapped[list[Any]]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class ModelAlias(Base):

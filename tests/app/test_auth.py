@@ -34,6 +34,7 @@ SCOPES_BY_ROUTE = [
     (r".*", r"/(datasets|jobs).*", ("train",)),
     (r".*", r"/(predict|v2/).*", ("predict",)),
     (r".*", r"/keys.*", ("admin",)),
+    (r"GET", r"/workers", ("admin",)),
     (r"GET", r"/metrics", ("admin",)),  # TRAINSERVE_METRICS_SCOPE's default
 ]
 OPEN_PATHS = {"/healthz", "/readyz", "/v2", "/v2/health/live", "/v2/health/ready"}
