@@ -33,7 +33,9 @@ from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from models.files import file_sha256, load_plain, save_atomically
 from workers.budget import epochs_after_first, epochs_for_budget
-from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
+from workers.distributed import GroupStep, Ranks
+from workers.group import RankGroupFailed, train_in_group
+from workers.lease import JobCancelled, Lease, LeaseCheck, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.training import EpochResult, epochs_without_improvement
@@ -54,14 +56,18 @@ class EpochRecorder:
         run: TrainingRun,
         folder: Path,
         early_stopping: EarlyStopping | None,
+        writes: bool = True,
     ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
         self.folder = folder
         self.early_stopping = early_stopping
+        # False on the ranks of a group but rank 0: they keep the history, to stop early
+        # when rank 0 does (every rank sees the same epoch results), and write nothing.
+        self.writes = writes
         self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
         self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
         self.best_sha256 = file_sha256(self.best_path) if self.best else None
-        self.steps: StepReporter | None = None
+        self.steps: StepReporter | GroupStep | None = None
         self.stopped_early = False
 
     @property
@@ -78,17 +84,26 @@ class EpochRecorder:
             epoch=result.epoch,
             metrics=result.as_dict(),
         )
-        save_atomically(checkpoint | self.run.resume_state(), self.folder / "last.pt")
+        if self.writes:
+            save_atomically(checkpoint | self.run.resume_state(), self.folder / "last.pt")
         return self.record(result, checkpoint)
 
     def record(self, result: EpochResult, checkpoint: dict) -> bool:
         is_best = self.best is None or result.val_accuracy > self.best.val_accuracy
         if is_best:
-            self.best_sha256 = save_atomically(checkpoint, self.best_path)
             self.best = result
-        step = result.epoch * len(self.run.train)
-        record_epoch(self.session, self.job_id, self.owner, result.as_dict(), step, is_best)
+        if self.writes:
+            if is_best:
+                self.best_sha256 = save_atomically(checkpoint, self.best_path)
+            step = result.epoch * len(self.run.train)
+            record_epoch(self.session, self.job_id, self.owner, result.as_dict(), step, is_best)
         self.history.append(result)
+        if self.writes:
+            self._log(result)
+        self.stopped_early = _should_stop(self.early_stopping, self.history)
+        return self.stopped_early
+
+    def _log(self, result: EpochResult) -> None:
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
             self.job_id,
@@ -98,8 +113,6 @@ class EpochRecorder:
             result.val_accuracy,
             result.samples_per_second,
         )
-        self.stopped_early = _should_stop(self.early_stopping, self.history)
-        return self.stopped_early
 
 
 def _epoch_result(row) -> EpochResult:
@@ -138,9 +151,11 @@ def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job
 def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None:
     """Train while the lease's heartbeat runs; write the outcome once it has stopped, so
     that no beat lands after the final commit and reports the lease it gave up as lost."""
+    ranks = JobSpec.model_validate(job.spec).resources.ranks
+    train = _train if ranks == 1 else train_in_group  # several: ranks of torch's launcher
     try:
         with Lease(job.id, owner, settings) as lease:
-            model, reason = _train(session, job, owner, lease, settings)
+            model, reason = train(session, job, owner, lease, settings)
         _finish(session, job, owner, model, reason)
     except JobCancelled:
         confirm_cancelled(session, job.id, owner)
@@ -156,6 +171,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
+    except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
+        log.warning("job %s: %s", job.id, exc)
+        if retry_or_fail(session, job, owner, str(exc)):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
     except torch.OutOfMemoryError:
         # The spec asks for more memory than the device has: another attempt would run out
         # the same way, so it is the job's error, not an infrastructure failure to retry.
@@ -191,31 +210,44 @@ def _load_data(session: Session, dataset_id: str) -> LabelledData:
 
 
 def _train(
-    session: Session, job: Job, owner: str, lease: Lease, settings: Settings
+    session: Session,
+    job: Job,
+    owner: str,
+    lease: LeaseCheck,
+    settings: Settings,
+    ranks: Ranks = Ranks(),
 ) -> tuple[ModelVersion, EndReason]:
     """Train to the end, recording each epoch; returns the model to register and why the
-    training ended."""
-    spec = JobSpec.model_validate(job.spec)
+    training ended. In a group of ranks, every rank runs this, and rank 0 writes."""
+    asked = JobSpec.model_validate(job.spec)
+    spec = ranks.spec_for_rank(asked)
     device = resolve_device(spec.device)
-    set_device(session, job.id, owner, str(device))
+    if ranks.leads:
+        set_device(session, job.id, owner, ranks.device_label(device))
     data = _load_data(session, spec.dataset_id)
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
     run = prepare_run(spec, data)
-    budgeted = spec.hyperparameters.epochs is None
+    ranks.distribute(run, compile_network=asked.hyperparameters.compile)
+    budgeted = spec.hyperparameters.epochs is None  # never for a group (JobSpec refuses it)
     if budgeted:
         _plan_epochs(session, job, owner, run)
     folder = job_folder(settings.artifacts_dir, job.id)
-    done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
-    recorder.steps = StepReporter(
-        job.id,
-        lease,
-        run.optimizer,
-        len(run.train),
-        first_step=done_epochs * len(run.train),
-        deadline=_deadline(spec, recorder.history),
-        flush_seconds=settings.step_flush_seconds,
+    done_epochs, recorder = _resume(
+        session, job, owner, run, folder, spec.early_stopping, writes=ranks.leads
     )
+    reporter = None
+    if ranks.leads:
+        reporter = StepReporter(
+            job.id,
+            lease,
+            run.optimizer,
+            len(run.train),
+            first_step=done_epochs * len(run.train),
+            deadline=_deadline(spec, recorder.history),
+            flush_seconds=settings.step_flush_seconds,
+        )
+    recorder.steps = ranks.steps(reporter, device)
     on_epoch_end: Callable[[EpochResult], bool] = recorder
     if budgeted:
         on_epoch_end = SizedAgainAfterFirstEpoch(session, job, owner, recorder)
@@ -275,8 +307,8 @@ class SizedAgainAfterFirstEpoch:
 
     def _size_again(self) -> bool:
         run, steps = self.recorder.run, self.recorder.steps
-        if steps is None:
-            raise RuntimeError("the recorder's StepReporter is set before training starts")
+        if not isinstance(steps, StepReporter):
+            raise RuntimeError("a job sized to its budget reports its own steps, in one process")
         now = time.monotonic()
         started = steps.deadline - filled(run.spec.limits.max_run_seconds)
         most = RECIPES[run.spec.model.arch].max_epochs
@@ -295,23 +327,27 @@ def _resume(
     run: TrainingRun,
     folder: Path,
     early_stopping: EarlyStopping | None,
+    writes: bool = True,
 ) -> tuple[int, EpochRecorder]:
-    """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
+    """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done.
+    With `writes` False (a rank but rank 0) only the run is restored."""
     last = folder / "last.pt"
     if not last.exists():
-        # An earlier attempt may have stored steps of its first epoch before it stopped.
-        forget_progress_after(session, job.id)
-        return 0, EpochRecorder(session, job, owner, run, folder, early_stopping)
+        if writes:  # an earlier attempt may have stored steps of its first epoch
+            forget_progress_after(session, job.id)
+        return 0, EpochRecorder(session, job, owner, run, folder, early_stopping, writes)
     checkpoint = load_plain(last)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
-    resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
+    if writes:
+        resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
-    recorder = EpochRecorder(session, job, owner, run, folder, early_stopping)
+    recorder = EpochRecorder(session, job, owner, run, folder, early_stopping, writes)
     if not any(result.epoch == epoch for result in recorder.history):
         # The attempt died after writing last.pt but before recording the epoch.
         recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)
-    log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
+    if writes:
+        log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
     return epoch, recorder
 
 
