@@ -1,9 +1,17 @@
 """Jobs trained by several processes (DistributedDataParallel on gloo), launched by torch's
 own launcher from the worker, against a real (SQLite) database."""
 
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
+from app.store.lifecycle import request_cancel
 from tests.utils.jobs import queue_image_job, reloaded
+from tests.utils.waiting import wait_until
 from workers.runner import run_job
 
 # Two ranks with batches of B/2 see, step by step, the examples one rank with batches of B
@@ -35,8 +43,88 @@ def test_two_ranks_with_half_batches_reach_the_losses_of_one(
     assert single.status == group.status == "succeeded", (single.error, group.error)
     assert group.device == "cpu (2 ranks)"
     for a, b in zip(single.history, group.history, strict=True):
-        print(f"epoch {a.epoch}: train_loss {a.train_loss:.6f} vs {b.train_loss:.6f}, "
-              f"val_loss {a.val_loss:.6f} vs {b.val_loss:.6f}")
+        print(
+            f"epoch {a.epoch}: train_loss {a.train_loss:.6f} vs {b.train_loss:.6f}, "
+            f"val_loss {a.val_loss:.6f} vs {b.val_loss:.6f}"
+        )
         assert b.train_loss == pytest.approx(a.train_loss, abs=LOSS_TOLERANCE)
         assert b.val_loss == pytest.approx(a.val_loss, abs=LOSS_TOLERANCE)
         assert b.val_accuracy == a.val_accuracy
+
+
+def rank_processes(job_id: str) -> dict[int, int]:
+    """The job's rank processes alive now: {rank: pid}, read from /proc (their command
+    line names the job, torch's launcher gives each its RANK)."""
+    ranks = {}
+    for folder in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (folder / "cmdline").read_bytes().split(b"\0")
+            # A rank runs `-m workers.rank JOB …`; its launcher, `-m workers.launch … JOB …`.
+            if b"workers.rank" not in command[:4] or job_id.encode() not in command:
+                continue
+            environment = dict(
+                line.split(b"=", 1)
+                for line in (folder / "environ").read_bytes().split(b"\0")
+                if b"=" in line
+            )
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        ranks[int(environment[b"RANK"])] = int(folder.name)
+    return ranks
+
+
+def train_in_background(job_id: str) -> threading.Thread:
+    """run_job in a thread, as a worker's pool process runs it; the test acts meanwhile."""
+    thread = threading.Thread(target=run_job, args=(job_id,), daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_epoch(session, job_id: str, epoch: int) -> None:
+    """Until the job has recorded `epoch` (its ranks start in tens of seconds on a busy CPU)."""
+    wait_until(
+        lambda: (reloaded(session, job_id).epoch or 0) >= epoch,
+        timeout=240,
+        what=lambda: f"epoch {epoch} of job {job_id} ({reloaded(session, job_id).status})",
+    )
+
+
+# Long enough that the test acts while the ranks train: 5 steps an epoch, about 0.1 s each.
+LONG = {"epochs": 30}
+
+
+def test_killing_one_rank_fails_the_attempt_and_the_job_resumes(
+    session, embedded_settings, two_class_zip
+):
+    job_id = queue_plain_image_job(session, embedded_settings, two_class_zip, 2, **LONG)
+    attempt = train_in_background(job_id)
+    wait_for_epoch(session, job_id, 2)
+    ranks = rank_processes(job_id)
+    assert sorted(ranks) == [0, 1]
+    os.kill(ranks[1], signal.SIGKILL)
+    attempt.join(timeout=120)
+    assert not attempt.is_alive() and rank_processes(job_id) == {}  # rank 0 went with it
+    failed = reloaded(session, job_id)
+    assert failed.status == "queued" and failed.attempt == 1, failed.error
+    assert "a rank of the group failed" in failed.error
+    killed_after = failed.epoch
+    run_job(job_id)  # another worker takes it up
+    job = reloaded(session, job_id)
+    assert job.status == "succeeded" and job.attempt == 2, job.error
+    assert job.resumed_from_epoch is not None and job.resumed_from_epoch >= killed_after
+    assert [h.epoch for h in job.history] == list(range(1, LONG["epochs"] + 1))
+
+
+def test_a_cancelled_job_leaves_no_rank_running(session, embedded_settings, two_class_zip):
+    job_id = queue_plain_image_job(session, embedded_settings, two_class_zip, 2, **LONG)
+    attempt = train_in_background(job_id)
+    wait_for_epoch(session, job_id, 1)
+    assert sorted(rank_processes(job_id)) == [0, 1]
+    asked = time.monotonic()
+    assert request_cancel(session, job_id)
+    attempt.join(timeout=60)
+    stopped_in = time.monotonic() - asked
+    assert not attempt.is_alive() and rank_processes(job_id) == {}
+    job = reloaded(session, job_id)
+    assert job.status == "cancelled" and job.epoch < LONG["epochs"]
+    print(f"cancelled: every rank gone {stopped_in:.2f} s after the cancel")
