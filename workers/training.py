@@ -197,8 +197,8 @@ def evaluate(
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += len(labels)
-    loss_sum, correct, seen = summed_over_ranks([loss_sum, correct, seen], device)
-    return loss_sum / seen, correct / seen
+    loss_total, correct_total, seen_total = summed_over_ranks([loss_sum, correct, seen], device)
+    return loss_total / seen_total, correct_total / seen_total
 
 
 def fit(
