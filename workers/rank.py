@@ -27,7 +27,7 @@ from app.store.jobs import get_job
 from models.files import write_atomically
 from workers.distributed import Ranks
 from workers.group import OUTCOME, failure_kind
-from workers.runner import _train
+from workers.runner import train_job
 
 log = logging.getLogger("trainserve.worker")
 
@@ -52,7 +52,7 @@ def main(job_id: str, owner: str, folder: Path) -> int:
         ranks = Ranks.joined(JobSpec.model_validate(job.spec).resources.rank_device)
         (folder / f"rank-{ranks.rank}.pid").write_text(str(os.getpid()))
         try:
-            model, reason = _train(session, job, owner, HeldByTheWorker(), settings, ranks)
+            model, reason = train_job(session, job, owner, HeldByTheWorker(), settings, ranks)
         except Exception as exc:  # one line: the worker's log says what became of the job
             kind = failure_kind(exc)
             if kind is not None:

@@ -152,7 +152,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     """Train while the lease's heartbeat runs; write the outcome once it has stopped, so
     that no beat lands after the final commit and reports the lease it gave up as lost."""
     ranks = JobSpec.model_validate(job.spec).resources.ranks
-    train = _train if ranks == 1 else train_in_group  # several: ranks of torch's launcher
+    train = train_job if ranks == 1 else train_in_group  # several: ranks of torch's launcher
     try:
         with Lease(job.id, owner, settings) as lease:
             model, reason = train(session, job, owner, lease, settings)
@@ -209,7 +209,7 @@ def _load_data(session: Session, dataset_id: str) -> LabelledData:
     return data_from_state(load_plain(Path(dataset.path)))
 
 
-def _train(
+def train_job(
     session: Session,
     job: Job,
     owner: str,
