@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 PROJECT = Path(__file__).resolve().parents[1]
 MNIST = PROJECT.parent / "shared" / "data" / "mnist"
 
@@ -89,6 +91,8 @@ def main() -> None:
 
         migrate(migrate_url)
         settings = get_settings()
+        # As a worker's pool process sets it (workers/celery_app.py); the ranks set their own.
+        torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
         with get_session_factory()() as session:
             dataset, _ = ingest_upload(
                 session, settings, mnist_files(args.train), None, ReadOptions()
