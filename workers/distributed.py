@@ -17,11 +17,6 @@ from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun
 
 
-class LauncherGone(Exception):
-    """The worker process that started this group, or torch's launcher, is gone: a rank
-    left behind stops instead of training on for nobody."""
-
-
 @dataclass(frozen=True)
 class Ranks:
     """This process's place in the job's group; the default is a job of one process."""
@@ -99,8 +94,6 @@ class GroupStep:
     def __init__(self, reporter: StepReporter | None, device: torch.device):
         self.reporter = reporter
         self._stop = torch.zeros(1, dtype=torch.int32, device=device)
-        self._launcher = int(os.environ.get("TRAINSERVE_LAUNCHER_PID", os.getppid()))
-        self._agent = os.getppid()  # torch's launcher
 
     def __enter__(self) -> "GroupStep":
         if self.reporter is not None:
@@ -116,7 +109,6 @@ class GroupStep:
             self.reporter.flush()
 
     def __call__(self, loss: torch.Tensor) -> None:
-        self._check_launcher()
         stop = 0
         if self.reporter is not None:
             try:
@@ -128,10 +120,23 @@ class GroupStep:
         if self._stop.item():
             raise TimeLimitReached
 
-    def _check_launcher(self) -> None:
-        if os.getppid() != self._agent:
-            raise LauncherGone("torch's launcher is gone")
+
+class LauncherWatch:
+    """A rank's watch on the processes above it: when the worker process that started the
+    group (TRAINSERVE_LAUNCHER_PID) or torch's launcher is gone, killed or crashed before
+    it could stop the ranks, this rank exits at once, even from the middle of a step or a
+    collective, instead of training on for nobody."""
+
+    def __init__(self) -> None:
+        self.worker = int(os.environ["TRAINSERVE_LAUNCHER_PID"])
+        self.launcher = os.getppid()
+
+    def gone(self) -> str | None:
+        """What is gone, or None."""
+        if os.getppid() != self.launcher:
+            return "torch's launcher"
         try:
-            os.kill(self._launcher, 0)  # signal 0: only asks whether the process exists
+            os.kill(self.worker, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
-            raise LauncherGone(f"the worker process {self._launcher} is gone") from None
+            return f"the worker process {self.worker}"
+        return None

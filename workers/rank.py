@@ -22,14 +22,17 @@ import torch.distributed as dist
 from app.config import get_settings
 from app.jobspec import JobSpec
 from app.logs import configure_logging
+from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.jobs import get_job
 from models.files import write_atomically
-from workers.distributed import Ranks
+from workers.distributed import LauncherWatch, Ranks
 from workers.group import OUTCOME, failure_kind
 from workers.runner import train_job
 
 log = logging.getLogger("trainserve.worker")
+
+WATCH_SECONDS = 1.0  # how often a rank looks whether the processes above it are alive
 
 
 class HeldByTheWorker:
@@ -40,8 +43,18 @@ class HeldByTheWorker:
         return None
 
 
+def exit_when_orphaned(job_id: str, watch: LauncherWatch) -> None:
+    if gone := watch.gone():
+        log.warning("job %s: %s is gone; this rank stops", job_id, gone)
+        os._exit(1)
+
+
 def main(job_id: str, owner: str, folder: Path) -> int:
     configure_logging()
+    watch = LauncherWatch()
+    Periodic(
+        lambda: exit_when_orphaned(job_id, watch), WATCH_SECONDS, name="launcher-watch"
+    ).start()
     settings = get_settings()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
     with get_session_factory()() as session:

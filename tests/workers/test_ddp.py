@@ -3,6 +3,8 @@ own launcher from the worker, against a real (SQLite) database."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -50,6 +52,20 @@ def test_two_ranks_with_half_batches_reach_the_losses_of_one(
         assert b.train_loss == pytest.approx(a.train_loss, abs=LOSS_TOLERANCE)
         assert b.val_loss == pytest.approx(a.val_loss, abs=LOSS_TOLERANCE)
         assert b.val_accuracy == a.val_accuracy
+
+
+def group_processes(job_id: str) -> list[int]:
+    """The pids of the job's ranks and of torch's launcher that started them."""
+    pids = []
+    for folder in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (folder / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        started = b"workers.rank" in command or b"workers.launch" in command
+        if started and job_id.encode() in command:
+            pids.append(int(folder.name))
+    return pids
 
 
 def rank_processes(job_id: str) -> dict[int, int]:
@@ -128,3 +144,25 @@ def test_a_cancelled_job_leaves_no_rank_running(session, embedded_settings, two_
     job = reloaded(session, job_id)
     assert job.status == "cancelled" and job.epoch < LONG["epochs"]
     print(f"cancelled: every rank gone {stopped_in:.2f} s after the cancel")
+
+
+def test_a_worker_killed_mid_job_leaves_no_rank_running(session, embedded_settings, two_class_zip):
+    """The worker's process dies at once (SIGKILL: no cleanup of its own): its ranks and
+    their launcher, in sessions of their own, notice and end."""
+    job_id = queue_plain_image_job(session, embedded_settings, two_class_zip, 2, **LONG)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", f"from workers.runner import run_job; run_job({job_id!r})"]
+    )
+    try:
+        wait_for_epoch(session, job_id, 1)
+        assert sorted(rank_processes(job_id)) == [0, 1]
+        worker.kill()
+        killed = time.monotonic()
+        wait_until(lambda: not group_processes(job_id), timeout=30, what="the ranks to end")
+        print(
+            f"killed worker: every rank and the launcher gone in {time.monotonic() - killed:.1f} s"
+        )
+    finally:
+        worker.kill()
+        worker.wait()
+    assert reloaded(session, job_id).status == "running"  # until the sweeper sees the lease lapse
