@@ -33,7 +33,6 @@ from workers.progress import TimeLimitReached
 log = logging.getLogger("trainserve.worker")
 
 POLL_SECONDS = 0.2  # how often the lease is looked at while the ranks train
-STOP_GRACE_SECONDS = 10.0  # for torch's launcher to stop its ranks, before SIGKILL
 OUTCOME = "outcome.json"  # rank 0's report of a finished run; failure-<rank>.json: an error
 
 
@@ -92,18 +91,16 @@ class RankGroup:
 
     def stop(self) -> None:
         """Kill every rank, then the launcher. Ranks run in sessions of their own (torch's
-        launcher starts them so), so each is killed by the pid it wrote when it started."""
+        launcher starts them so), each killed by the pid it wrote when it started; one that
+        had not got that far finds its launcher gone within a second and exits
+        (workers/distributed.py's LauncherWatch)."""
         for pid in self.rank_pids():
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self.process.poll() is None:
             with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.process.wait()
 
     def rank_pids(self) -> list[int]:
         return [int(path.read_text()) for path in self.folder.glob("rank-*.pid")]
