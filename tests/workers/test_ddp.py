@@ -157,6 +157,7 @@ def test_a_worker_killed_mid_job_leaves_no_rank_running(session, embedded_settin
         wait_for_epoch(session, job_id, 1)
         assert sorted(rank_processes(job_id)) == [0, 1]
         worker.kill()
+        worker.wait()  # reaped, as Celery's pool reaps a child that died
         killed = time.monotonic()
         wait_until(lambda: not group_processes(job_id), timeout=30, what="the ranks to end")
         print(
@@ -165,4 +166,6 @@ def test_a_worker_killed_mid_job_leaves_no_rank_running(session, embedded_settin
     finally:
         worker.kill()
         worker.wait()
-    assert reloaded(session, job_id).status == "running"  # until the sweeper sees the lease lapse
+    job = reloaded(session, job_id)
+    assert job.status == "running"  # until the sweeper sees the lease lapse
+    assert job.epoch < LONG["epochs"]  # the ranks stopped: they did not train to the end
