@@ -227,13 +227,36 @@ class Limits(Strict):
 
 
 class Resources(Strict):
+    """What the job needs to run, and so the Celery queue it goes to. Several ranks train as
+    one DistributedDataParallel group (workers/group.py); hyperparameters.batch_size is
+    then the global batch, split evenly."""
+
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="What the job runs on, and so the Celery queue it goes to (cpu: "
         "trainserve, cuda: trainserve.cuda); auto: cuda when a GPU worker was seen lately, "
         "else cpu. A cuda job waits for a GPU worker; it never falls back to a CPU.",
     )
-    gpus: int = Field(1, ge=1, le=64, description="GPUs the job needs (device cuda).")
+    gpus: int = Field(1, ge=1, le=64, description="cuda only: GPUs, one rank each.")
+    processes: int = Field(1, ge=1, le=64, description="cpu only: processes, one rank each.")
+
+    @model_validator(mode="after")
+    def _ranks_fit_device(self) -> "Resources":
+        if self.gpus > 1 and self.device != "cuda":
+            raise ValueError("resources.gpus above 1 needs resources.device 'cuda'")
+        if self.processes > 1 and self.device == "cuda":
+            raise ValueError("resources.processes is for cpu jobs; a cuda job asks for gpus")
+        return self
+
+    @property
+    def ranks(self) -> int:
+        """How many processes train the job together."""
+        return self.gpus if self.device == "cuda" else self.processes
+
+    @property
+    def rank_device(self) -> Literal["cpu", "cuda"]:
+        """Where each rank of a job of several trains: a GPU each, or the CPU."""
+        return "cuda" if self.device == "cuda" else "cpu"
 
 
 def needed_device(spec: "JobSpec") -> str:
@@ -300,4 +323,26 @@ class JobSpec(Strict):
         arch_task = ARCHITECTURES[self.model.arch].task
         if arch_task != self.task:
             raise ValueError(f"model.arch {self.model.arch!r} is for {arch_task}, not {self.task}")
+        return self
+
+    @model_validator(mode="after")
+    def _ranks_fit_the_rest(self) -> "JobSpec":
+        ranks = self.resources.ranks
+        if ranks == 1:
+            return self
+        kind = self.resources.rank_device
+        if self.device not in ("auto", kind):  # cuda:N pins one GPU: the ranks take one each
+            raise ValueError(f"device {self.device!r} does not fit {ranks} ranks on {kind}")
+        hyper = self.hyperparameters
+        if hyper.epochs is None and self.limits.max_run_seconds is not None:
+            # The ranks would have to agree on a count sized on one of them's timing.
+            raise ValueError(
+                "a job of several ranks needs hyperparameters.epochs; sizing epochs to "
+                "limits.max_run_seconds alone is for one process"
+            )
+        if hyper.batch_size is not None and hyper.batch_size % ranks:
+            raise ValueError(
+                f"hyperparameters.batch_size {hyper.batch_size} is the global batch: it must "
+                f"split evenly over the job's {ranks} ranks"
+            )
         return self

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.records import record_steps
-from workers.lease import Lease
+from workers.lease import LeaseCheck
 from workers.resources import ResourceSampler
 
 log = logging.getLogger("trainserve.worker")
@@ -29,7 +29,7 @@ class StepReporter:
     def __init__(
         self,
         job_id: str,
-        lease: Lease,
+        lease: LeaseCheck,
         optimizer: torch.optim.Optimizer,
         steps_per_epoch: int,
         *,

@@ -33,8 +33,10 @@ from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from workers.budget import epochs_after_first, epochs_for_budget
+from workers.distributed import GroupStep, Ranks
 from workers.evaluation import served_epoch_report
-from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
+from workers.group import RankGroupFailed, train_in_group
+from workers.lease import JobCancelled, Lease, LeaseCheck, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.resources import ResourceSampler
@@ -58,15 +60,19 @@ class EpochRecorder:
         run: TrainingRun,
         store: ArtefactStore,
         early_stopping: EarlyStopping | None,
+        writes: bool = True,
     ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
         self.attempt, self.store = job.attempt, store
         self.early_stopping = early_stopping
+        # False on the ranks of a group but rank 0: they keep the history, to stop early
+        # when rank 0 does (every rank sees the same epoch results), and write nothing.
+        self.writes = writes
         self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
         self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
         self.last_checkpoint = Stored.of(job.last_checkpoint, job.last_checkpoint_sha256)
         self.best_checkpoint = Stored.of(job.best_checkpoint, job.best_checkpoint_sha256)
-        self.steps: StepReporter | None = None
+        self.steps: StepReporter | GroupStep | None = None
         self.stopped_early = False
 
     def __call__(self, result: EpochResult) -> bool:
@@ -79,30 +85,44 @@ class EpochRecorder:
             epoch=result.epoch,
             metrics=result.as_dict(),
         )
-        last = self._store(result.epoch, "last", checkpoint | self.run.resume_state())
+        last = None
+        if self.writes:
+            last = self._store(result.epoch, "last", checkpoint | self.run.resume_state())
         return self.record(result, checkpoint, last)
 
     def _store(self, epoch: int, kind: str, checkpoint: dict) -> "Stored":
         key = f"{job_prefix(self.job_id)}a{self.attempt}-e{epoch}-{kind}.pt"
         return Stored(key, save(self.store, key, checkpoint))
 
-    def record(self, result: EpochResult, checkpoint: dict, last: "Stored") -> bool:
+    def record(self, result: EpochResult, checkpoint: dict, last: "Stored | None") -> bool:
         is_best = self.best is None or result.val_accuracy > self.best.val_accuracy
-        best = self._store(result.epoch, "best", checkpoint) if is_best else None
-        step = result.epoch * len(self.run.train)
-        checkpoints = {"last_checkpoint": last.key, "last_checkpoint_sha256": last.sha256}
-        if best:
-            checkpoints |= {"best_checkpoint": best.key, "best_checkpoint_sha256": best.sha256}
-        record_epoch(
-            self.session, self.job_id, self.owner, result.as_dict(), step, is_best, checkpoints
-        )
-        # The row now names the new objects: the ones they replace count no more.
-        self._forget(self.last_checkpoint, last)
-        self.last_checkpoint = last
-        if best:
-            self._forget(self.best_checkpoint, best)
-            self.best_checkpoint, self.best = best, result
+        if self.writes and last is not None:
+            best = self._store(result.epoch, "best", checkpoint) if is_best else None
+            step = result.epoch * len(self.run.train)
+            checkpoints = {"last_checkpoint": last.key, "last_checkpoint_sha256": last.sha256}
+            if best:
+                checkpoints |= {
+                    "best_checkpoint": best.key,
+                    "best_checkpoint_sha256": best.sha256,
+                }
+            record_epoch(
+                self.session, self.job_id, self.owner, result.as_dict(), step, is_best, checkpoints
+            )
+            # The row now names the new objects: the ones they replace count no more.
+            self._forget(self.last_checkpoint, last)
+            self.last_checkpoint = last
+            if best:
+                self._forget(self.best_checkpoint, best)
+                self.best_checkpoint = best
+        if is_best:
+            self.best = result
         self.history.append(result)
+        if self.writes:
+            self._log(result)
+        self.stopped_early = _should_stop(self.early_stopping, self.history)
+        return self.stopped_early
+
+    def _log(self, result: EpochResult) -> None:
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
             self.job_id,
@@ -112,8 +132,6 @@ class EpochRecorder:
             result.val_accuracy,
             result.samples_per_second,
         )
-        self.stopped_early = _should_stop(self.early_stopping, self.history)
-        return self.stopped_early
 
     def _forget(self, replaced: "Stored | None", by: "Stored") -> None:
         if replaced is not None and replaced.key != by.key:
@@ -171,9 +189,13 @@ def _claim(
 def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None:
     """Train while the lease's heartbeat runs; write the outcome once it has stopped, so
     that no beat lands after the final commit and reports the lease it gave up as lost."""
+    ranks = JobSpec.model_validate(job.spec).resources.ranks
+    train = train_job if ranks == 1 else train_in_group  # several: ranks of torch's launcher
     try:
         with Lease(job.id, owner, settings) as lease:
-            model, reason = _train(session, job, owner, lease, settings)
+            model, reason = train(session, job, owner, lease, settings)
+        if model is None:  # only a group's other ranks have none, and they never get here
+            raise RuntimeError(f"job {job.id}: training ended without a model")
         _finish(session, job, owner, model, reason)
     except JobCancelled:
         confirm_cancelled(session, job.id, owner)
@@ -189,6 +211,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
+    except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
+        log.warning("job %s: %s", job.id, exc)
+        if retry_or_fail(session, job, owner, str(exc)):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
     except torch.OutOfMemoryError:
         # The spec asks for more memory than the device has: another attempt would run out
         # the same way, so it is the job's error, not an infrastructure failure to retry.
@@ -228,33 +254,47 @@ def _load_data(session: Session, dataset_id: str, store: ArtefactStore) -> Label
     return data_from_state(load(store, dataset.path, dataset.file_sha256))
 
 
-def _train(
-    session: Session, job: Job, owner: str, lease: Lease, settings: Settings
-) -> tuple[ModelVersion, EndReason]:
+def train_job(
+    session: Session,
+    job: Job,
+    owner: str,
+    lease: LeaseCheck,
+    settings: Settings,
+    ranks: Ranks = Ranks(),
+) -> tuple[ModelVersion | None, EndReason]:
     """Train to the end, recording each epoch; returns the model to register and why the
-    training ended."""
-    spec = JobSpec.model_validate(job.spec)
+    training ended (the model: None on the ranks of a group but rank 0, which write
+    nothing). In a group of ranks, every rank runs this, and rank 0 writes."""
+    asked = JobSpec.model_validate(job.spec)
+    spec = ranks.spec_for_rank(asked)
     device = resolve_device(_device_of(spec))
-    set_device(session, job.id, owner, str(device))
+    if ranks.leads:
+        set_device(session, job.id, owner, ranks.device_label(device))
     store = get_store(settings)
     data = _load_data(session, spec.dataset_id, store)
     if spec.validation.dataset_id:
         data = with_test_split(data, _load_data(session, spec.validation.dataset_id, store))
     run = prepare_run(spec, data)
-    budgeted = spec.hyperparameters.epochs is None
+    ranks.distribute(run, compile_network=asked.hyperparameters.compile)
+    budgeted = spec.hyperparameters.epochs is None  # never for a group (JobSpec refuses it)
     if budgeted:
         _plan_epochs(session, job, owner, run)
-    done_epochs, recorder = _resume(session, job, owner, run, store, spec.early_stopping)
-    recorder.steps = StepReporter(
-        job.id,
-        lease,
-        run.optimizer,
-        len(run.train),
-        first_step=done_epochs * len(run.train),
-        deadline=_deadline(spec, recorder.history),
-        flush_seconds=settings.step_flush_seconds,
-        resources=ResourceSampler(run.device),
+    done_epochs, recorder = _resume(
+        session, job, owner, run, store, spec.early_stopping, writes=ranks.leads
     )
+    reporter = None
+    if ranks.leads:
+        reporter = StepReporter(
+            job.id,
+            lease,
+            run.optimizer,
+            len(run.train),
+            first_step=done_epochs * len(run.train),
+            deadline=_deadline(spec, recorder.history),
+            flush_seconds=settings.step_flush_seconds,
+            resources=ResourceSampler(run.device),
+        )
+    recorder.steps = ranks.steps(reporter, device)
     on_epoch_end: Callable[[EpochResult], bool] = recorder
     if budgeted:
         on_epoch_end = SizedAgainAfterFirstEpoch(session, job, owner, recorder)
@@ -268,6 +308,8 @@ def _train(
         reason = EndReason.TIME_LIMIT
     if reason == EndReason.COMPLETED and recorder.stopped_early:
         reason = EndReason.EARLY_STOPPED
+    if not ranks.leads:
+        return None, reason
     return _model_version(job, run.spec, run, recorder, store), reason
 
 
@@ -314,8 +356,8 @@ class SizedAgainAfterFirstEpoch:
 
     def _size_again(self) -> bool:
         run, steps = self.recorder.run, self.recorder.steps
-        if steps is None:
-            raise RuntimeError("the recorder's StepReporter is set before training starts")
+        if not isinstance(steps, StepReporter):
+            raise RuntimeError("a job sized to its budget reports its own steps, in one process")
         now = time.monotonic()
         started = steps.deadline - filled(run.spec.limits.max_run_seconds)
         most = RECIPES[run.spec.model.arch].max_epochs
@@ -334,20 +376,23 @@ def _resume(
     run: TrainingRun,
     store: ArtefactStore,
     early_stopping: EarlyStopping | None,
+    writes: bool = True,
 ) -> tuple[int, EpochRecorder]:
     """Continue from the last checkpoint the job's row names, if an earlier attempt
     recorded one. Returns the epochs done."""
     if job.last_checkpoint is None:
-        # An earlier attempt may have stored steps of its first epoch before it stopped.
-        forget_progress_after(session, job.id)
-        return 0, EpochRecorder(session, job, owner, run, store, early_stopping)
+        if writes:  # an earlier attempt may have stored steps of its first epoch
+            forget_progress_after(session, job.id)
+        return 0, EpochRecorder(session, job, owner, run, store, early_stopping, writes)
     checkpoint = load(store, job.last_checkpoint, job.last_checkpoint_sha256)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
-    resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
+    if writes:
+        resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
-    recorder = EpochRecorder(session, job, owner, run, store, early_stopping)
-    log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
+    recorder = EpochRecorder(session, job, owner, run, store, early_stopping, writes)
+    if writes:
+        log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
     return epoch, recorder
 
 
