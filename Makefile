@@ -19,6 +19,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# openapi-python-client, which the conformance tests run on the live OpenAPI document, in
+# a virtualenv of its own: it caps typer below the version the CLI needs.
+OPENAPI_VENV ?= .venv-openapi
+$(OPENAPI_VENV)/.installed: constraints-openapi.txt
+	test -d $(OPENAPI_VENV) || python3 -m venv $(OPENAPI_VENV)
+	$(OPENAPI_VENV)/bin/pip install --quiet -c constraints-openapi.txt openapi-python-client
+	touch $@
+
 install: $(VENV)/.installed
 
 migrate: install
@@ -36,7 +44,8 @@ api: migrate
 worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
-test: lint types chromium
+# The conformance tests' OpenAPI client generator only where the tests run: make run needs none.
+test: lint types chromium $(OPENAPI_VENV)/.installed
 	$(VENV)/bin/pytest
 
 # The dashboard's browser tests (tests/e2e/test_dashboard.py) drive Debian's chromium:

@@ -5,7 +5,10 @@ from celery import Celery
 from app.config import Settings
 
 TRAIN_TASK = "trainserve.train"
-QUEUE = "trainserve"
+EVALUATE_TASK = "trainserve.evaluate"
+QUEUE = "trainserve"  # CPU jobs; a worker started without -Q serves it
+GPU_QUEUE = "trainserve.cuda"  # `celery … worker -Q trainserve.cuda`, one worker per GPU
+QUEUE_OF_DEVICE = {"cpu": QUEUE, "cuda": GPU_QUEUE}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -51,11 +54,15 @@ def _transport_options(settings: Settings) -> dict:
     }
 
 
-def enqueue_training(celery: Celery, job_id: str) -> None:
-    celery.send_task(TRAIN_TASK, args=[job_id], queue=QUEUE, retry=True)
+def enqueue_training(celery: Celery, job_id: str, queue: str = QUEUE) -> None:
+    celery.send_task(TRAIN_TASK, args=[job_id], queue=queue, retry=True)
 
 
-def queue_length(celery: Celery) -> int:
-    """Messages waiting in the broker (not those a worker holds)."""
+def enqueue_evaluation(celery: Celery, evaluation_id: str) -> None:
+    celery.send_task(EVALUATE_TASK, args=[evaluation_id], queue=QUEUE, retry=True)
+
+
+def queue_length(celery: Celery, queue: str = QUEUE) -> int:
+    """Messages waiting in the broker's `queue` (not those a worker holds)."""
     with celery.connection_for_write() as connection:
-        return connection.default_channel.queue_declare(queue=QUEUE).message_count
+        return connection.default_channel.queue_declare(queue=queue).message_count

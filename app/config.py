@@ -26,7 +26,33 @@ class Settings(BaseSettings):
         "filesystem://",
         description="Celery broker; redis://… in production. filesystem:// needs no server.",
     )
-    artifacts_dir: Path = Field(Path("var/artifacts"), description="Datasets and checkpoints.")
+    artifacts_dir: Path = Field(
+        Path("var/artifacts"),
+        description="The local artefact folder: datasets, checkpoints and exports, unless "
+        "TRAINSERVE_ARTIFACTS names a bucket; and the first admin key's file.",
+    )
+    artifacts: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description="s3://bucket/prefix: datasets, checkpoints and exports in an "
+        "S3-compatible store (credentials from AWS_* variables); unset: the local folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 API's URL for MinIO and others (http://minio:9000); unset: AWS."
+    )
+    s3_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long one S3 request may wait to connect or for an answer before "
+        "boto3 retries it (4 tries in all).",
+    )
+    cache_dir: Path = Field(
+        Path("var/cache"),
+        description="This machine's read cache of artefacts from the store, by sha256.",
+    )
+    cache_bytes: int = Field(
+        20 * 1024**3, ge=0, description="Most bytes the read cache keeps; least recently read go."
+    )
     broker_dir: Path = Field(
         Path("var/broker"), description="Message folder of the filesystem:// broker."
     )
@@ -149,6 +175,12 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="How often a worker renews its lease and looks for a cancel."
     )
+    worker_seen_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A queue counts as served while a worker of it sent a heartbeat this "
+        "recently; a queued job of another says why it waits.",
+    )
     cancel_grace_seconds: float = Field(
         30.0, gt=0, description="A cancel not honoured within this is a hard stop."
     )
@@ -178,6 +210,27 @@ class Settings(BaseSettings):
         description="FastAPI's own OpenTelemetry traces, metrics and logs, sent to the "
         "providers the process configures. Off, a request skips the check for them (a "
         "seventh of /predict's event-loop time); /metrics is always on.",
+    )
+    explain_steps: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Steps of the integral behind an image's explanation: one forward and "
+        "backward of that many images.",
+    )
+    explain_max_inputs: int = Field(
+        4, ge=1, le=64, description="Most images or texts one /explain request may send."
+    )
+    explain_max_words: int = Field(
+        200,
+        ge=1,
+        description="Most words of one text /explain scores: a forward for each word.",
+    )
+    explain_threads: int = Field(
+        1,
+        ge=1,
+        description="Explanations computed at once by an API process, in threads of their "
+        "own beside the event loop; more requests wait for one of them.",
     )
     registry_poll_seconds: float = Field(
         1.0, gt=0, le=3600, description="How often each API process re-reads the aliases."

@@ -11,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.store.artefacts import get_store, save
 from app.store.datasets import add_dataset, find_dataset_by_fingerprint
 from app.store.tables import Dataset
 from models.data import NamedFile, ReadOptions, read_upload
-from models.files import save_atomically
+from models.datachecks import data_checks
 
 log = logging.getLogger("trainserve.api")
 
@@ -49,8 +50,9 @@ def ingest_upload(
     if existing:
         return existing, False
     data = read_upload(files, options)  # raises DatasetError before anything is stored
-    path = settings.artifacts_dir.resolve() / "datasets" / f"{fingerprint}.pt"
-    save_atomically(data.to_state(), path)
+    store = get_store(settings)
+    key = f"datasets/{fingerprint}.pt"
+    file_sha256 = save(store, key, data.to_state())
     dataset = Dataset(
         name=name or display_name(files[0].filename),
         task=data.task,
@@ -62,7 +64,9 @@ def ingest_upload(
         counts=data.counts(),
         details=data.details(),
         skipped=asdict(data.skipped),
-        path=str(path),
+        checks=data_checks(data),
+        path=key,
+        file_sha256=file_sha256,
         owner_key_id=owner_key_id,
     )
     try:
@@ -74,7 +78,7 @@ def ingest_upload(
             raise
         return stored, False
     except Exception:
-        path.unlink(missing_ok=True)  # no file without its row
+        store.delete(key)  # no object without its row
         raise
     log.info(
         "dataset %s: stored %s %s, classes=%d, skipped %d hidden and %d not images",

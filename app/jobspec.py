@@ -23,8 +23,12 @@ MODEL_NAME = r"^[^\x00-\x1f\x7f@/]+$"  # printable, and no '@' or '/' (name@alia
 # job, early stopping's choices), and what every training step reports.
 EpochMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
 StepMetric = Literal["loss", "lr"]
+# What the worker samples about itself about once a second while it trains (its process and
+# any it started; the GPU's where it trains on one), at the step it had reached.
+ResourceMetric = Literal["cpu_percent", "memory_mib", "gpu_percent", "gpu_memory_mib"]
 EPOCH_METRICS: tuple[EpochMetric, ...] = get_args(EpochMetric)
 STEP_METRICS: tuple[StepMetric, ...] = get_args(StepMetric)
+RESOURCE_METRICS: tuple[ResourceMetric, ...] = get_args(ResourceMetric)
 
 
 class Strict(BaseModel):
@@ -222,6 +226,46 @@ class Limits(Strict):
     )
 
 
+class Resources(Strict):
+    """What the job needs to run, and so the Celery queue it goes to. Several ranks train as
+    one DistributedDataParallel group (workers/group.py); hyperparameters.batch_size is
+    then the global batch, split evenly."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="What the job runs on, and so the Celery queue it goes to (cpu: "
+        "trainserve, cuda: trainserve.cuda); auto: cuda when a GPU worker was seen lately, "
+        "else cpu. A cuda job waits for a GPU worker; it never falls back to a CPU.",
+    )
+    gpus: int = Field(1, ge=1, le=64, description="cuda only: GPUs, one rank each.")
+    processes: int = Field(1, ge=1, le=64, description="cpu only: processes, one rank each.")
+
+    @model_validator(mode="after")
+    def _ranks_fit_device(self) -> "Resources":
+        if self.gpus > 1 and self.device != "cuda":
+            raise ValueError("resources.gpus above 1 needs resources.device 'cuda'")
+        if self.processes > 1 and self.device == "cuda":
+            raise ValueError("resources.processes is for cpu jobs; a cuda job asks for gpus")
+        return self
+
+    @property
+    def ranks(self) -> int:
+        """How many processes train the job together."""
+        return self.gpus if self.device == "cuda" else self.processes
+
+    @property
+    def rank_device(self) -> Literal["cpu", "cuda"]:
+        """Where each rank of a job of several trains: a GPU each, or the CPU."""
+        return "cuda" if self.device == "cuda" else "cpu"
+
+
+def needed_device(spec: "JobSpec") -> str:
+    """cpu, cuda or auto: what the spec asks for, in resources or (before it) in device."""
+    if spec.resources.device != AUTO:
+        return spec.resources.device
+    return AUTO if spec.device == AUTO else spec.device.partition(":")[0]
+
+
 class JobSpec(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -264,7 +308,13 @@ class JobSpec(Strict):
     )
     limits: Limits = Limits()
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="The torch device inside the worker (cuda:1: that GPU of the worker's); "
+        "resources.device is what routes the job.",
+    )
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _arch_fits_task(self) -> "JobSpec":
@@ -273,4 +323,26 @@ class JobSpec(Strict):
         arch_task = ARCHITECTURES[self.model.arch].task
         if arch_task != self.task:
             raise ValueError(f"model.arch {self.model.arch!r} is for {arch_task}, not {self.task}")
+        return self
+
+    @model_validator(mode="after")
+    def _ranks_fit_the_rest(self) -> "JobSpec":
+        ranks = self.resources.ranks
+        if ranks == 1:
+            return self
+        kind = self.resources.rank_device
+        if self.device not in ("auto", kind):  # cuda:N pins one GPU: the ranks take one each
+            raise ValueError(f"device {self.device!r} does not fit {ranks} ranks on {kind}")
+        hyper = self.hyperparameters
+        if hyper.epochs is None and self.limits.max_run_seconds is not None:
+            # The ranks would have to agree on a count sized on one of them's timing.
+            raise ValueError(
+                "a job of several ranks needs hyperparameters.epochs; sizing epochs to "
+                "limits.max_run_seconds alone is for one process"
+            )
+        if hyper.batch_size is not None and hyper.batch_size % ranks:
+            raise ValueError(
+                f"hyperparameters.batch_size {hyper.batch_size} is the global batch: it must "
+                f"split evenly over the job's {ranks} ranks"
+            )
         return self

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.deps import CHALLENGE, authenticate, bearer, unusable_key_refusal
 
 UPLOAD_PATHS = ("/datasets",)
-PREDICT_PATHS = ("/predict",)
+PREDICT_PATHS = ("/predict", "/explain")
 INFER_PREFIX, INFER_SUFFIX = "/v2/models/", "/infer"
 
 

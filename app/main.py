@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -20,18 +20,33 @@ from app.broker import make_celery
 from app.config import Settings, get_settings
 from app.deps import require_scope
 from app.keys import FailedAuthentications, KeyCache, LastAdminKey, bootstrap_admin_key
+from app.kserve import V2ErrorBodies
 from app.limits import BodySizeLimit, KeyBeforeBody
 from app.logs import configure_logging
 from app.metrics import Metrics, RequestMetrics
+from app.openapi import openapi_document
 from app.past_router import PastRouter
 from app.quotas import TokenBuckets
-from app.routes import datasets, health, jobs, keys, models, predict, shares, sweeps
-from app.schemas import Responses, error
+from app.routes import (
+    datasets,
+    evaluations,
+    explain,
+    health,
+    jobs,
+    keys,
+    models,
+    predict,
+    shares,
+    sweeps,
+    v2,
+    workers,
+)
+from app.schemas import Responses, as_v2_errors, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
 from app.store.pages import InvalidCursor
 from app.store.versions import ModelFileCorrupt, VersionAliased
-from app.streams import PeerGoneMidStream, StreamSlots, TooManyStreams
+from app.streams import PeerGoneMidStream, StreamOver, StreamSlots, TooManyStreams
 from app.sweeper import Sweeper
 from app.ui import mount_dashboard
 from models.data import DatasetError, UnsupportedFormat
@@ -54,20 +69,19 @@ PROTECTED_RESPONSES: Responses = {
     | {"headers": RETRY_AFTER},
     503: error("The database cannot be reached; retry shortly.") | {"headers": RETRY_AFTER},
 }
+V2_PROTECTED_RESPONSES = as_v2_errors(PROTECTED_RESPONSES)
 DATABASE_RETRY_AFTER_S = 5
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-# The routers whose routes PastRouter answers: POST /predict, and the job routes polled.
-PAST_ROUTER = (predict.predict_router, jobs.polled_router)
+# The routers whose routes PastRouter answers: POST /predict, the job routes polled, and
+# KServe V2 infer.
+PAST_ROUTER = (predict.predict_router, jobs.polled_router, v2.infer_router)
 
 
-def protected(*scopes: str) -> dict:
+def protected(*scopes: str, responses: Responses = PROTECTED_RESPONSES) -> dict:
     """include_router arguments for routes that need a key of one of these scopes (or admin)."""
-    return {
-        "dependencies": [require_scope(*scopes)],
-        "responses": PROTECTED_RESPONSES,
-    }
+    return {"dependencies": [require_scope(*scopes)], "responses": responses}
 
 
 @asynccontextmanager
@@ -77,6 +91,7 @@ async def lifespan(app: FastAPI):
     torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) - 1))
     app.state.celery = make_celery(settings)
     app.state.model_server = server = ModelServer(settings, app.state.metrics)
+    app.state.explain_pool = explain_pool = explain.explain_pool(settings)
     poller = asyncio.create_task(server.poll())  # its first pass starts loading the defaults
     sweeper = Sweeper(settings, app.state.celery)
     sweeper.start()
@@ -97,6 +112,7 @@ async def lifespan(app: FastAPI):
     poller.cancel()
     server.stop()
     sweeper.stop()
+    explain_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _announce_auth(settings: Settings) -> None:
@@ -149,6 +165,10 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     )
 
 
+async def _stream_over(_request: Request, _exc: Exception) -> Response:
+    return Response(status_code=204)
+
+
 def _error(status: int):
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -180,6 +200,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit, settings=settings)
     app.add_middleware(KeyBeforeBody, settings=settings)  # a stranger's 401 before any 413
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 401 and 413
+    app.add_middleware(V2ErrorBodies)  # the 401 and 413 above in the protocol's shape too
     app.add_middleware(PeerGoneMidStream)  # outermost: a stream's client may leave mid-way
     # Starlette calls a handler only with its own class, but its stubs want one of any
     # Exception.
@@ -195,27 +216,36 @@ def create_app() -> FastAPI:
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))
     app.add_exception_handler(TooManyStreams, _error(429))
+    app.add_exception_handler(StreamOver, _stream_over)
     # Their requests never reach the router: PastRouter hands them to their endpoints. They
     # are included for the docs and OpenAPI, and for the 405 other methods at their paths
     # get; each route declares its own key check, which PastRouter runs.
     for router in PAST_ROUTER:
-        app.include_router(router, responses=PROTECTED_RESPONSES)
-    app.include_router(predict.router, **protected("predict"))
+        v2_errors = router is v2.infer_router
+        app.include_router(
+            router, responses=V2_PROTECTED_RESPONSES if v2_errors else PROTECTED_RESPONSES
+        )
+    app.include_router(v2.router, **protected("predict", responses=V2_PROTECTED_RESPONSES))
+    app.include_router(explain.router, **protected("predict"))
     app.include_router(datasets.router, **protected("train"))
     app.include_router(jobs.router, **protected("train"))
     app.include_router(sweeps.router, **protected("train"))
     app.include_router(models.router, **protected("train", "deploy"))
+    app.include_router(evaluations.router, **protected("train", "deploy"))
     app.include_router(models.deploy_router, **protected("deploy"))
     app.include_router(shares.router, **protected("train"))  # each route: owner or admin
     app.include_router(keys.router, **protected("admin"))
+    app.include_router(workers.router, **protected("admin"))
     # /healthz and /readyz need no key, nor do /docs and the dashboard's pages; /metrics
     # the scope of a setting.
     app.include_router(health.router)
+    app.include_router(v2.health_router)
     open_metrics = settings.metrics_scope == "open"
     app.include_router(
         health.metrics_router, **({} if open_metrics else protected(settings.metrics_scope))
     )
     mount_dashboard(app)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
 

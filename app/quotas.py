@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.recipes import DataFacts, Resolved
+from app.store.artefacts import get_store
 from app.store.jobs import count_open_jobs
 from app.store.keys import lock_key
 from app.store.storage import bytes_stored_by
@@ -140,7 +141,7 @@ def check_storage_quota(
     quota = settings.storage_quota_bytes
     if key is None or quota <= 0:
         return
-    used = bytes_stored_by(session, key.id, settings.artifacts_dir)
+    used = bytes_stored_by(session, key.id, get_store(settings))
     if used + adding > quota:
         status, what = refusal
         raise HTTPException(

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.jobspec import EpochMetric, StepMetric, Strict, Task
+from app.jobspec import EpochMetric, ResourceMetric, StepMetric, Strict, Task
 from app.store.tables import EndReason, JobStatus, SweepStatus
 
 # admin passes every scope; deploy moves aliases and deletes versions of the names it reads
@@ -15,6 +15,7 @@ SCOPES: tuple[Scope, ...] = get_args(Scope)
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
 ALIAS_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_EXAMPLES = 1024  # images or texts of one prediction request
 
 
 class Problem(BaseModel):
@@ -32,6 +33,26 @@ def error(description: str) -> dict[str, Any]:
     even on a route whose success is another media type (server-sent events)."""
     json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return {"model": Problem, "description": description, "content": json_body}
+
+
+def v2_error(description: str) -> dict[str, Any]:
+    """An entry of a /v2 route's `responses`: its errors have the protocol's shape."""
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
+    return {"model": V2Error, "description": description, "content": json_body}
+
+
+def as_v2_errors(responses: "Responses") -> "Responses":
+    """The same responses, with the protocol's error body."""
+    return {status: entry | v2_error(entry["description"]) for status, entry in responses.items()}
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    models: str = Field(description="What is loaded, or that no model was trained yet.")
 
 
 class SkippedFiles(BaseModel):
@@ -61,7 +82,35 @@ class DatasetPublic(BaseModel):
     size_bytes: int
     details: dict
     skipped: SkippedFiles
+    checks: dict | None = Field(
+        None,
+        description="What the examples showed at upload (docs/api.md#data-checks): per split, "
+        "the largest and smallest class and their ratio (`imbalance`), examples that repeat "
+        "an earlier one exactly (`duplicates`), and test examples also in the training "
+        "split (`leakage`), each with its count and the first few positions. Null for "
+        "datasets stored before the checks existed.",
+    )
     created_at: datetime
+
+
+class DatasetExample(BaseModel):
+    index: int = Field(description="The example's place in the stored dataset.")
+    split: Literal["train", "test"]
+    text: str | None = Field(None, description="A text set's example (its first characters).")
+    thumbnail: str | None = Field(
+        None, description="An image set's example: the path of its small PNG."
+    )
+
+
+class ClassExamples(BaseModel):
+    name: str
+    examples: list[DatasetExample]
+
+
+class DatasetExamples(BaseModel):
+    dataset_id: str
+    task: Task
+    classes: list[ClassExamples]
 
 
 class DatasetsPublic(BaseModel):
@@ -79,6 +128,14 @@ class EpochPublic(BaseModel):
     val_accuracy: float
     seconds: float
     samples_per_second: float
+
+
+EVALUATION_HELP = (
+    "The served (best) epoch's report on the job's validation data (docs/api.md#evaluation-"
+    "reports): accuracy, top-k accuracy, per-class precision, recall, F1 and support, macro "
+    "and weighted F1, the confusion matrix with class names, and calibration. Null until "
+    "the job succeeds, and for versions stored before reports were computed."
+)
 
 
 class JobSummary(BaseModel):
@@ -133,6 +190,13 @@ class JobPublic(JobSummary):
         description="The checkpoint epoch the latest attempt continued from."
     )
     cancel_requested_at: datetime | None
+    queue: str = Field(description="The Celery queue it is routed to, by resources.device.")
+    worker: str | None = Field(description="The worker (Celery node) that runs or last ran it.")
+    waiting: str | None = Field(
+        None,
+        description="Why a queued job waits, when no worker of its queue was seen lately "
+        "(TRAINSERVE_WORKER_SEEN_SECONDS); null otherwise.",
+    )
     last_event_id: int = Field(
         description="The id of the job's latest event: a stream opened with it as "
         "Last-Event-ID sends only what comes after."
@@ -146,6 +210,7 @@ class JobPublic(JobSummary):
         "'auto: …' (why the network was picked) or 'default'. Null for jobs stored before "
         "specs were resolved."
     )
+    evaluation: dict | None = Field(description=EVALUATION_HELP)
 
     @classmethod
     def from_rows(cls, row, history: list[dict]) -> "JobPublic":
@@ -160,6 +225,7 @@ class JobPublic(JobSummary):
             "name": job.spec.get("name") or job.task,
             "arch": job.spec["model"]["arch"],
             "model_id": job.model.id if job.model else None,
+            "evaluation": job.model.evaluation if job.model else None,
             "last_event_id": job.event_seq,
         }
         return cls._validated(fields, job.history)
@@ -183,7 +249,24 @@ def _field(epoch, name: str):
     return epoch[name] if isinstance(epoch, dict) else getattr(epoch, name)
 
 
-MetricName = Literal[StepMetric, EpochMetric]
+MetricName = Literal[StepMetric, EpochMetric, ResourceMetric]
+
+
+class StatusChange(BaseModel):
+    """One change of a job's status, as its event stream sent it."""
+
+    seq: int = Field(description="The event's id in the job's stream (Last-Event-ID).")
+    at: datetime
+    status: JobStatus
+    attempt: int | None = None
+    end_reason: EndReason | None = None
+    error: str | None = None
+    resumed_from_epoch: int | None = None
+
+
+class JobTimeline(BaseModel):
+    job_id: str
+    changes: list[StatusChange]
 
 
 class MetricPointPublic(BaseModel):
@@ -229,6 +312,8 @@ class Prediction(BaseModel):
 
 
 class TextPredictRequest(Strict):
+    """Texts to classify: exactly one of `text` (one answer) or `texts` (a list of answers)."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -236,16 +321,11 @@ class TextPredictRequest(Strict):
                 {"text": "a gripping, beautifully acted film"},
                 {"texts": ["dull and overlong", "a delight"], "top_k": 2},
             ],
-            # Exactly one of the two, as _one_of_text_or_texts checks.
-            "oneOf": [
-                {"required": ["text"], "properties": {"text": {"type": "string"}}},
-                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
-            ],
         },
     )
 
     text: str | None = Field(None, min_length=1, max_length=100_000)
-    texts: list[str] | None = Field(None, min_length=1, max_length=1024)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_EXAMPLES)
     model: str | None = Field(
         None,
         description="A model version id, a job id, name@alias or a name (its production "
@@ -266,6 +346,21 @@ class TextPredictRequest(Strict):
         if self.text is None:  # _one_of_text_or_texts rejects such a request
             raise ValueError("send exactly one of 'text' or 'texts'")
         return [self.text]
+
+
+class ImagePredictForm(BaseModel):
+    """POST /predict's multipart form: one image in `file`, or several in `files`."""
+
+    file: bytes | None = Field(None, description="An image (PNG, JPEG, …).")
+    files: list[bytes] | None = Field(
+        None, description=f"Several images (up to {MAX_EXAMPLES}): a list comes back."
+    )
+    model: str | None = Field(
+        None,
+        description="A model version id, a job id, name@alias or a name (its production "
+        "alias, else latest); default: the newest model name of the task.",
+    )
+    top_k: int = Field(3, ge=1, le=100)
 
 
 class ApiKeyCreate(Strict):
@@ -313,17 +408,32 @@ class ApiKeysPublic(BaseModel):
     next_cursor: str | None
 
 
+# ---- KServe V2 (the Open Inference Protocol); app/kserve.py reads and writes them -----------
+
+V2Datatype = Literal["BYTES", "FP32", "UINT8"]
+# A tensor's elements in JSON, flat in row-major order (or nested one level: [N, 1] sent as
+# N lists of one). Absent when they follow the JSON header as binary data.
+TensorData = list[str] | list[float] | list[list[str]] | list[list[float]]
+
+
 class InferTensor(BaseModel):
     name: str = Field(max_length=200)
-    shape: list[int]
-    datatype: Literal["BYTES"] = Field(description="Images as base64 strings, or texts.")
-    data: list[str] = Field(min_length=1, max_length=1024)
+    shape: list[int] = Field(min_length=1, max_length=4)
+    datatype: V2Datatype = Field(
+        description="BYTES: texts, or image files (base64 in JSON, raw in binary data); "
+        "image models also take UINT8 pixels or FP32 normalised input, [N, C, H, W]."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size`: its data follows the JSON header, this long."
+    )
+    data: TensorData | None = None
 
-    @model_validator(mode="after")
-    def _shape_fits_data(self) -> "InferTensor":
-        if self.shape != [len(self.data)]:
-            raise ValueError(f"shape must be [{len(self.data)}], one entry per item of data")
-        return self
+
+class RequestedOutput(BaseModel):
+    name: str = Field(max_length=200, description="`label` or `probabilities`.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data`: true for its data as binary after the JSON."
+    )
 
 
 class InferRequest(BaseModel):
@@ -340,45 +450,70 @@ class InferRequest(BaseModel):
         }
     )
 
-    id: str | None = Field(None, max_length=200)
+    id: str | None = Field(None, max_length=200, description="Echoed in the answer.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_output`: true for every output as binary data."
+    )
     inputs: list[InferTensor] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = Field(
+        None, max_length=2, description="The outputs wanted; default: both."
+    )
 
 
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
-    data: list
+    datatype: V2Datatype
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size`, when its data follows the JSON header."
+    )
+    data: list[str] | list[float] | None = None
 
 
 class InferResponse(BaseModel):
     model_name: str
     model_version: str
-    id: str | None
+    id: str | None = Field(None, description="The request's, when it sent one.")
     outputs: list[InferOutput]
 
-    @classmethod
-    def of(cls, request_id, version, classes: list[str], ranked) -> "InferResponse":
-        probabilities = [dict(answer) for answer in ranked]
-        return cls(
-            model_name=version.name,
-            model_version=version.id,
-            id=request_id,
-            outputs=[
-                InferOutput(
-                    name="label",
-                    shape=[len(ranked)],
-                    datatype="BYTES",
-                    data=[answer[0][0] for answer in ranked],
-                ),
-                InferOutput(
-                    name="probabilities",
-                    shape=[len(ranked), len(classes)],
-                    datatype="FP32",
-                    data=[p[label] for p in probabilities for label in classes],
-                ),
-            ],
-        )
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: V2Datatype
+    shape: list[int] = Field(description="-1: any size.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="The version ids of the model name.")
+    platform: str = Field(description="`onnxruntime_onnx` or `pytorch`: what runs it.")
+    inputs: list[TensorMetadata] = Field(description="Send one of them.")
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2Error(BaseModel):
+    """Every error answer under /v2, as the Open Inference Protocol has it."""
+
+    error: str
 
 
 class ModelPublic(BaseModel):
@@ -388,6 +523,7 @@ class ModelPublic(BaseModel):
     network: str
     classes: list[str]
     metrics: dict = Field(description="The served epoch's figures.")
+    evaluation: dict | None = Field(description=EVALUATION_HELP)
     data_sha256: str | None = Field(description="sha256 of the uploaded training data.")
     spec: dict | None = Field(description="The job spec, defaults filled in.")
     job_id: str
@@ -405,6 +541,7 @@ class ModelPublic(BaseModel):
             network=row.arch,
             classes=row.classes,
             metrics=row.metrics,
+            evaluation=row.evaluation,
             data_sha256=row.data_sha256,
             spec=row.spec,
             job_id=row.job_id,
@@ -539,3 +676,93 @@ class SweepsPublic(BaseModel):
 class SweepListQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = None
+
+
+class EvaluationCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset_id": "5b0f3c8e2a9d4f6e8c1b7a3d9e2f4c6a"}]},
+    )
+
+    dataset_id: str = Field(description="A dataset whose classes are among the model's.")
+    split: Literal["auto", "test", "train", "all"] = Field(
+        "auto",
+        description="The examples to judge the model on: the dataset's test split, its "
+        "training split, or all of it; `auto`: the test split where there is one, else all.",
+    )
+
+
+class EvaluationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_id: str = Field(validation_alias="version_id")
+    dataset_id: str
+    split: Literal["test", "train", "all"]
+    status: Literal["queued", "running", "succeeded", "failed"]
+    report: dict | None = Field(
+        description="Once succeeded: the figures of a version's `evaluation`, plus "
+        "`most_confidently_wrong` (positions in the dataset, true and predicted class, "
+        "probability) and `throughput` (examples per second of the forward passes on the "
+        "worker, the runtime and threads)."
+    )
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EvaluationsPublic(BaseModel):
+    items: list[EvaluationPublic]
+    next_cursor: str | None
+
+
+class TokenScore(BaseModel):
+    token: str
+    score: float = Field(
+        description="How much the explained class's probability falls without the word."
+    )
+
+
+class Explanation(BaseModel):
+    label: str = Field(description="The class explained: the top answer.")
+    probability: float
+    method: Literal["integrated_gradients", "word_occlusion"]
+    model_id: str
+    job_id: str
+    model_name: str
+    attribution: list[list[float]] | None = Field(
+        None,
+        description="Images: one value per pixel of the network's input (height rows of "
+        "width values), summed over channels; positive values speak for the label.",
+    )
+    overlay_png: str | None = Field(
+        None, description="Images: a base64 PNG of the input in grey, red for, blue against."
+    )
+    steps: int | None = Field(None, description="Images: the integral's steps.")
+    completeness_gap: float | None = Field(
+        None,
+        description="Images: the attributions' sum less the logit's change from a black "
+        "image; near 0 when the steps were enough.",
+    )
+    tokens: list[TokenScore] | None = Field(None, description="Texts: a score per word.")
+
+
+class GpuPublic(BaseModel):
+    name: str = Field(description="The GPU's model, as nvidia-smi names it.")
+    memory_bytes: int
+
+
+class WorkerPublic(BaseModel):
+    name: str = Field(description="Its Celery node name (celery … worker -n NAME).")
+    queues: list[str]
+    device: str = Field(description="cuda when it sees a GPU, else cpu.")
+    gpus: list[GpuPublic] = Field(description="The GPUs it sees (CUDA_VISIBLE_DEVICES).")
+    job_id: str | None = Field(description="The job it runs now.")
+    started_at: datetime
+    heartbeat_at: datetime = Field(description="Its last heartbeat.")
+    alive: bool = Field(description="Heard from within TRAINSERVE_WORKER_SEEN_SECONDS.")
+
+
+class WorkersPublic(BaseModel):
+    items: list[WorkerPublic]

@@ -31,6 +31,7 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.registry_watch import registry_watch
 from app.store.access import name_readers, restricted_to
+from app.store.artefacts import get_store
 from app.store.db import get_session_factory
 from app.store.tables import ApiKey, ModelVersion
 from app.store.versions import (
@@ -150,7 +151,7 @@ def read_version(version_id: str) -> VersionInfo | None:
 
 
 def load_predictor(version: VersionInfo, settings: Settings) -> Predictor:
-    checkpoint = load_plain(checkpoint_of(version))
+    checkpoint = load_plain(checkpoint_of(version, get_store(settings)))
     return Predictor(checkpoint, settings.serving_runtime, settings.max_predict_image_pixels)
 
 
@@ -357,6 +358,17 @@ class ModelServer:
             if let_go is not None:
                 self._let_go(let_go)
         return served
+
+    def name_of(self, reference: str) -> str | None:
+        """The model name a reference names (an alias's, a version's), as last read."""
+        ref = self._parse(reference, "")
+        if ref.kind != "id":
+            return ref.value
+        return self.snapshot.version_names.get(self.snapshot.versions.get(ref.value, ""))
+
+    def versions_of(self, name: str) -> list[str]:
+        """The version ids of a model name, as last read."""
+        return [v for v, of in self.snapshot.version_names.items() if of == name]
 
     def _let_go(self, ref: Ref) -> None:
         """No key keeps the reference in service any more: its version stays in the cache

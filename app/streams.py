@@ -1,4 +1,5 @@
-"""Event streams: a per-key limit on those open, and a client that leaves one mid-way.
+"""Event streams: a per-key limit on those open, a client that leaves one mid-way, and
+the end of a stream for good.
 
 A client that leaves an event stream mid-way is not an error of the app.
 
@@ -73,3 +74,8 @@ class StreamSlots:
 
 class TooManyStreams(Exception):
     pass
+
+
+class StreamOver(Exception):
+    """The job has ended and nothing follows the client's Last-Event-ID: answered 204,
+    which tells an EventSource (the browser's, npm `eventsource`) to stop reconnecting."""

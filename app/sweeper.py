@@ -1,10 +1,10 @@
 """The API's background sweep: the database is the source of truth, the broker a signal.
 
-Every few seconds it re-queues jobs whose worker stopped renewing its lease,
-re-sends queued jobs that the broker lost (a Redis that restarted empty), and moves every
-running sweep on (app.tuning: the worker does so when a trial ends; this pass covers a
-worker that died, an API that restarted, a sweep's time budget), so no accepted job or
-sweep is ever stranded.
+Every few seconds it re-queues jobs whose worker stopped renewing its lease, re-sends the
+messages of queued jobs and evaluations that the broker lost (a Redis that restarted empty),
+and moves every running sweep on (app.tuning: the worker does so when a trial ends; this
+pass covers a worker that died, an API that restarted, a sweep's time budget), so no
+accepted job, evaluation or sweep is ever stranded.
 """
 
 import logging
@@ -15,10 +15,11 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_training, queue_length
+from app.broker import QUEUE, enqueue_evaluation, enqueue_training, queue_length
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
+from app.store.evaluations import count_queued_evaluations, queued_evaluation_ids
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
 from app.store.tables import JobStatus, utcnow
@@ -31,38 +32,54 @@ def recover_lost_workers(session: Session, celery: Celery) -> dict[str, JobStatu
     """Jobs whose lease expired: re-queued (and sent), cancelled or failed. Returns id → outcome."""
     outcomes = {}
     for job in expired_leases(session):
-        job_id, owner = job.id, job.lease_owner
+        job_id, owner, queue = job.id, job.lease_owner, job.queue
         outcome = recover_expired(session, job)
         if outcome is None:
             continue  # a heartbeat arrived in between
         outcomes[job_id] = outcome
         log.warning("job %s: worker %s lost; job %s", job_id, owner, outcome)
         if outcome == JobStatus.QUEUED:
-            enqueue_training(celery, job_id)
+            enqueue_training(celery, job_id, queue)
     return outcomes
 
 
 def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float) -> int:
-    """Send one message per queued job the broker does not account for. Returns how many.
+    """Send one message per queued job or evaluation the broker does not account for,
+    queue by queue. Returns how many.
 
-    Any message makes a worker run the oldest queued job, so counting is enough. Jobs
-    queued in the last `grace_seconds` are left out: their message may still be on its way.
+    Counting is enough: any training message makes a worker of the queue run its oldest
+    queued job, and a message repeated is harmless (what it names is no longer queued).
+    Evaluations (on the CPU queue) are sent first, as each message names the one it runs:
+    were a job's message sent for an evaluation's lost one, the evaluation would wait for
+    as long as jobs are queued. What was queued in the last `grace_seconds` is left out:
+    its message may still be on its way.
     """
-    queued = count_queued(session, utcnow() - timedelta(seconds=grace_seconds))
-    missing = queued - queue_length(celery)
-    if missing <= 0:
-        return 0
-    job_ids = queued_job_ids(session, limit=missing)
-    for job_id in job_ids:
-        enqueue_training(celery, job_id)
-    log.warning("re-sent %d queued job(s) the broker had lost: %s", len(job_ids), job_ids)
-    return len(job_ids)
+    before = utcnow() - timedelta(seconds=grace_seconds)
+    waiting = count_queued(session, before)
+    waiting[QUEUE] = waiting.get(QUEUE, 0) + count_queued_evaluations(session, before)
+    sent: list[str] = []
+    for queue, queued in waiting.items():
+        missing = queued - queue_length(celery, queue)
+        if missing <= 0:
+            continue
+        evaluation_ids = (
+            queued_evaluation_ids(session, before, limit=missing) if queue == QUEUE else []
+        )
+        for evaluation_id in evaluation_ids:
+            enqueue_evaluation(celery, evaluation_id)
+        job_ids = queued_job_ids(session, limit=missing - len(evaluation_ids), queue=queue)
+        for job_id in job_ids:
+            enqueue_training(celery, job_id, queue)
+        sent += [*evaluation_ids, *job_ids]
+    if sent:
+        log.warning("re-sent %d message(s) the broker had lost: %s", len(sent), sent)
+    return len(sent)
 
 
 def sweep(session: Session, celery: Celery, settings: Settings) -> None:
     recover_lost_workers(session, celery)
     # Before the re-send: a trial queued here is sent here, and counted as on its way.
-    advance_running_sweeps(session, lambda job_id: enqueue_training(celery, job_id))
+    advance_running_sweeps(session, lambda job_id, queue: enqueue_training(celery, job_id, queue))
     resend_lost_messages(session, celery, grace_seconds=max(settings.sweep_seconds, 1.0))
 
 

@@ -138,6 +138,10 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _space_fits_the_spec(self) -> "SweepSpec":
+        if self.base.resources.ranks > 1:
+            # The sweep's rule stops a trial after an epoch: every rank of a group would
+            # have to hear it at once, which they do not yet.
+            raise ValueError("base.resources: a sweep's trials train in one process each")
         for path, param in self.space.items():
             _check_path(path)
             _check_range(path, param)

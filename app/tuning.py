@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.broker import QUEUE, QUEUE_OF_DEVICE
 from app.recipes import facts_of_dataset, resolve
 from app.store import datasets, sweeps, versions
 from app.store.jobs import get_job, stage_job
@@ -75,7 +76,7 @@ def should_prune(session: Session, job_id: str) -> bool:
     return pruned
 
 
-Send = Callable[[str], None]
+Send = Callable[[str, str], None]  # a trial's job id and the Celery queue it goes to
 
 
 def advance_sweep(session: Session, sweep_id: str, send: Send) -> list[str]:
@@ -91,7 +92,7 @@ def advance_sweep(session: Session, sweep_id: str, send: Send) -> list[str]:
     trials = sweeps.trials_of(session, sweep.id, spec.objective.metric)
     _follow_best(session, sweep, spec, trials)
     out_of_time = sweep.deadline_at is not None and utcnow() >= sweep.deadline_at
-    queued: list[str] = []
+    queued: list[tuple[str, str]] = []
     try:
         if not out_of_time:
             queued = _queue_trials(session, sweep, spec, trials)
@@ -111,14 +112,16 @@ def advance_sweep(session: Session, sweep_id: str, send: Send) -> list[str]:
     if out_of_time:
         for trial in open_trials:
             request_cancel(session, trial.job_id)
-    for job_id in queued:
-        send(job_id)
-    return queued
+    for job_id, queue in queued:
+        send(job_id, queue)
+    return [job_id for job_id, _ in queued]
 
 
 def _queue_trials(
     session: Session, sweep: Sweep, spec: SweepSpec, trials: list[Trial]
-) -> list[str]:
+) -> list[tuple[str, str]]:
+    """The trials it queued, each with its queue: cuda's where the base spec asks for a GPU,
+    else the CPU queue (a sweep's `auto` is not routed by the workers seen)."""
     running = sum(not trial.ended for trial in trials)
     wanted = min(spec.max_parallel - running, spec.trials_planned - len(trials))
     if wanted <= 0:
@@ -126,10 +129,11 @@ def _queue_trials(
     numbers = range(len(trials), len(trials) + wanted)
     queued = []
     for number, params in zip(numbers, _next_params(sweep.id, spec, trials, wanted), strict=True):
-        job = stage_job(
-            session, *_resolved_trial(session, spec, params), **_trial_fields(sweep, number, params)
-        )
-        queued.append(job.id)
+        trial_spec, sources, epochs = _resolved_trial(session, spec, params)
+        queue = QUEUE_OF_DEVICE.get(trial_spec.resources.device, QUEUE)
+        fields = _trial_fields(sweep, number, params)
+        job = stage_job(session, trial_spec, sources, epochs, queue=queue, **fields)
+        queued.append((job.id, queue))
         log.info("sweep %s: trial %d queued as job %s: %s", sweep.id, number, job.id, params)
     return queued
 

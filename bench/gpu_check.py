@@ -2,6 +2,13 @@
 
     bash bench/gpu_check.sh            # installs the project if needed, then runs this
     .venv/bin/python bench/gpu_check.py [--epochs 40] [--width 96] [--device cuda]
+    .venv/bin/python -m torch.distributed.run --standalone --nproc-per-node N \
+        bench/gpu_check.py --epochs 4 --baseline IMAGES_PER_S   # DDP: one rank per GPU
+
+Started by torch's launcher, each rank trains its shard as a job of N ranks does in the
+worker (workers/distributed.py: the spec as the rank trains it, its shard of every batch,
+DistributedDataParallel), with --batch images per rank; rank 0 prints the group's
+images/s and, given the one-GPU figure, the scaling efficiency.
 
 The zips are decoded as an upload would decode them, then a job spec goes through
 workers.recipe.prepare_run and TrainingRun.fit, exactly as in the worker (no HTTP, no
@@ -11,6 +18,7 @@ one-cycle schedule, label smoothing, bf16 autocast, channels_last, torch.compile
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -18,6 +26,7 @@ import torch
 
 from app.jobspec import JobSpec
 from models.data import NamedFile, ReadOptions, read_upload, with_test_split
+from workers.distributed import Ranks
 from workers.recipe import prepare_run
 from workers.training import EpochResult
 
@@ -49,10 +58,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--limit", type=int, help="only N random training images (smoke test)")
+    parser.add_argument("--baseline", type=float, help="one GPU's images/s: for the efficiency")
     args = parser.parse_args()
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    ranks = Ranks.joined(kind) if "LOCAL_RANK" in os.environ else Ranks()
+    say = print if ranks.leads else _quiet
     started = time.perf_counter()
     data = cifar10(args.limit)
-    print(f"decoded {len(data.labels)} images in {time.perf_counter() - started:.1f} s")
+    say(f"decoded {len(data.labels)} images in {time.perf_counter() - started:.1f} s")
+    resources = {"device": kind, "gpus" if kind == "cuda" else "processes": ranks.world}
     spec = JobSpec.model_validate(
         {
             "task": "image_classification",
@@ -60,9 +74,10 @@ def main() -> None:
             "model": {"arch": "fast_resnet", "width": args.width},
             "validation": {"source": "test_split"},
             "device": args.device,
+            "resources": resources,
             "hyperparameters": {
                 "epochs": args.epochs,
-                "batch_size": args.batch,
+                "batch_size": args.batch * ranks.world,  # the global batch
                 "optimizer": "sgd",
                 "lr": 0.4,
                 "nesterov": True,
@@ -74,28 +89,45 @@ def main() -> None:
             },
         }
     )
-    run = prepare_run(spec, data)
+    run = prepare_run(ranks.spec_for_rank(spec), data)
+    ranks.distribute(run, compile_network=not args.no_compile)
     name = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else "CPU"
-    print(f"{name}, {run.options.autocast_dtype}, width {args.width}, batch {args.batch}")
+    say(
+        f"{name} x{ranks.world}, {run.options.autocast_dtype}, width {args.width}, "
+        f"batch {args.batch} per rank"
+    )
     trained_s, reached = 0.0, None
+    speeds: list[float] = []
 
     def report(result: EpochResult) -> None:
         nonlocal trained_s, reached
         trained_s += result.seconds
+        speeds.append(result.samples_per_second)  # the whole group's, summed over ranks
         if reached is None and result.val_accuracy >= GOAL:
             reached = trained_s
-        print(
+        say(
             f"epoch {result.epoch:>3}  val_accuracy {result.val_accuracy:.4f}  "
             f"{result.samples_per_second:>8.0f} images/s  {trained_s:>6.1f} s of training",
             flush=True,
         )
 
     run.fit(args.epochs, report)
-    print(
+    say(
         f"time to {GOAL:.0%}: {f'{reached:.1f} s' if reached else 'not reached'}; "
         f"{trained_s:.1f} s of training (the first epoch includes compiling); "
         f"{time.perf_counter() - started:.0f} s in all; load avg {os.getloadavg()[0]:.1f}"
     )
+    steady = statistics.median(speeds[1:] or speeds)  # past the first epoch's compiling
+    say(f"images/s: {steady:.0f} on {ranks.world} {kind} rank(s) (median past epoch 1)")
+    if args.baseline and ranks.several:
+        efficiency = steady / (ranks.world * args.baseline)
+        say(f"scaling efficiency: {efficiency:.2f} of {ranks.world} x {args.baseline:.0f}")
+    if ranks.several:
+        torch.distributed.destroy_process_group()
+
+
+def _quiet(*_, **__) -> None:
+    """What ranks other than 0 print: nothing, so that each figure is printed once."""
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 torch.load(..., weights_only=True) opens it and no arbitrary object is unpickled.
 """
 
+import json
 from typing import Any
 
 from torch import nn
@@ -11,6 +12,9 @@ from torch import nn
 from models.architectures import build_network
 
 FORMAT_VERSION = 1
+# What a weights file other than the checkpoint (safetensors, ONNX) carries beside the
+# network, in its string-to-string metadata.
+FILE_METADATA = ("format_version", "task", "arch", "model_args", "classes", "preprocessing")
 
 
 def make_checkpoint(
@@ -43,3 +47,11 @@ def network_from_checkpoint(checkpoint: dict) -> nn.Module:
     network = build_network(checkpoint["arch"], checkpoint["model_args"])
     network.load_state_dict(checkpoint["state_dict"])
     return network.eval()
+
+
+def file_metadata(checkpoint: dict) -> dict[str, str]:
+    """A safetensors or ONNX file's metadata: the checkpoint's own keys and layout (an image
+    network's preprocessing under `image`: channels, height, width, mean, std), strings as
+    they are and everything else as JSON, so each format reads the same."""
+    fields = {key: checkpoint[key] for key in FILE_METADATA}
+    return {key: v if isinstance(v, str) else json.dumps(v) for key, v in fields.items()}

@@ -105,7 +105,7 @@ class LabelledData:
     is_test: torch.Tensor  # bool, True for the upload's own test split
     source_format: str  # image_zip, idx, csv, tsv or jsonl
     skipped: Skipped = field(default_factory=Skipped, kw_only=True)
-    task: ClassVar[str]
+    task: ClassVar[Task]
 
     def counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -130,7 +130,7 @@ class LabelledData:
 @dataclass
 class ImageData(LabelledData):
     images: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # uint8 N,C,H,W
-    task: ClassVar[str] = IMAGE_TASK
+    task: ClassVar[Task] = IMAGE_TASK
 
     def details(self) -> dict:
         _, channels, height, width = self.images.shape
@@ -140,7 +140,7 @@ class ImageData(LabelledData):
 @dataclass
 class TextData(LabelledData):
     texts: list[str] = field(default_factory=list)
-    task: ClassVar[str] = TEXT_TASK
+    task: ClassVar[Task] = TEXT_TASK
 
     def details(self) -> dict:
         return {"mean_characters": round(sum(map(len, self.texts)) / max(len(self.texts), 1), 1)}
@@ -851,3 +851,28 @@ class ImagePreprocessing:
         array = decode_image(data, (self.height, self.width), mode, max_pixels)
         tensor = torch.from_numpy(array.copy())
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+
+
+def examples_per_class(data: LabelledData, per_class: int) -> list[list[int]]:
+    """The indices of each class's first `per_class` examples, training split first: what a
+    dataset's page shows of it."""
+    order = torch.argsort(data.is_test.to(torch.int8), stable=True)  # train, then test
+    labels = data.labels.tolist()
+    picked: list[list[int]] = [[] for _ in data.classes]
+    for index in order.tolist():
+        chosen = picked[labels[index]]
+        if len(chosen) < per_class:
+            chosen.append(index)
+            if all(len(p) == per_class for p in picked):
+                break
+    return picked
+
+
+def thumbnail_png(image: torch.Tensor, max_side: int) -> bytes:
+    """One stored image (uint8 C,H,W) as a PNG at most `max_side` pixels a side."""
+    array = image.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    picture.thumbnail((max_side, max_side))  # only ever shrinks, keeping the aspect ratio
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()

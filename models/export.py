@@ -8,7 +8,6 @@ PyTorch; ONNX Runtime's own dynamic quantisation then makes an int8 copy of that
 
 import copy
 import io
-import json
 import threading
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.checkpoint import network_from_checkpoint
+from models.checkpoint import file_metadata, network_from_checkpoint
 from models.data import IMAGE_TASK
 from models.text import shortest_input
 
@@ -80,13 +79,13 @@ def example_input(checkpoint: dict, network: nn.Module) -> torch.Tensor:
 
 def onnx_with_metadata(checkpoint: dict) -> bytes:
     """The checkpoint's network as an ONNX file, with what a caller needs around it (task,
-    arch, classes, preprocessing: normalisation or vocabulary) as JSON metadata."""
+    arch, classes, preprocessing: normalisation or vocabulary) as its metadata
+    (models.checkpoint.file_metadata)."""
     import onnx
 
     network = network_from_checkpoint(checkpoint)
     model = onnx.load_from_string(onnx_bytes(network, example_input(checkpoint, network)))
-    keys = ("task", "arch", "classes", "preprocessing")
-    onnx.helper.set_model_props(model, {key: json.dumps(checkpoint[key]) for key in keys})
+    onnx.helper.set_model_props(model, file_metadata(checkpoint))
     return model.SerializeToString()
 
 

@@ -1,4 +1,9 @@
-"""Atomic writes and hashing of the files training and serving exchange."""
+"""Atomic writes and hashing of the files training and serving exchange.
+
+torch is imported by the two functions that use it, not by the module: the worker's
+parent process reaches this module through app.store and must never load torch (it forks
+the pool's children afterwards; CUDA before a fork breaks them, pytorch#40403).
+"""
 
 import hashlib
 import os
@@ -7,14 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
-
 
 def save_atomically(obj: dict, path: Path) -> str:
     """torch.save to a temporary file, fsync, rename; return the file's sha256.
 
     A reader never sees a half-written file, even if the process dies mid-write.
     """
+    import torch
+
     return write_atomically(path, lambda file: torch.save(obj, file))
 
 
@@ -43,9 +48,12 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def load_plain(path: Path) -> dict:
-    """Load a file written by save_atomically without unpickling arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_plain(path: Path, *, mmap: bool = False) -> dict:
+    """Load a file written by save_atomically without unpickling arbitrary objects; with
+    `mmap`, its tensors stay on disk until read (a few examples of a large dataset)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def file_sha256(path: Path) -> str:

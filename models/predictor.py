@@ -20,7 +20,10 @@ from models.text import pad_batch, shortest_input, tokenizer_from_state
 log = logging.getLogger("trainserve.predictor")
 
 Ranked = list[tuple[str, float]]
-Encoded = torch.Tensor | list[int]  # an image's uint8 C,H,W or a text's token ids
+# An image's uint8 C,H,W (or float C,H,W, normalised: the network's own input), or a
+# text's token ids
+Encoded = torch.Tensor | list[int]
+Example = bytes | str | torch.Tensor  # an image file, a text, or an image's C,H,W tensor
 
 
 class Predictor:
@@ -68,7 +71,7 @@ class Predictor:
     def predict_texts(self, texts: list[str], top_k: int) -> list[Ranked]:
         return self._predict_one(texts, top_k)
 
-    def _predict_one(self, examples: Sequence[bytes | str], top_k: int) -> list[Ranked]:
+    def _predict_one(self, examples: Sequence[Example], top_k: int) -> list[Ranked]:
         [answer] = self.predict_requests([examples], [top_k])
         if isinstance(answer, DatasetError):
             raise answer
@@ -76,7 +79,7 @@ class Predictor:
 
     def predict_requests(
         self,
-        requests: Sequence[Sequence[bytes | str]],
+        requests: Sequence[Sequence[Example]],
         top_ks: list[int],
         firsts: Sequence[int] | None = None,
     ) -> list[list[Ranked] | DatasetError]:
@@ -100,7 +103,14 @@ class Predictor:
             for examples, top_k in zip(encoded, top_ks, strict=True)
         ]
 
-    def _encode_all(self, examples: Sequence[bytes | str], first: int = 0) -> list[Encoded]:
+    def probabilities(self, examples: Sequence[torch.Tensor] | Sequence[str]) -> torch.Tensor:
+        """Class probabilities, one row per example, of decoded images (uint8 C,H,W in this
+        network's size: a stored dataset's) or of texts."""
+        if self.task == IMAGE_TASK:
+            return self._probabilities(list(cast(Sequence[torch.Tensor], examples)))
+        return self._probabilities([self.vocabulary.encode(cast(str, text)) for text in examples])
+
+    def _encode_all(self, examples: Sequence[Example], first: int = 0) -> list[Encoded]:
         if len(examples) == 1 and first == 0:
             return [self._encode(examples[0])]
         encoded = []
@@ -111,8 +121,10 @@ class Predictor:
                 raise DatasetError(f"item {index}: {exc}") from exc
         return encoded
 
-    def _encode(self, example: bytes | str) -> Encoded:
-        # A predictor serves one task: its examples are all image bytes or all texts.
+    def _encode(self, example: Example) -> Encoded:
+        # A predictor serves one task: its examples are all images or all texts.
+        if isinstance(example, torch.Tensor):  # pixels or input, shaped by the caller
+            return example
         if self.task == IMAGE_TASK:
             return self.image.decode(cast(bytes, example), self.max_pixels)
         return self.vocabulary.encode(cast(str, example))
@@ -122,8 +134,7 @@ class Predictor:
         if not examples:
             return torch.empty(0, len(self.classes))
         if self.task == IMAGE_TASK:
-            images = cast(list[torch.Tensor], examples)
-            return self._forward(self.image.normalize(torch.stack(images)))
+            return self._forward(self._image_inputs(cast(list[torch.Tensor], examples)))
         token_ids = cast(list[list[int]], examples)
         if self._padding_invariant:
             return self._forward(pad_batch(token_ids, self._min_length))
@@ -134,6 +145,18 @@ class Predictor:
             padded = pad_batch([token_ids[i] for i in indices], self._min_length)
             rows[indices] = self._forward(padded)
         return rows
+
+    def _image_inputs(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The network's input: uint8 images normalised (all at once, unless float inputs,
+        already normalised, are among them)."""
+        if all(image.dtype == torch.uint8 for image in images):
+            return self.image.normalize(torch.stack(images))
+        return torch.cat(
+            [
+                self.image.normalize(image[None]) if image.dtype == torch.uint8 else image[None]
+                for image in images
+            ]
+        )
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -31,6 +31,11 @@ class Hostile:
     content: bytes | None = None
     headers: dict = field(default_factory=dict)
 
+    def refusal(self, response) -> str:
+        """The answer's words: its detail, or under /v2 the KServe protocol's error."""
+        body = response.json()
+        return str(body["error"] if self.path.startswith("/v2/") else body["detail"])
+
     def request_kwargs(self) -> dict:
         kwargs: dict = {"headers": self.headers}
         if self.content is not None:

@@ -3,7 +3,8 @@
     .venv/bin/python -m workers.deploy MODEL_OR_JOB_ID [--batch 64] [--threads N]
 
 Run it where the worker runs (same TRAINSERVE_ settings). It writes model.onnx and
-model.int8.onnx beside the version's best.pt, then evaluates four variants on the job's own
+model.int8.onnx to TRAINSERVE_ARTIFACTS_DIR/deploy/<model id>/ (a local folder, whichever
+artefact store holds the checkpoint), then evaluates four variants on the job's own
 validation examples, preprocessed as serving does: the float32 PyTorch network, its int8
 dynamic quantisation, and the two ONNX files under ONNX Runtime. Speeds are ratios against
 the float32 network measured in the same run (the CPU may be shared).
@@ -19,6 +20,7 @@ import torch
 
 from app.config import get_settings
 from app.jobspec import JobSpec
+from app.store.artefacts import get_store, load
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job
@@ -53,7 +55,7 @@ def _dataset(session, dataset_id: str):
     dataset = get_dataset(session, dataset_id)
     if dataset is None:
         raise SystemExit(f"no dataset {dataset_id!r}: the model's job trained on one")
-    return data_from_state(load_plain(Path(dataset.path)))
+    return data_from_state(load(get_store(), dataset.path, dataset.file_sha256))
 
 
 def measure(predict: Callable, inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> dict:
@@ -102,15 +104,17 @@ def report(model_or_job_id: str, batch: int, threads: int) -> None:
         if job is None:
             raise SystemExit(f"model {model.id} names job {model.job_id}, which is not stored")
         spec = JobSpec.model_validate(job.spec)
-        path = checkpoint_of(model)
+        path = checkpoint_of(model, get_store())
     checkpoint = load_plain(path)
     network = network_from_checkpoint(checkpoint)
     inputs, labels = validation_examples(spec, checkpoint)
-    found = variants(network, inputs[:2], path.parent, threads)
+    folder = get_settings().artifacts_dir / "deploy" / model.id
+    folder.mkdir(parents=True, exist_ok=True)
+    found = variants(network, inputs[:2], folder, threads)
     files = {
         "float32, PyTorch": path,
-        "float32, ONNX Runtime": path.parent / "model.onnx",
-        "int8 dynamic, ONNX Runtime": path.parent / "model.int8.onnx",
+        "float32, ONNX Runtime": folder / "model.onnx",
+        "int8 dynamic, ONNX Runtime": folder / "model.int8.onnx",
     }
     print(
         f"model {model.id} ({checkpoint['arch']}), {len(labels)} validation examples, "

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +37,12 @@ class WorkerStopping(Exception):
 # Set by the worker's main process when it shuts down (workers/celery_app.py). The pool's
 # child processes are forked from it, so they share this event.
 worker_stopping = multiprocessing.get_context("fork").Event()
+
+
+class LeaseCheck(Protocol):
+    """What training asks between two steps: raise to stop (cancel, lease lost, stopping)."""
+
+    def check(self) -> None: ...
 
 
 def worker_name() -> str:

@@ -12,7 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.records import record_steps
-from workers.lease import Lease
+from workers.lease import LeaseCheck
+from workers.resources import ResourceSampler
 
 log = logging.getLogger("trainserve.worker")
 
@@ -28,15 +29,17 @@ class StepReporter:
     def __init__(
         self,
         job_id: str,
-        lease: Lease,
+        lease: LeaseCheck,
         optimizer: torch.optim.Optimizer,
         steps_per_epoch: int,
         *,
         first_step: int,
         deadline: float,
         flush_seconds: float,
+        resources: ResourceSampler | None = None,
     ):
         self.job_id, self.lease, self.optimizer = job_id, lease, optimizer
+        self.resources = resources
         self.steps_per_epoch, self.step = steps_per_epoch, first_step
         self.deadline = deadline
         self.pending: deque[tuple[int, torch.Tensor, float]] = deque()  # appends are atomic
@@ -71,8 +74,9 @@ class StepReporter:
                 (step, (step - 1) // self.steps_per_epoch + 1, value, lr)
                 for (step, _, lr), value in zip(taken, losses, strict=True)
             ]
+            used = self.resources.sample() if self.resources else None
             try:
-                record_steps(self._session, self.job_id, steps)
+                record_steps(self._session, self.job_id, steps, used)
             except SQLAlchemyError:
                 self._session.rollback()
                 self.pending.extendleft(reversed(taken))  # kept for the next try

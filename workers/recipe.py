@@ -46,6 +46,8 @@ class TrainingRun:
     # What the loop calls, when not the network itself: the compiled network, or the head
     # of a frozen encoder whose features were computed once.
     trained: nn.Module | None = None
+    # What validates, when not `module`: the module a DistributedDataParallel wrapper holds.
+    evaluated: nn.Module | None = None
 
     @property
     def module(self) -> nn.Module:
@@ -92,6 +94,7 @@ class TrainingRun:
             first_epoch=first_epoch,
             on_step=on_step,
             options=self.options,
+            evaluated=self.evaluated,
         )
 
     @property

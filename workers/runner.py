@@ -3,15 +3,16 @@
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 from sqlalchemy.orm import Session
 
+from app.broker import QUEUE
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
+from app.store.artefacts import ArtefactStore, get_store, load, save
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job, queued_job_ids
@@ -27,24 +28,29 @@ from app.store.lifecycle import (
     set_device,
 )
 from app.store.records import forget_progress_after, record_epoch, resume_job
-from app.store.storage import job_folder
+from app.store.storage import job_prefix
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
 from app.tuning import Send, advance_sweep, should_prune
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
-from models.files import file_sha256, load_plain, save_atomically
 from workers.budget import epochs_after_first, epochs_for_budget
-from workers.lease import JobCancelled, Lease, WorkerStopping, worker_name
+from workers.distributed import GroupStep, Ranks
+from workers.evaluation import served_epoch_report
+from workers.group import RankGroupFailed, train_in_group
+from workers.lease import JobCancelled, Lease, LeaseCheck, WorkerStopping, worker_name
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
+from workers.resources import ResourceSampler
 from workers.training import EpochResult, epochs_without_improvement
 
 log = logging.getLogger("trainserve.worker")
 
 
 class EpochRecorder:
-    """After each epoch: write last.pt (to resume), best.pt (to serve) when it improved, then
-    the metrics. Each step is safe to repeat, so a resumed attempt can redo an unfinished one.
+    """After each epoch: store the last checkpoint (to resume), the best one (to serve) when
+    it improved, then record the metrics with the checkpoints' keys and sha256. Each object
+    is named by the job, the attempt and the epoch, and counts only once the epoch's row
+    names it, so a resumed attempt redoes an epoch whose record is missing.
     Returns True when early stopping says to stop."""
 
     def __init__(
@@ -53,16 +59,21 @@ class EpochRecorder:
         job: Job,
         owner: str,
         run: TrainingRun,
-        folder: Path,
+        store: ArtefactStore,
         early_stopping: EarlyStopping | None,
+        writes: bool = True,
     ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
-        self.folder = folder
+        self.attempt, self.store = job.attempt, store
         self.early_stopping = early_stopping
+        # False on the ranks of a group but rank 0: they keep the history, to stop early
+        # when rank 0 does (every rank sees the same epoch results), and write nothing.
+        self.writes = writes
         self.history = [_epoch_result(row) for row in job.history]  # earlier attempts' epochs
         self.best = max(self.history, key=lambda r: r.val_accuracy, default=None)
-        self.best_sha256 = file_sha256(self.best_path) if self.best else None
-        self.steps: StepReporter | None = None
+        self.last_checkpoint = Stored.of(job.last_checkpoint, job.last_checkpoint_sha256)
+        self.best_checkpoint = Stored.of(job.best_checkpoint, job.best_checkpoint_sha256)
+        self.steps: StepReporter | GroupStep | None = None
         self.stopped_early = False
         self.is_trial = job.sweep_id is not None
         self.pruned = False  # a sweep's trial stopped by the sweep's rule
@@ -70,10 +81,6 @@ class EpochRecorder:
     @property
     def stopping(self) -> bool:
         return self.stopped_early or self.pruned
-
-    @property
-    def best_path(self) -> Path:
-        return self.folder / "best.pt"
 
     def __call__(self, result: EpochResult) -> bool:
         if self.steps is None:
@@ -85,17 +92,45 @@ class EpochRecorder:
             epoch=result.epoch,
             metrics=result.as_dict(),
         )
-        save_atomically(checkpoint | self.run.resume_state(), self.folder / "last.pt")
-        return self.record(result, checkpoint)
+        last = None
+        if self.writes:
+            last = self._store(result.epoch, "last", checkpoint | self.run.resume_state())
+        return self.record(result, checkpoint, last)
 
-    def record(self, result: EpochResult, checkpoint: dict) -> bool:
+    def _store(self, epoch: int, kind: str, checkpoint: dict) -> "Stored":
+        key = f"{job_prefix(self.job_id)}a{self.attempt}-e{epoch}-{kind}.pt"
+        return Stored(key, save(self.store, key, checkpoint))
+
+    def record(self, result: EpochResult, checkpoint: dict, last: "Stored | None") -> bool:
         is_best = self.best is None or result.val_accuracy > self.best.val_accuracy
+        if self.writes and last is not None:
+            best = self._store(result.epoch, "best", checkpoint) if is_best else None
+            step = result.epoch * len(self.run.train)
+            checkpoints = {"last_checkpoint": last.key, "last_checkpoint_sha256": last.sha256}
+            if best:
+                checkpoints |= {
+                    "best_checkpoint": best.key,
+                    "best_checkpoint_sha256": best.sha256,
+                }
+            record_epoch(
+                self.session, self.job_id, self.owner, result.as_dict(), step, is_best, checkpoints
+            )
+            # The row now names the new objects: the ones they replace count no more.
+            self._forget(self.last_checkpoint, last)
+            self.last_checkpoint = last
+            if best:
+                self._forget(self.best_checkpoint, best)
+                self.best_checkpoint = best
         if is_best:
-            self.best_sha256 = save_atomically(checkpoint, self.best_path)
             self.best = result
-        step = result.epoch * len(self.run.train)
-        record_epoch(self.session, self.job_id, self.owner, result.as_dict(), step, is_best)
         self.history.append(result)
+        if self.writes:
+            self._log(result)
+        self.stopped_early = _should_stop(self.early_stopping, self.history)
+        self.judge_trial()
+        return self.stopping
+
+    def _log(self, result: EpochResult) -> None:
         log.info(
             "job %s epoch %d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f %.0f samples/s",
             self.job_id,
@@ -105,9 +140,6 @@ class EpochRecorder:
             result.val_accuracy,
             result.samples_per_second,
         )
-        self.stopped_early = _should_stop(self.early_stopping, self.history)
-        self.judge_trial()
-        return self.stopping
 
     def judge_trial(self) -> None:
         """A sweep's trial with epochs left asks the sweep's rule whether to go on after its
@@ -115,6 +147,22 @@ class EpochRecorder:
         database, so a resumed attempt gets it again."""
         if self.is_trial and self.history and self.history[-1].epoch < self.run.epochs:
             self.pruned = should_prune(self.session, self.job_id)
+
+    def _forget(self, replaced: "Stored | None", by: "Stored") -> None:
+        if replaced is not None and replaced.key != by.key:
+            self.store.delete(replaced.key)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object in the artefact store as a row names it."""
+
+    key: str
+    sha256: str
+
+    @classmethod
+    def of(cls, key: str | None, sha256: str | None) -> "Stored | None":
+        return cls(key, sha256) if key and sha256 else None
 
 
 def _epoch_result(row) -> EpochResult:
@@ -129,15 +177,18 @@ def _should_stop(rule: EarlyStopping | None, history: list[EpochResult]) -> bool
     return epochs_without_improvement(values, higher_is_better, rule.min_delta) >= rule.patience
 
 
-def run_job(job_id: str, send: Send | None = None) -> None:
-    """Run the job the message names, or else the oldest queued one: a message only says
-    that there is work, so a lost or stale message never strands a job. After a sweep's
-    trial, the sweep's next trials are queued at once and handed to `send` (the task's
-    broker); without one, the API's sweeper sends them."""
+def run_job(
+    job_id: str, send: Send | None = None, queue: str = QUEUE, worker: str | None = None
+) -> None:
+    """Run the job the message names, or else the oldest queued one of `queue` (the queue
+    the message came from): a message only says that there is work, so a lost or stale
+    message never strands a job. After a sweep's trial, the sweep's next trials are queued
+    at once and handed to `send` (the task's broker); without one, the API's sweeper sends
+    them. `worker`: the Celery node name, for GET /workers."""
     settings = get_settings()
     owner = worker_name()
     with get_session_factory()() as session:
-        job = _claim(session, job_id, owner, settings)
+        job = _claim(session, job_id, owner, settings, queue, worker)
         if job is None:
             log.info("no queued job to run (message for %s)", job_id)
             return
@@ -147,12 +198,14 @@ def run_job(job_id: str, send: Send | None = None) -> None:
         if sweep_id is not None:
             # Now, not at the sweeper's next pass: the time from a trial's end to the next
             # one's start is the sweep's overhead.
-            advance_sweep(session, sweep_id, send or (lambda _: None))
+            advance_sweep(session, sweep_id, send or (lambda _job, _queue: None))
 
 
-def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job | None:
-    for candidate in [job_id, *queued_job_ids(session, limit=20)]:
-        if claim_job(session, candidate, owner, settings.lease_seconds):
+def _claim(
+    session: Session, job_id: str, owner: str, settings: Settings, queue: str, worker: str | None
+) -> Job | None:
+    for candidate in [job_id, *queued_job_ids(session, limit=20, queue=queue)]:
+        if claim_job(session, candidate, owner, settings.lease_seconds, queue, worker):
             return get_job(session, candidate)
     return None
 
@@ -160,9 +213,13 @@ def _claim(session: Session, job_id: str, owner: str, settings: Settings) -> Job
 def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None:
     """Train while the lease's heartbeat runs; write the outcome once it has stopped, so
     that no beat lands after the final commit and reports the lease it gave up as lost."""
+    ranks = JobSpec.model_validate(job.spec).resources.ranks
+    train = train_job if ranks == 1 else train_in_group  # several: ranks of torch's launcher
     try:
         with Lease(job.id, owner, settings) as lease:
-            model, reason = _train(session, job, owner, lease, settings)
+            model, reason = train(session, job, owner, lease, settings)
+        if model is None:  # only a group's other ranks have none, and they never get here
+            raise RuntimeError(f"job {job.id}: training ended without a model")
         _finish(session, job, owner, model, reason)
     except JobCancelled:
         confirm_cancelled(session, job.id, owner)
@@ -178,6 +235,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
+    except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
+        log.warning("job %s: %s", job.id, exc)
+        if retry_or_fail(session, job, owner, str(exc)):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
     except torch.OutOfMemoryError:
         # The spec asks for more memory than the device has: another attempt would run out
         # the same way, so it is the job's error, not an infrastructure failure to retry.
@@ -196,6 +257,11 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
 
+def _device_of(spec: JobSpec) -> str:
+    """The torch device: the spec's own (cuda:1), else what routed the job (cuda, cpu)."""
+    return spec.device if spec.device != "auto" else spec.resources.device
+
+
 def _out_of_memory_error(job: Job) -> str:
     batch_size = job.spec["hyperparameters"].get("batch_size")
     return (
@@ -205,39 +271,54 @@ def _out_of_memory_error(job: Job) -> str:
     )
 
 
-def _load_data(session: Session, dataset_id: str) -> LabelledData:
+def _load_data(session: Session, dataset_id: str, store: ArtefactStore) -> LabelledData:
     dataset = get_dataset(session, dataset_id)
     if dataset is None:
         raise DatasetError(f"dataset {dataset_id} no longer exists")
-    return data_from_state(load_plain(Path(dataset.path)))
+    return data_from_state(load(store, dataset.path, dataset.file_sha256))
 
 
-def _train(
-    session: Session, job: Job, owner: str, lease: Lease, settings: Settings
-) -> tuple[ModelVersion, EndReason]:
+def train_job(
+    session: Session,
+    job: Job,
+    owner: str,
+    lease: LeaseCheck,
+    settings: Settings,
+    ranks: Ranks = Ranks(),
+) -> tuple[ModelVersion | None, EndReason]:
     """Train to the end, recording each epoch; returns the model to register and why the
-    training ended."""
-    spec = JobSpec.model_validate(job.spec)
-    device = resolve_device(spec.device)
-    set_device(session, job.id, owner, str(device))
-    data = _load_data(session, spec.dataset_id)
+    training ended (the model: None on the ranks of a group but rank 0, which write
+    nothing). In a group of ranks, every rank runs this, and rank 0 writes."""
+    asked = JobSpec.model_validate(job.spec)
+    spec = ranks.spec_for_rank(asked)
+    device = resolve_device(_device_of(spec))
+    if ranks.leads:
+        set_device(session, job.id, owner, ranks.device_label(device))
+    store = get_store(settings)
+    data = _load_data(session, spec.dataset_id, store)
     if spec.validation.dataset_id:
-        data = with_test_split(data, _load_data(session, spec.validation.dataset_id))
+        data = with_test_split(data, _load_data(session, spec.validation.dataset_id, store))
     run = prepare_run(spec, data)
-    budgeted = spec.hyperparameters.epochs is None
+    ranks.distribute(run, compile_network=asked.hyperparameters.compile)
+    budgeted = spec.hyperparameters.epochs is None  # never for a group (JobSpec refuses it)
     if budgeted:
         _plan_epochs(session, job, owner, run)
-    folder = job_folder(settings.artifacts_dir, job.id)
-    done_epochs, recorder = _resume(session, job, owner, run, folder, spec.early_stopping)
-    recorder.steps = StepReporter(
-        job.id,
-        lease,
-        run.optimizer,
-        len(run.train),
-        first_step=done_epochs * len(run.train),
-        deadline=_deadline(spec, recorder.history),
-        flush_seconds=settings.step_flush_seconds,
+    done_epochs, recorder = _resume(
+        session, job, owner, run, store, spec.early_stopping, writes=ranks.leads
     )
+    reporter = None
+    if ranks.leads:
+        reporter = StepReporter(
+            job.id,
+            lease,
+            run.optimizer,
+            len(run.train),
+            first_step=done_epochs * len(run.train),
+            deadline=_deadline(spec, recorder.history),
+            flush_seconds=settings.step_flush_seconds,
+            resources=ResourceSampler(run.device),
+        )
+    recorder.steps = ranks.steps(reporter, device)
     on_epoch_end: Callable[[EpochResult], bool] = recorder
     if budgeted:
         on_epoch_end = SizedAgainAfterFirstEpoch(session, job, owner, recorder)
@@ -253,7 +334,9 @@ def _train(
         reason = EndReason.PRUNED
     elif reason == EndReason.COMPLETED and recorder.stopped_early:
         reason = EndReason.EARLY_STOPPED
-    return _model_version(job, run.spec, run, recorder), reason
+    if not ranks.leads:
+        return None, reason
+    return _model_version(job, run.spec, run, recorder, store), reason
 
 
 def _fit_to_plan(
@@ -299,8 +382,8 @@ class SizedAgainAfterFirstEpoch:
 
     def _size_again(self) -> bool:
         run, steps = self.recorder.run, self.recorder.steps
-        if steps is None:
-            raise RuntimeError("the recorder's StepReporter is set before training starts")
+        if not isinstance(steps, StepReporter):
+            raise RuntimeError("a job sized to its budget reports its own steps, in one process")
         now = time.monotonic()
         started = steps.deadline - filled(run.spec.limits.max_run_seconds)
         most = RECIPES[run.spec.model.arch].max_epochs
@@ -317,27 +400,26 @@ def _resume(
     job: Job,
     owner: str,
     run: TrainingRun,
-    folder: Path,
+    store: ArtefactStore,
     early_stopping: EarlyStopping | None,
+    writes: bool = True,
 ) -> tuple[int, EpochRecorder]:
-    """Continue from last.pt if an earlier attempt wrote one. Returns the epochs done."""
-    last = folder / "last.pt"
-    if not last.exists():
-        # An earlier attempt may have stored steps of its first epoch before it stopped.
-        forget_progress_after(session, job.id)
-        return 0, EpochRecorder(session, job, owner, run, folder, early_stopping)
-    checkpoint = load_plain(last)
+    """Continue from the last checkpoint the job's row names, if an earlier attempt
+    recorded one. Returns the epochs done."""
+    if job.last_checkpoint is None:
+        if writes:  # an earlier attempt may have stored steps of its first epoch
+            forget_progress_after(session, job.id)
+        return 0, EpochRecorder(session, job, owner, run, store, early_stopping, writes)
+    checkpoint = load(store, job.last_checkpoint, job.last_checkpoint_sha256)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
-    resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
+    if writes:
+        resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
-    recorder = EpochRecorder(session, job, owner, run, folder, early_stopping)
-    if not any(result.epoch == epoch for result in recorder.history):
-        # The attempt died after writing last.pt but before recording the epoch.
-        recorder.record(EpochResult(**checkpoint["metrics"]), checkpoint)
-    else:
-        recorder.judge_trial()  # the attempt before may have stopped before it acted on it
-    log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
+    recorder = EpochRecorder(session, job, owner, run, store, early_stopping, writes)
+    recorder.judge_trial()  # the attempt before may have stopped before it acted on it
+    if writes:
+        log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)
     return epoch, recorder
 
 
@@ -349,10 +431,12 @@ def _deadline(spec: JobSpec, history: list[EpochResult]) -> float:
 
 
 def _model_version(
-    job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder
+    job: Job, spec: JobSpec, run: TrainingRun, recorder: EpochRecorder, store: ArtefactStore
 ) -> ModelVersion:
-    """The model a succeeded job registers: its best epoch."""
-    if recorder.best is None:
+    """The model a succeeded job registers: its best epoch, with that epoch's report on the
+    validation data."""
+    best = recorder.best_checkpoint
+    if recorder.best is None or best is None:
         raise RuntimeError(f"job {job.id} ended without recording an epoch")
     return ModelVersion(
         job_id=job.id,
@@ -361,8 +445,9 @@ def _model_version(
         arch=spec.model.arch,
         classes=run.description["classes"],
         metrics=recorder.best.as_dict(),
-        checkpoint_path=str(recorder.best_path),
-        sha256=recorder.best_sha256,
+        checkpoint_path=best.key,
+        sha256=best.sha256,
+        evaluation=served_epoch_report(run, load(store, best.key, best.sha256)),
     )
 
 

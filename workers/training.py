@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -21,30 +22,58 @@ class Batches:
         *,
         shuffle: bool,
         generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.make_inputs = make_inputs
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.shard = shard  # (rank, ranks): this rank's share of each pass
+
+    def sharded(self, rank: int, ranks: int, batch_size: int | None = None) -> "Batches":
+        """Rank `rank`'s share of every pass, as DistributedSampler deals it: every rank
+        shuffles alike (the same generator state) and takes every `ranks`-th example of
+        the order. With batches of batch_size / ranks, one step of all ranks sees the
+        examples one step of a single process with batch_size would."""
+        return Batches(
+            self.make_inputs,
+            self.labels,
+            batch_size or self.batch_size,
+            shuffle=self.shuffle,
+            generator=self.generator,
+            shard=(rank, ranks),
+        )
 
     def __len__(self) -> int:
-        return len(self._starts())
+        return len(self._starts(len(self._order())))
 
-    def _starts(self) -> range:
+    def _starts(self, count: int) -> range:
         """Where each batch starts. A last batch of one example joins the one before: batch
         norm cannot train on a single example whose features are 1x1 (it raises)."""
-        count = len(self.labels)
         lone_last = count > self.batch_size and count % self.batch_size == 1
         return range(0, count - 1 if lone_last else count, self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self, shuffled: bool = False) -> torch.Tensor:
+        """The examples of one pass, in order; this rank's share of them."""
         count = len(self.labels)
-        order = torch.randperm(count, generator=self.generator) if self.shuffle else None
-        starts = self._starts()
+        order = torch.randperm(count, generator=self.generator) if shuffled else torch.arange(count)
+        rank, ranks = self.shard
+        if ranks == 1:
+            return order
+        if self.shuffle:
+            # Training ranks take as many steps each (every step waits for all of them): the
+            # last count % ranks examples of the shuffle sit this pass out.
+            order = order[: count - count % ranks]
+        return order[rank::ranks]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order(shuffled=self.shuffle)
+        count = len(order)
+        starts = self._starts(count)
         for start in starts:
             stop = count if start == starts[-1] else start + self.batch_size
-            index = order[start:stop] if order is not None else torch.arange(start, stop)
+            index = order[start:stop]
             yield self.make_inputs(index), self.labels[index]
 
 
@@ -121,7 +150,20 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(dim=1) == labels).sum()
         seen += len(labels)
-    return loss_sum.item() / seen, correct.item() / seen, seen
+    loss_total, correct_total, seen_total = summed_over_ranks(
+        [loss_sum.item(), correct.item(), seen], device
+    )
+    return loss_total / seen_total, correct_total / seen_total, int(seen_total)
+
+
+def summed_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value summed over the ranks of a DistributedDataParallel group, so that every
+    rank reports the whole pass; unchanged in a process of its own."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    summed = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(summed)
+    return summed.tolist()
 
 
 def _update(network: nn.Module, optimizer: torch.optim.Optimizer, options: StepOptions) -> None:
@@ -155,7 +197,8 @@ def evaluate(
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += len(labels)
-    return loss_sum / seen, correct / seen
+    loss_total, correct_total, seen_total = summed_over_ranks([loss_sum, correct, seen], device)
+    return loss_total / seen_total, correct_total / seen_total
 
 
 def fit(
@@ -171,8 +214,12 @@ def fit(
     first_epoch: int = 1,
     on_step: Callable[[torch.Tensor], None] | None = None,
     options: StepOptions | None = None,
+    evaluated: nn.Module | None = None,
 ) -> None:
-    """Train epochs first_epoch..epochs, reporting each one; on_epoch_end returns True to stop."""
+    """Train epochs first_epoch..epochs, reporting each one; on_epoch_end returns True to stop.
+
+    `evaluated` is what validates when not the network trained: the module inside a
+    DistributedDataParallel wrapper, whose every forward would wait for the other ranks."""
     network.to(device)
     for epoch in range(first_epoch, epochs + 1):
         started = time.perf_counter()
@@ -180,7 +227,7 @@ def fit(
             network, optimizer, train, device, scheduler, on_step, options
         )
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = evaluate(network, validation, device, options)
+        val_loss, val_accuracy = evaluate(evaluated or network, validation, device, options)
         stop = on_epoch_end(
             EpochResult(
                 epoch,

@@ -1,20 +1,55 @@
 import logging
-from typing import Annotated
+from functools import lru_cache
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Response,
+    UploadFile,
+)
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from app.deps import CurrentKeyDep, SessionDep, SettingsDep, require_multipart
 from app.ingest import file_size, ingest_upload
 from app.quotas import check_storage_quota
-from app.schemas import PRINTABLE, DatasetPublic, DatasetsPublic, Responses, error
+from app.schemas import (
+    PRINTABLE,
+    ClassExamples,
+    DatasetExample,
+    DatasetExamples,
+    DatasetPublic,
+    DatasetsPublic,
+    Responses,
+    error,
+)
 from app.store import access, datasets
-from models.data import NamedFile, ReadOptions
+from app.store.artefacts import get_store
+from app.store.tables import ApiKey, Dataset
+from models.data import (
+    ImageData,
+    LabelledData,
+    NamedFile,
+    ReadOptions,
+    TextData,
+    data_from_state,
+    examples_per_class,
+    thumbnail_png,
+)
+from models.files import load_plain
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 log = logging.getLogger("trainserve.api")
 NOT_FOUND: Responses = {404: error("No such dataset.")}
 UPLOAD_REFUSAL = (413, "this upload")
+EXAMPLE_CHARACTERS = 300  # of a text shown as an example
+THUMBNAIL_SIDE = 96  # pixels: two cells of the dataset page's 48 px grid, for sharp screens
 
 FILE_HELP = (
     "A zip of images in any format Pillow decodes, told by content (other files are "
@@ -153,10 +188,89 @@ def list_datasets(
 
 @router.get("/{dataset_id}", responses=NOT_FOUND)
 def get_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> DatasetPublic:
+    return DatasetPublic.model_validate(_readable_dataset(session, key, dataset_id))
+
+
+@router.get("/{dataset_id}/examples", responses=NOT_FOUND)
+def dataset_examples(
+    *,
+    session: SessionDep,
+    key: CurrentKeyDep,
+    dataset_id: str,
+    per_class: Annotated[int, Query(ge=1, le=16)] = 4,
+) -> DatasetExamples:
+    """A few examples of each class, the training split's first: a text set's texts (their
+    first 300 characters), an image set's thumbnails (the path of each small PNG)."""
+    dataset = _readable_dataset(session, key, dataset_id)
+    data = _stored_data(dataset)
+    picked = examples_per_class(data, per_class)
+    return DatasetExamples(
+        dataset_id=dataset.id,
+        task=data.task,
+        classes=[
+            ClassExamples(name=name, examples=[_example(dataset.id, data, i) for i in indices])
+            for name, indices in zip(data.classes, picked, strict=True)
+        ],
+    )
+
+
+@router.get(
+    "/{dataset_id}/examples/{index}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The example as a small PNG."},
+        404: error("No such dataset, example, or a text set (no images)."),
+    },
+)
+def example_thumbnail(
+    *,
+    session: SessionDep,
+    key: CurrentKeyDep,
+    dataset_id: str,
+    index: Annotated[int, Path(ge=0)],
+) -> Response:
+    """One image of an image set, at most 96 pixels a side; a dataset never changes, so a
+    browser keeps it."""
+    dataset = _readable_dataset(session, key, dataset_id)
+    data = _stored_data(dataset)
+    if not isinstance(data, ImageData):
+        raise HTTPException(404, f"dataset {dataset_id} holds texts: it has no thumbnails")
+    if index >= len(data.labels):
+        raise HTTPException(
+            404, f"dataset {dataset_id} has {len(data.labels)} examples: no example {index}"
+        )
+    return Response(
+        thumbnail_png(data.images[index], THUMBNAIL_SIDE),
+        media_type="image/png",
+        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    )
+
+
+def _readable_dataset(session: Session, key: ApiKey | None, dataset_id: str) -> Dataset:
     dataset = datasets.get_dataset(session, dataset_id)
     if dataset is None or not access.may_read_dataset(session, dataset, key):
         raise _no_such_dataset(dataset_id)
-    return DatasetPublic.model_validate(dataset)
+    return dataset
+
+
+def _stored_data(dataset: Dataset) -> LabelledData:
+    return _mapped_data(dataset.path, dataset.file_sha256)
+
+
+# The datasets whose pages are open, each read and checked once (a key names its content).
+@lru_cache(maxsize=2)
+def _mapped_data(key: str, sha256: str | None) -> LabelledData:
+    """The stored examples, mapped rather than read: a page shows a few of them."""
+    return data_from_state(load_plain(get_store().read(key, sha256), mmap=True))
+
+
+def _example(dataset_id: str, data: LabelledData, index: int) -> DatasetExample:
+    split: Literal["train", "test"] = "test" if data.is_test[index] else "train"
+    if isinstance(data, TextData):
+        return DatasetExample(index=index, split=split, text=data.texts[index][:EXAMPLE_CHARACTERS])
+    return DatasetExample(
+        index=index, split=split, thumbnail=f"/datasets/{dataset_id}/examples/{index}/thumbnail"
+    )
 
 
 @router.delete(
@@ -171,9 +285,7 @@ def get_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> 
 async def delete_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id: str) -> None:
     """Delete a dataset of the key's and its stored file; refused while a job that has not
     ended trains or validates on it. Ended jobs that used it keep its id."""
-    dataset = datasets.get_dataset(session, dataset_id)
-    if dataset is None or not access.may_read_dataset(session, dataset, key):
-        raise _no_such_dataset(dataset_id)
+    dataset = _readable_dataset(session, key, dataset_id)
     if not access.owns(key, dataset.owner_key_id):
         raise HTTPException(403, f"dataset {dataset_id} is shared with this key, not its own")
     try:
@@ -183,10 +295,10 @@ async def delete_dataset(*, session: SessionDep, key: CurrentKeyDep, dataset_id:
 
 
 def _delete(session, dataset_id: str) -> None:
-    file = datasets.delete_dataset(session, dataset_id)
-    if file is None:
+    key = datasets.delete_dataset(session, dataset_id)
+    if key is None:
         raise _no_such_dataset(dataset_id)
-    file.unlink(missing_ok=True)  # after the commit: never a row without its file
+    get_store().delete(key)  # after the commit: never a row without its object
     log.info("dataset %s: deleted", dataset_id)
 
 

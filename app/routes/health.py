@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from app.deps import CeleryDep, MetricsDep, ModelServerDep, SessionDep
-from app.schemas import error
+from app.schemas import Health, Readiness, error
 from app.store import jobs
 
 router = APIRouter(tags=["health"])
@@ -16,22 +16,22 @@ log = logging.getLogger("trainserve.api")
 
 
 @router.get("/healthz")
-def healthz() -> dict:
+def healthz() -> Health:
     """The process is alive."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
 @router.get(
     "/readyz",
     responses={503: error("The database or broker is down, or models are loading.")},
 )
-async def readyz(*, session: SessionDep, celery: CeleryDep, server: ModelServerDep) -> dict:
+async def readyz(*, session: SessionDep, celery: CeleryDep, server: ModelServerDep) -> Readiness:
     """The database and the broker answer, and a model is loaded (once one exists)."""
     await run_in_threadpool(_check_dependencies, session, celery)
     loaded, why = server.ready()
     if not loaded:
         raise HTTPException(503, f"not ready: {why}")
-    return {"status": "ready", "models": why}
+    return Readiness(status="ready", models=why)
 
 
 def _check_dependencies(session, celery) -> None:

@@ -2,7 +2,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -15,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_training
-from app.config import get_settings
+from app.broker import GPU_QUEUE, QUEUE_OF_DEVICE, enqueue_training
+from app.config import Settings, get_settings
 from app.deps import (
     CeleryDep,
     CurrentKeyDep,
@@ -26,7 +25,7 @@ from app.deps import (
     key_of,
     require_scope,
 )
-from app.jobspec import JobSpec
+from app.jobspec import AUTO, JobSpec, needed_device
 from app.quotas import apply_ceilings, check_job_quota, check_storage_quota
 from app.recipes import DataFacts, Resolved, facts_of_dataset, resolve
 from app.routes.models import forget_version
@@ -35,16 +34,20 @@ from app.schemas import (
     JobPublic,
     JobsPublic,
     JobSummary,
+    JobTimeline,
     MetricName,
     MetricPointPublic,
     MetricSeries,
     Responses,
+    StatusChange,
     error,
 )
-from app.store import access, datasets, jobs, lifecycle, records
+from app.store import access, datasets, jobs, lifecycle, records, workers
+from app.store.artefacts import get_store
 from app.store.db import get_session_factory, read_only_connection
-from app.store.storage import job_folder
+from app.store.storage import job_prefix
 from app.store.tables import ENDED, ApiKey, Dataset, Job, JobEvent, JobStatus
+from app.streams import StreamOver
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 log = logging.getLogger("trainserve.api")
@@ -98,12 +101,14 @@ def create_job(
     check_storage_quota(session, key, settings, adding=1, refusal=(409, "a new job"))
     claim_name(session, spec, key)
     check_job_quota(session, key, settings)
+    spec_routed, sources = _routed(session, settings, resolved.spec, resolved.sources)
     try:
         job = jobs.add_job(
             session,
-            resolved.spec,
-            resolved.sources,
+            spec_routed,
+            sources,
             resolved.planned_epochs,
+            queue=QUEUE_OF_DEVICE[spec_routed.resources.device],
             idempotency_key=idempotency_key,
             request_sha256=request_sha256,
             api_key_id=key.id if key else None,
@@ -128,9 +133,27 @@ def _job_for_key(session: Session, key: str, request_sha256: str) -> Job | None:
     return job
 
 
+def _routed(
+    session: Session, settings: Settings, spec: JobSpec, sources: dict[str, str]
+) -> tuple[JobSpec, dict[str, str]]:
+    """The spec with the device that routes it: as asked, or for `auto` cuda if a GPU
+    worker was seen lately, else cpu; the sources say which and why."""
+    device = needed_device(spec)
+    if device == AUTO:
+        within = settings.worker_seen_seconds
+        seen = workers.queue_served(session, GPU_QUEUE, within)
+        device = "cuda" if seen else "cpu"
+        why = "a GPU worker was seen" if seen else "no GPU worker was seen"
+        sources = sources | {"resources.device": f"workers: {why} in the last {within:g} s"}
+    else:
+        sources = sources | {"resources.device": "given"}
+    resources = spec.resources.model_copy(update={"device": device})
+    return spec.model_copy(update={"resources": resources}), sources
+
+
 def _send(celery, job: Job) -> None:
     try:
-        enqueue_training(celery, job.id)
+        enqueue_training(celery, job.id, job.queue)
     except OperationalError as exc:
         # Stored is accepted: the sweeper sends it once the broker is back.
         log.warning("job %s: stored, but the broker is unreachable (%s)", job.id, exc)
@@ -260,7 +283,17 @@ def _job_view(job_id: str, owner: str | None) -> Response:
         found = jobs.read_job(connection, job_id, owner)
     if found is None:
         raise _no_such_job(job_id)
-    return _json(JobPublic.from_rows(*found))
+    job = JobPublic.from_rows(*found)
+    if job.status == JobStatus.QUEUED:
+        job.waiting = _why_waiting(job.queue)
+    return _json(job)
+
+
+def _why_waiting(queue: str) -> str | None:
+    """Read only for a queued job, in a session of its own: polls of running jobs (the
+    many) stay one statement."""
+    with get_session_factory()() as session:
+        return workers.why_waiting(session, queue, get_settings().worker_seen_seconds)
 
 
 @router.post(
@@ -306,27 +339,48 @@ async def _stream_slot(request: Request, key: CurrentKeyDep) -> AsyncIterator[No
         yield
 
 
-@router.get(
-    "/{job_id}/events",
-    response_class=EventSourceResponse,
-    responses={**NOT_FOUND, 429: error("The key holds its most open event streams.")},
-    dependencies=[Depends(_stream_slot)],
-)
-async def job_events(
-    *,
+async def _resume_after(
     job_id: Annotated[str, Depends(_job_id_that_exists)],
     last_event_id: Annotated[
         int | None,
         Header(ge=0, description="Resume after this event id (sent by EventSource itself)."),
     ] = None,
+) -> int:
+    """The event id the stream starts after; StreamOver (204) when the job has ended and
+    nothing follows it, so a client that reconnects after the last event stops."""
+    if last_event_id is not None:
+        events, ended = await run_in_threadpool(_events_after, job_id, last_event_id)
+        if ended and not events:
+            raise StreamOver
+    return last_event_id or 0
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        **NOT_FOUND,
+        204: {
+            "description": "The job has ended and no event follows Last-Event-ID: the "
+            "stream is over for good (an EventSource stops reconnecting)."
+        },
+        429: error("The key holds its most open event streams."),
+    },
+    dependencies=[Depends(_stream_slot)],
+)
+async def job_events(
+    *,
+    job_id: Annotated[str, Depends(_job_id_that_exists)],
+    after: Annotated[int, Depends(_resume_after)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `status` changes, each training `step` (loss, lr) and each
     `epoch`'s metrics, in order, from the start or after Last-Event-ID. The stream ends
     after the job's final status, or after TRAINSERVE_MAX_STREAM_SECONDS (EventSource then
-    reconnects with Last-Event-ID and goes on)."""
+    reconnects with Last-Event-ID and goes on); a reconnect once the job has ended and
+    every event was sent is answered 204, so the client stops."""
     settings = get_settings()
     ends_at = time.monotonic() + settings.max_stream_seconds
-    seq = last_event_id or 0
+    seq = after
     while time.monotonic() < ends_at:
         events, ended = await run_in_threadpool(_events_after, job_id, seq)
         for event in events:
@@ -370,10 +424,22 @@ async def delete_job(
         raise HTTPException(409, str(exc)) from exc
     except IntegrityError as exc:  # an alias was moved onto its version meanwhile
         raise HTTPException(409, f"job {job_id}: an alias now points at its model") from exc
-    await run_in_threadpool(shutil.rmtree, job_folder(settings.artifacts_dir, job_id), True)
+    await run_in_threadpool(get_store(settings).delete_under, job_prefix(job_id))
     if model is not None:
         forget_version(server, settings, model)
     log.info("job %s: deleted", job_id)
+
+
+@router.get("/{job_id}/timeline", responses=NOT_FOUND)
+def job_timeline(*, session: SessionDep, job: ExistingJobDep) -> JobTimeline:
+    """Every change of the job's status, oldest first, with its attempt and, where the
+    change says, why it ended, its error or the epoch it resumed from: the status events
+    of its stream without the steps and epochs between them."""
+    changes = [
+        StatusChange(seq=event.seq, at=event.created_at, **event.data)
+        for event in records.status_events(session, job.id)
+    ]
+    return JobTimeline(job_id=job.id, changes=changes)
 
 
 @router.get("/{job_id}/metrics", responses=NOT_FOUND)
@@ -388,9 +454,10 @@ def job_metrics(
     ] = None,
     step_max: Annotated[int | None, Query(ge=0, description="Only steps up to this one.")] = None,
 ) -> MetricSeries:
-    """A metric over training steps: per step (`loss`, `lr`) or per epoch (`train_loss`,
-    `val_accuracy`, …). Longer series are averaged into at most `max_points` buckets by
-    the database; each point has the bucket's last step, mean, min, max and count. With
+    """A metric over training steps: per step (`loss`, `lr`), per epoch (`train_loss`,
+    `val_accuracy`, …) or the worker's use while it trained (`cpu_percent`, `memory_mib`,
+    `gpu_percent`, `gpu_memory_mib`). Longer series are averaged into at most `max_points`
+    buckets by the database; each point has the bucket's last step, mean, min, max, count. With
     `step_min` and `step_max` only those steps are bucketed: a zoomed chart gets finer
     points."""
     if step_min is not None and step_max is not None and step_min > step_max:

@@ -5,17 +5,16 @@ reads (train or deploy), `deploy_router` changes what is served (deploy). Either
 key acts on the names it may read (app.store.access): any other is answered as unknown.
 """
 
-import json
+import hashlib
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 import safetensors.torch
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +33,9 @@ from app.schemas import (
 )
 from app.serving import ModelServer
 from app.store import access, versions
+from app.store.artefacts import ArtefactCorrupt, ArtefactStore, get_store
 from app.store.tables import ApiKey, ModelVersion
+from models.checkpoint import file_metadata
 from models.export import ExportError
 from models.files import load_plain
 
@@ -45,10 +46,17 @@ AliasName = Annotated[
     str, PathParam(pattern=ALIAS_NAME, max_length=60, description="letters, digits, _ . -")
 ]
 NOT_FOUND: Responses = {404: error("No such model version.")}
-OCTETS = "application/octet-stream"
+WeightsFormat = Literal["pt", "safetensors", "onnx"]
+# Said, never guessed from a machine's mime table (which types .pt as an SNES page table):
+# no format has a registered type, and each is arbitrary binary data (RFC 2046).
+MEDIA_TYPES: dict[str, str] = dict.fromkeys(
+    ("pt", "safetensors", "onnx"), "application/octet-stream"
+)
+JSON_TYPE = "application/json"
+NOT_MODIFIED: Responses = {304: {"description": "If-None-Match names the current ETag."}}
 
 
-def _version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
+def model_version(session: Session, model_id: str, key: ApiKey | None) -> ModelVersion:
     """The version by its id or its job's, if the key may read its name; else 404."""
     model = versions.find_model(session, model_id)
     if model is None or not access.may_read_name(session, model.name, key):
@@ -83,56 +91,99 @@ def list_models(
     )
 
 
-@router.get("/models/{model_id}", responses=NOT_FOUND)
-def get_model(*, session: SessionDep, key: CurrentKeyDep, model_id: str) -> ModelPublic:
-    """One version, by its id or its job's."""
-    model = _version(session, model_id, key)
-    return ModelPublic.of(
-        model, versions.aliases_of_versions(session, [model.id]).get(model.id, [])
-    )
+def not_modified(request: Request, etag: str) -> Response | None:
+    """304 when If-None-Match names the ETag (or is `*`), compared weakly (RFC 9110 13.1.2):
+    the client's copy is current."""
+    asked = request.headers.get("if-none-match")
+    if asked is None:
+        return None
+    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
+    if "*" in tags or etag in tags:
+        return Response(status_code=304, headers={"ETag": etag})
+    return None
 
 
+@router.api_route("/models/{model_id}", methods=["HEAD"], include_in_schema=False)
+@router.get("/models/{model_id}", response_model=ModelPublic, responses=NOT_FOUND | NOT_MODIFIED)
+def get_model(
+    *, request: Request, session: SessionDep, key: CurrentKeyDep, model_id: str
+) -> Response:
+    """One version, by its id or its job's. Its ETag changes when the version does (an
+    alias moved onto it or away): send it back as If-None-Match for a 304."""
+    model = model_version(session, model_id, key)
+    aliases = versions.aliases_of_versions(session, [model.id]).get(model.id, [])
+    body = ModelPublic.of(model, aliases).model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    unchanged = not_modified(request, etag)
+    return unchanged or Response(body, media_type=JSON_TYPE, headers={"ETag": etag})
+
+
+@router.api_route("/models/{model_id}/weights", methods=["HEAD"], include_in_schema=False)
 @router.get(
     "/models/{model_id}/weights",
     response_class=Response,
     responses={
         **NOT_FOUND,
-        200: {"content": {"application/octet-stream": {}}},
+        **NOT_MODIFIED,
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
         503: error("The checkpoint no longer matches its sha256."),
     },
 )
 def download_weights(
     *,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     key: CurrentKeyDep,
     model_id: str,
-    format: Literal["pt", "safetensors", "onnx"] = "pt",
+    format: WeightsFormat = "pt",
 ) -> Response:
     """The weights as a file. `pt`: the checkpoint dict (network arguments, classes,
     preprocessing, state_dict) that `torch.load(..., weights_only=True)` opens;
-    `safetensors`: the state_dict, with the rest as JSON strings in its metadata; `onnx`:
-    the network as an ONNX graph (input `input`: normalised images or token ids, any
-    batch size; output `logits`), with task, arch, classes and preprocessing as JSON
-    metadata, exported once per checkpoint. 422 for a network that has no ONNX form
+    `safetensors`: the state_dict; `onnx`: the network as an ONNX graph (input `input`:
+    normalised images or token ids, any batch size; output `logits`), exported once per
+    checkpoint. safetensors and ONNX carry the checkpoint's format_version, task, arch,
+    model_args, classes and preprocessing as metadata: strings as they are, the rest as
+    JSON. The ETag is the checkpoint's sha256 (with `.safetensors` or `.onnx` for those):
+    If-None-Match with it answers 304. 422 for a network that has no ONNX form
     (`bag_of_embeddings`)."""
-    model = _version(session, model_id, key)
+    model = model_version(session, model_id, key)
+    etag = f'"{model.sha256}"' if format == "pt" else f'"{model.sha256}.{format}"'
+    unchanged = not_modified(request, etag)
+    if unchanged is not None:
+        return unchanged
     headers = {
-        "ETag": f'"{model.sha256}"',
+        "ETag": etag,
         "Content-Disposition": attachment(f"{model.name}-{model.id}.{format}"),
     }
+    media_type = MEDIA_TYPES[format]
+    store = get_store(settings)
     if format == "onnx":
         try:
-            return FileResponse(
-                cached_onnx(model, settings.artifacts_dir), headers=headers, media_type=OCTETS
-            )
+            onnx = cached_onnx(model, session, store)
         except ExportError as exc:
             raise HTTPException(422, str(exc)) from exc
-    path = versions.checkpoint_of(model)
+        return FileResponse(onnx, headers=headers, media_type=media_type)
     if format == "pt":
-        return FileResponse(path, headers=headers, media_type=OCTETS)
-    content = _safetensors(load_plain(path), model)
-    return Response(content, media_type=OCTETS, headers=headers)
+        return _streamed(store, model, headers)
+    content = _safetensors(load_plain(versions.checkpoint_of(model, store)))
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def _streamed(store: ArtefactStore, model: ModelVersion, headers: dict) -> Response:
+    """The checkpoint as it comes from the store, never whole in memory; its sha256 is
+    checked as it goes (from a local folder, before the first byte), and a mismatch found
+    at the end cuts the response short of its Content-Length, so no client takes it whole."""
+    try:
+        size, chunks = store.stream(model.checkpoint_path, model.sha256)
+    except ArtefactCorrupt as exc:
+        raise versions.ModelFileCorrupt(f"model {model.id}: {exc}") from exc
+    headers = headers | {"Content-Length": str(size)}
+    return StreamingResponse(chunks, headers=headers, media_type=MEDIA_TYPES["pt"])
 
 
 def attachment(filename: str) -> str:
@@ -143,12 +194,9 @@ def attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _safetensors(checkpoint: dict, model: ModelVersion) -> bytes:
-    metadata = {"model_id": model.id, "name": model.name, "task": model.task, "arch": model.arch}
-    for key in ("model_args", "classes", "preprocessing"):
-        metadata[key] = json.dumps(checkpoint[key])
+def _safetensors(checkpoint: dict) -> bytes:
     weights = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
-    return safetensors.torch.save(weights, metadata=metadata)
+    return safetensors.torch.save(weights, metadata=file_metadata(checkpoint))
 
 
 @deploy_router.delete(
@@ -165,12 +213,12 @@ async def delete_model(
     model_id: str,
 ) -> None:
     """Delete a version and its checkpoint; refused while an alias points at it."""
-    model = await run_in_threadpool(_version, session, model_id, key)
+    model = await run_in_threadpool(model_version, session, model_id, key)
     try:
         await run_in_threadpool(versions.delete_model, session, model)
     except IntegrityError as exc:  # an alias was moved onto it meanwhile
         raise HTTPException(409, f"model {model.id}: an alias now points at it") from exc
-    Path(model.checkpoint_path).unlink(missing_ok=True)
+    await run_in_threadpool(get_store(settings).delete, model.checkpoint_path)
     forget_version(server, settings, model)
 
 
@@ -178,7 +226,7 @@ def forget_version(server: ModelServer, settings: Settings, model: ModelVersion)
     """After a version's deletion has committed: drop it from this process's cache (the
     others drop it at their next registry read) and remove its ONNX export."""
     server.cache.discard(model.id)
-    forget_export(settings.artifacts_dir, model.sha256)
+    forget_export(get_store(settings), model.sha256)
 
 
 # ---- aliases -----------------------------------------------------------------------------
@@ -209,7 +257,7 @@ async def move_alias(
     body: AliasMoveRequest,
 ) -> AliasMovePublic:
     """Point an alias at a version of this name. Serving switches once it is loaded."""
-    model = await run_in_threadpool(_version, session, body.version_id, key)
+    model = await run_in_threadpool(model_version, session, body.version_id, key)
     if model.name != name:
         raise HTTPException(
             422, f"version {model.id} is a version of {model.name!r}, not of {name!r}"

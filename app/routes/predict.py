@@ -1,12 +1,10 @@
-"""Predictions: POST /predict, and the KServe V2 inference protocol's infer call.
+"""Predictions: POST /predict (app/routes/v2.py: the KServe V2 protocol's infer).
 
 Handlers are async and never run a network themselves: each request's examples go
 to its model's batcher (app/batching.py), whose forward runs in a thread.
 """
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,21 +13,19 @@ from typing import TypeVar
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from app.deps import ModelServerDep, key_of, require_scope
+from app.deps import key_of, require_scope
 from app.multipart import MultipartError, TooManyParts, parse_multipart
-from app.schemas import InferRequest, InferResponse, Prediction, TextPredictRequest, error
+from app.schemas import MAX_EXAMPLES, Prediction, TextPredictRequest, error
 from app.serving import ModelServer, Served
 from app.store.tables import ApiKey
 from models.data import IMAGE_TASK, TEXT_TASK, DatasetError
 from models.predictor import Ranked
 
-router = APIRouter(tags=["predict"])
 # Requests reach /predict through app.past_router, past FastAPI's router, which runs the
 # key check the route declares itself: it is included without app.main's.
 predict_router = APIRouter(tags=["predict"], dependencies=[require_scope("predict")])
 
 JSON = "application/json"
-MAX_EXAMPLES = 1024
 # Besides the images: 'model' and 'top_k'. The reader stops at this many parts.
 MAX_PARTS = MAX_EXAMPLES + 2
 # Bodies up to this are parsed on the event loop, larger ones in a thread: a hop costs
@@ -42,10 +38,12 @@ MODEL_HELP = (
     "for the task."
 )
 REQUEST_BODY = {
-    "required": True,
+    # A body is needed (none is refused with a 4xx), but openapi-python-client 0.29 types
+    # a required body of several media types as optional and then cannot import `Unset`.
+    "required": False,
     "content": {
         "application/json": {
-            "schema": TextPredictRequest.model_json_schema(),
+            "schema": {"$ref": "#/components/schemas/TextPredictRequest"},
             "examples": {
                 "one text": {"value": {"text": "a gripping, beautifully acted film"}},
                 "several texts": {
@@ -54,19 +52,7 @@ REQUEST_BODY = {
             },
         },
         "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string", "format": "binary", "description": "An image."},
-                    "files": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": f"Several images (up to {MAX_EXAMPLES}): a list comes back.",
-                    },
-                    "model": {"type": "string", "description": MODEL_HELP},
-                    "top_k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-                },
-            },
+            "schema": {"$ref": "#/components/schemas/ImagePredictForm"},
             "examples": {"an image": {"value": {"file": "(a PNG or JPEG)", "top_k": 3}}},
         },
     },
@@ -91,9 +77,9 @@ async def predict(request: Request) -> Response:
     with server.arrivals.expect():
         body = await request.body()
         asked = await off_the_loop_if_big(predict_request, content_type, body)
-        served = await _resolve(server, asked, key_of(request))
+        served = await resolve_for_task(server, asked, key_of(request))
         answer = served.batcher.submit(asked.examples, asked.top_k)
-    ranked = await _answers(answer, asked.field)
+    ranked = await answers_of(answer, asked.field)
     return Response(predictions_json(served, ranked, asked.many), media_type=JSON)
 
 
@@ -184,7 +170,10 @@ def _errors(exc: ValidationError) -> list[dict]:
     return [{k: e[k] for k in ("loc", "msg", "type")} for e in exc.errors()]
 
 
-async def _resolve(server: ModelServer, asked: PredictRequest, key: ApiKey | None) -> Served:
+async def resolve_for_task(
+    server: ModelServer, asked: PredictRequest, key: ApiKey | None
+) -> Served:
+    """The served version the request names, if it is of the request's task (else 422)."""
     served = await server.resolve(asked.model_ref, asked.task, key)
     if served.version.task != asked.task:
         raise HTTPException(
@@ -195,7 +184,7 @@ async def _resolve(server: ModelServer, asked: PredictRequest, key: ApiKey | Non
     return served
 
 
-async def _answers(answer, field: str) -> list[Ranked]:
+async def answers_of(answer, field: str) -> list[Ranked]:
     try:
         return await answer
     except DatasetError as exc:
@@ -212,61 +201,3 @@ def _prediction(served: Served, ranked: Ranked) -> dict:
         "job_id": version.job_id,
         "model_name": version.name,
     }
-
-
-# ---- KServe V2 ---------------------------------------------------------------------------
-
-
-@router.post(
-    "/v2/models/{model}/infer",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": InferRequest.model_json_schema(),
-                    "examples": {
-                        "two texts": {"value": InferRequest.model_json_schema()["examples"][0]}
-                    },
-                }
-            },
-        }
-    },
-    responses={
-        404: error("No such model or alias."),
-        422: error("Inputs that are not one BYTES tensor of images or texts."),
-    },
-)
-async def infer(model: str, request: Request, server: ModelServerDep) -> InferResponse:
-    """KServe V2 inference: one BYTES input of base64 images or UTF-8 texts.
-
-    `model` is anything /predict takes. Outputs: `label` (BYTES) and `probabilities`
-    (FP32, one row per input in the order of the model's classes).
-    """
-    with server.arrivals.expect():
-        body = await off_the_loop_if_big(_infer_request, "", await request.body())
-        served = await server.resolve(model, IMAGE_TASK, key_of(request))
-        examples = _infer_examples(body, served.version.task)
-        classes = served.batcher.predictor.classes
-        answer = served.batcher.submit(examples, len(classes))
-    ranked = await _answers(answer, "inputs[0].data")
-    return InferResponse.of(body.id, served.version, classes, ranked)
-
-
-def _infer_request(_content_type: str, body: bytes) -> InferRequest:
-    try:
-        return InferRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise HTTPException(422, _errors(exc)) from exc
-
-
-def _infer_examples(body: InferRequest, task: str) -> list[bytes] | list[str]:
-    [tensor] = body.inputs
-    if task == TEXT_TASK:
-        return tensor.data
-    try:
-        return [base64.b64decode(item, validate=True) for item in tensor.data]
-    except (binascii.Error, ValueError) as exc:
-        raise HTTPException(
-            422, "inputs[0].data: an image model takes base64-encoded image files"
-        ) from exc

@@ -92,7 +92,7 @@ def create_sweep(
         response.status_code = 200
         return _public(session, found)
     log.info("sweep %s: stored, %d trials of %s", sweep.id, spec.max_trials, sweep.name)
-    advance_sweep(session, sweep.id, lambda job_id: _send(celery, job_id))
+    advance_sweep(session, sweep.id, lambda job_id, queue: _send(celery, job_id, queue))
     return _public(session, sweep)
 
 
@@ -130,9 +130,9 @@ def _sweep_for_key(session: Session, key: str, request_sha256: str) -> Sweep | N
     return sweep
 
 
-def _send(celery, job_id: str) -> None:
+def _send(celery, job_id: str, queue: str) -> None:
     try:
-        enqueue_training(celery, job_id)
+        enqueue_training(celery, job_id, queue)
     except BrokerUnreachable as exc:  # stored is accepted: the sweeper sends it later
         log.warning("job %s: stored, but the broker is unreachable (%s)", job_id, exc)
 

@@ -8,6 +8,7 @@
     lifecycle.py  a job's state changes: claim, lease, cancel, finish, fail, re-queue, recover
     records.py    what training reports: steps, epochs, events, metric series
     versions.py   model versions, their aliases, and the registry's generation
+    evaluations.py  evaluations of a version on new data: asked for, claimed, ended
     keys.py       API keys
 
 One module per aggregate, so a query is found by what it touches. Nothing here imports

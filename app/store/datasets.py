@@ -1,7 +1,5 @@
 """Uploaded datasets: one stored copy per upload and read options."""
 
-from pathlib import Path
-
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
@@ -41,8 +39,8 @@ def list_datasets(session: Session, limit: int, cursor: str | None, *filters):
     return page(session, Dataset, limit, cursor, LIVE, *filters)
 
 
-def delete_dataset(session: Session, dataset_id: str) -> Path | None:
-    """Delete a dataset, and return its file for the caller to remove once this has
+def delete_dataset(session: Session, dataset_id: str) -> str | None:
+    """Delete a dataset, and return its artefact's key for the caller to remove once this has
     committed (None: no such dataset). Raises DatasetInUse while a job not yet ended names
     it. One that ended jobs name stays as a tombstone, so that their rows keep what they
     ran on; its fingerprint is freed, so the same upload stores a new dataset."""
@@ -60,7 +58,7 @@ def delete_dataset(session: Session, dataset_id: str) -> Path | None:
     else:
         session.delete(dataset)
     session.commit()
-    return Path(dataset.path)
+    return dataset.path
 
 
 def drop_unnamed_tombstones(session: Session, dataset_ids: list[str]) -> None:

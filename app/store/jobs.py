@@ -128,11 +128,14 @@ JOB_SUMMARY = (
     Job.finished_at,
 )
 JOB_DETAILS = (
+    Job.queue,
+    Job.worker,
     Job.resumed_from_epoch,
     Job.cancel_requested_at,
     Job.spec,
     Job.spec_sources,
     Job.event_seq.label("last_event_id"),
+    ModelVersion.evaluation,
 )
 
 EPOCH_HISTORY = (
@@ -288,18 +291,22 @@ def count_jobs_by_status(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
 
 
-def count_queued(session: Session, queued_before: datetime) -> int:
-    return session.execute(
-        select(func.count()).where(Job.status == JobStatus.QUEUED, Job.queued_at < queued_before)
-    ).scalar_one()
+def count_queued(session: Session, queued_before: datetime) -> dict[str, int]:
+    """Queue -> its jobs queued before `queued_before`."""
+    counted = session.execute(
+        select(Job.queue, func.count())
+        .where(Job.status == JobStatus.QUEUED, Job.queued_at < queued_before)
+        .group_by(Job.queue)
+    )
+    return dict(counted.tuples().all())
 
 
-def queued_job_ids(session: Session, limit: int) -> list[str]:
-    """Oldest queued first: a re-queued job goes before newer ones."""
+def queued_job_ids(session: Session, limit: int, queue: str) -> list[str]:
+    """The queue's jobs, oldest queued first: a re-queued job goes before newer ones."""
     return list(
         session.scalars(
             select(Job.id)
-            .where(Job.status == JobStatus.QUEUED)
+            .where(Job.status == JobStatus.QUEUED, Job.queue == queue)
             .order_by(Job.queued_at, Job.id)
             .limit(limit)
         )

@@ -8,6 +8,7 @@ race for one job and exactly one of them wins.
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.store.tables import LEASED, EndReason, Job, JobEvent, JobStatus, ModelVersion, utcnow
@@ -57,14 +58,23 @@ def held_by(owner: str) -> tuple:
     return (Job.lease_owner == owner, Job.status.in_(LEASED))
 
 
-def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
-    """Take a queued job for one attempt; False if it is not queued (taken or ended)."""
+def claim_job(
+    session: Session,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    queue: str = "trainserve",
+    worker: str | None = None,
+) -> bool:
+    """Take a queued job of `queue` for one attempt, for `worker` (its Celery node name);
+    False if it is not queued (taken or ended) or is another queue's."""
     now = utcnow()
     return transition(
         session,
         job_id,
-        (Job.status == JobStatus.QUEUED,),
+        (Job.status == JobStatus.QUEUED, Job.queue == queue),
         status=JobStatus.RUNNING,
+        worker=worker,
         attempt=Job.attempt + 1,
         lease_owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -154,6 +164,19 @@ def finish_job(
     """Mark the job succeeded, register its model and move its `latest`, in one transaction
     (which also bumps the registry's generation): a job reads succeeded only once its
     model can be served."""
+    try:
+        return _register_and_end(session, job_id, owner, model, reason)
+    except IntegrityError:
+        # Two workers registered the first versions of one name at once, and both inserted
+        # its `latest` (seen with two machines): the one that lost tries again, and now
+        # finds the row, which it locks and moves.
+        session.rollback()
+        return _register_and_end(session, job_id, owner, model, reason)
+
+
+def _register_and_end(
+    session: Session, job_id: str, owner: str, model: ModelVersion, reason: EndReason
+) -> bool:
     add_version(session, session.get_one(Job, job_id), model)
     return _end(
         session,

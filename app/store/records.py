@@ -1,12 +1,12 @@
 """What training reports about a job: per-step losses, epochs, the event stream, and the
 metric series drawn from them."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from app.jobspec import EPOCH_METRICS, STEP_METRICS
+from app.jobspec import EPOCH_METRICS, STEP_METRICS, ResourceMetric
 from app.store.lifecycle import LeaseLost, held_by, transition, update_job
 from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
 
@@ -30,8 +30,14 @@ def forget_progress_after(session: Session, job_id: str, epoch: int = 0, step: i
     session.commit()
 
 
-def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, float, float]]):
-    """Per-step (step, epoch, loss, learning rate): metric points and one event per step."""
+def record_steps(
+    session: Session,
+    job_id: str,
+    steps: list[tuple[int, int, float, float]],
+    resources: Mapping[ResourceMetric, float] | None = None,
+):
+    """Per-step (step, epoch, loss, learning rate): metric points and one event per step;
+    `resources`, the worker's use sampled now, as metric points at the last of the steps."""
     if not steps:
         return
     first_seq = _reserve_events(session, job_id, len(steps)) - len(steps) + 1
@@ -56,6 +62,10 @@ def record_steps(session: Session, job_id: str, steps: list[tuple[int, int, floa
             {"job_id": job_id, "name": name, "step": step, "value": value}
             for step, _, *values in steps
             for name, value in zip(STEP_METRICS, values, strict=True)
+        ]
+        + [
+            {"job_id": job_id, "name": name, "step": steps[-1][0], "value": value}
+            for name, value in (resources or {}).items()
         ],
     )
     session.commit()
@@ -68,10 +78,18 @@ def _reserve_events(session: Session, job_id: str, count: int) -> int:
 
 
 def record_epoch(
-    session: Session, job_id: str, owner: str, metrics: dict, step: int, is_best: bool
+    session: Session,
+    job_id: str,
+    owner: str,
+    metrics: dict,
+    step: int,
+    is_best: bool,
+    checkpoints: dict[str, str],
 ) -> None:
-    """An epoch's metrics: history row, metric points at its last step, and an event."""
-    values = {"epoch": metrics["epoch"]}
+    """An epoch's metrics: history row, metric points at its last step, and an event; and
+    `checkpoints`, the keys and sha256 of the objects that count from now on (Job columns
+    last_checkpoint…, best_checkpoint…), in the same commit."""
+    values: dict = {"epoch": metrics["epoch"], **checkpoints}
     if is_best:
         values |= {"best_epoch": metrics["epoch"], "best_val_accuracy": metrics["val_accuracy"]}
     row = update_job(
@@ -87,6 +105,16 @@ def record_epoch(
     )
     session.add(JobEvent(job_id=job_id, seq=row.event_seq, kind="epoch", data=metrics))
     session.commit()
+
+
+def status_events(session: Session, job_id: str, limit: int = 1000) -> Sequence[JobEvent]:
+    """The job's status changes, oldest first: its timeline, without its steps and epochs."""
+    return session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+        .order_by(JobEvent.seq)
+        .limit(limit)
+    ).all()
 
 
 def events_after(session: Session, job_id: str, seq: int, limit: int = 1000) -> list[JobEvent]:

@@ -117,7 +117,13 @@ class Dataset(Base):
     details: Mapped[dict[str, Any]]
     # Files of an image zip left out: hidden, not_an_image, and the first few not images.
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # What models.datachecks found at upload: imbalance, duplicates, leakage (None: stored
+    # before the checks existed).
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Its decoded tensors' key in the artefact store, and their sha256 (None: stored before
+    # the store recorded it, migration 0013), which every read is checked against.
     path: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
     # The key that uploaded it (None: admin's, such as those stored before ownership).
     owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -182,6 +188,18 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # The Celery queue it is routed to (by the device it needs) and the worker (its Celery
+    # node name) that runs or last ran it.
+    queue: Mapped[str] = mapped_column(
+        String(60), default="trainserve", server_default="trainserve"
+    )
+    worker: Mapped[str | None] = mapped_column(String(200))
+    # The checkpoints that count, in the artefact store: the last epoch's (to resume) and
+    # the best one's (to serve). An object is only these once its row names it here.
+    last_checkpoint: Mapped[str | None] = mapped_column(Text)
+    last_checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    best_checkpoint: Mapped[str | None] = mapped_column(Text)
+    best_checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     # The key that created the job and owns it (None with auth off): quotas count its open
     # jobs, and a key's listing reads its own in the listing's order.
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
@@ -325,7 +343,27 @@ class ModelVersion(Base):
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     checkpoint_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
+    # The served epoch's report on the job's validation data (models.evaluation); None for
+    # versions stored before it was computed.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The sha256 of its ONNX export in the artefact store, once one was made (app/exports.py).
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Worker(Base):
+    """A Celery worker as it last told: which queues it serves, on what device. Each worker
+    renews its row every heartbeat; the API tells from it whether a queue is served."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # its Celery node name
+    queues: Mapped[list[Any]]
+    device: Mapped[str] = mapped_column(String(20))
+    # [{"name": "NVIDIA H200", "memory_bytes": …}, …]: what nvidia-smi lists (CUDA_VISIBLE_DEVICES)
+    gpus: Mapped[list[Any]]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class ModelAlias(Base):
@@ -367,3 +405,35 @@ class RegistryGeneration(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class EvaluationStatus(StrEnum):
+    """An evaluation on new data: queued → running → succeeded | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Evaluation(Base):
+    """A model version judged on a dataset it may never have seen, by a worker."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    # No foreign key: the report outlives the dataset it was made on.
+    dataset_id: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(10))  # test, train or all: what was evaluated
+    status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.QUEUED)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_evaluations_version_id_created_at", "version_id", "created_at"),)

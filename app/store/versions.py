@@ -5,6 +5,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.store.artefacts import ArtefactCorrupt, ArtefactStore
 from app.store.pages import page
 from app.store.tables import (
     AliasMove,
@@ -16,7 +17,6 @@ from app.store.tables import (
     is_id,
     utcnow,
 )
-from models.files import file_sha256
 
 LATEST = "latest"
 PRODUCTION = "production"
@@ -48,13 +48,14 @@ def add_version(session: Session, job: Job, model: ModelVersion) -> None:
     stage_alias_move(session, model.name, LATEST, model.id, action="job_succeeded")
 
 
-def checkpoint_of(version) -> Path:
-    """The checkpoint file of a version (a row, or anything with its id, checkpoint_path and
-    sha256), once its bytes are checked against the sha256 recorded when training wrote it."""
-    path = Path(version.checkpoint_path)
-    if file_sha256(path) != version.sha256:
-        raise ModelFileCorrupt(f"model {version.id}: checkpoint does not match its sha256")
-    return path
+def checkpoint_of(version, store: ArtefactStore) -> Path:
+    """A local file of a version's checkpoint (a row, or anything with its id,
+    checkpoint_path and sha256), once its bytes are checked against the sha256 recorded
+    when training wrote it."""
+    try:
+        return store.read(version.checkpoint_path, version.sha256)
+    except ArtefactCorrupt as exc:
+        raise ModelFileCorrupt(f"model {version.id}: checkpoint does not match its sha256") from exc
 
 
 def list_models(session: Session, limit: int, cursor: str | None, name: str | None, *filters):

@@ -6,7 +6,7 @@ sampler gave. The sampler's and the pruner's state is rebuilt from these rows
 (app/tuning.py), so Optuna's own storage tables are not needed.
 
 Revision ID: 0011_sweeps
-Revises: 0009_ownership
+Revises: 0013_workers
 Create Date: 2026-12-01 17:40:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_sweeps"
-down_revision: str | None = "0009_ownership"
+down_revision: str | None = "0013_workers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,13 +2,16 @@
 
 import io
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.broker import make_celery
 from app.store.db import get_session_factory
 from app.sweeper import resend_lost_messages
 from tests.conftest import app_client, face_set_zip, image_zip
-from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
+from tests.utils.api import IMAGE_JOB, TOP_IMAGE, train, upload
+from workers.evaluation import run_evaluation
 from workers.runner import run_job
 
 
@@ -231,8 +234,9 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
         for op in path.values()
         if "requestBody" in op
     ]
-    # datasets, jobs, keys, predict, an alias move, KServe infer, two shares
-    assert len(bodies) == 8
+    # datasets, jobs, keys, predict, explain, an alias move, an evaluation, KServe infer
+    # (with and without a version), two shares
+    assert len(bodies) == 11
     for body in bodies:
         for media in body["content"].values():
             ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
@@ -258,3 +262,61 @@ def test_a_job_accepted_while_the_broker_is_down_is_sent_once_it_is_back(
         assert resend_lost_messages(session, celery, grace_seconds=0) == 1
         assert resend_lost_messages(session, celery, grace_seconds=0) == 0  # now accounted for
     assert len(queued_messages(embedded_settings)) == 1
+
+
+def test_a_dataset_shows_a_few_examples_of_each_class(client, two_class_zip, sentiment_csv):
+    images = upload(client, two_class_zip, "shapes.zip").json()
+    shown = client.get(f"/datasets/{images['id']}/examples", params={"per_class": 3}).json()
+    assert [c["name"] for c in shown["classes"]] == ["bottom", "top"]
+    for each in shown["classes"]:
+        assert len(each["examples"]) == 3 and {e["split"] for e in each["examples"]} == {"train"}
+        for example in each["examples"]:
+            thumbnail = client.get(example["thumbnail"])
+            assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/png"
+            pixels = np.asarray(Image.open(io.BytesIO(thumbnail.content)).convert("L"))
+            assert pixels.shape == (16, 16)
+            # each class's own images: "top" is bright in its upper half, "bottom" in its lower
+            upper_brighter = pixels[:8].mean() > pixels[8:].mean()
+            assert upper_brighter == (each["name"] == "top")
+
+    texts = upload(client, sentiment_csv, "moods.csv").json()
+    shown = client.get(f"/datasets/{texts['id']}/examples").json()
+    rows = {c["name"]: [e["text"] for e in c["examples"]] for c in shown["classes"]}
+    assert len(rows["positive"]) == 4 and all("wonderful" in text for text in rows["positive"])
+    assert all("awful" in text for text in rows["negative"])
+    none = client.get(f"/datasets/{texts['id']}/examples/0/thumbnail")
+    assert none.status_code == 404 and "holds texts" in none.json()["detail"]
+    past = client.get(f"/datasets/{images['id']}/examples/50/thumbnail")
+    assert past.status_code == 404 and "has 50 examples" in past.json()["detail"]
+    assert client.get(f"/datasets/{images['id']}/examples?per_class=17").status_code == 422
+
+
+def test_an_evaluation_runs_in_the_worker_and_a_lost_message_is_sent_again(
+    embedded_settings, two_class_zip
+):
+    """Asked over HTTP, its message lost by the broker, re-sent by the sweep, then run by
+    the worker's code: the report counts the dataset's test split."""
+    with app_client() as client:
+        dataset = upload(client, two_class_zip, "d.zip").json()
+        version = train(client, dataset["id"])
+        for message in queued_messages(embedded_settings):
+            message.unlink()  # the job's, long consumed; now the broker holds nothing
+        asked = client.post(
+            f"/models/{version['id']}/evaluations", json={"dataset_id": dataset["id"]}
+        )
+        assert asked.status_code == 202, asked.text
+        assert asked.json()["split"] == "test"
+        for message in queued_messages(embedded_settings):
+            message.unlink()  # lost
+        celery = make_celery(embedded_settings)
+        with get_session_factory()() as session:
+            assert resend_lost_messages(session, celery, grace_seconds=0) == 1
+            assert resend_lost_messages(session, celery, grace_seconds=0) == 0
+        assert len(queued_messages(embedded_settings)) == 1
+        run_evaluation(asked.json()["id"])
+        run_evaluation(asked.json()["id"])  # a message delivered twice runs it once
+        evaluation = client.get(f"/models/{version['id']}/evaluations/{asked.json()['id']}").json()
+        assert evaluation["status"] == "succeeded", evaluation["error"]
+        test_examples = sum(dataset["counts"]["test"].values())
+        assert sum(map(sum, evaluation["report"]["confusion_matrix"]["counts"])) == test_examples
+        assert evaluation["started_at"] <= evaluation["finished_at"]

@@ -9,6 +9,7 @@ import torch
 from models.files import load_plain
 from tests.conftest import PROJECT, app_client
 from tests.utils.api import IMAGE_JOB, TOP_IMAGE, upload
+from tests.utils.jobs import stored_file
 from workers.runner import run_job
 
 
@@ -28,7 +29,8 @@ def test_a_tampered_checkpoint_is_refused(embedded_settings, two_class_zip):
         dataset_id = upload(client, two_class_zip, "d.zip").json()["id"]
         job_id = client.post("/jobs", json={**IMAGE_JOB, "dataset_id": dataset_id}).json()["id"]
         run_job(job_id)
-        checkpoint = embedded_settings.artifacts_dir / "jobs" / job_id / "best.pt"
+        model = client.get(f"/models/{job_id}").json()
+        checkpoint = stored_file(embedded_settings, model["checkpoint_path"])
         state = torch.load(checkpoint, weights_only=True)
         state["classes"] = list(reversed(state["classes"]))  # a swap of the labels
         torch.save(state, checkpoint)

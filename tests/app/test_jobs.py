@@ -63,6 +63,11 @@ def test_cancelling_a_finished_job_is_409_and_unknown_is_404(client, image_spec)
     assert refused.status_code == 409 and "succeeded" in refused.json()["detail"]
     assert client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
     assert client.post("/jobs/nope/cancel").status_code == 404
+    changes = client.get(f"/jobs/{job_id}/timeline").json()["changes"]
+    assert [c["status"] for c in changes] == ["queued", "running", "succeeded"]
+    assert changes[-1]["end_reason"] == "completed" and changes[1]["attempt"] == 1
+    assert [c["seq"] for c in changes] == sorted(c["seq"] for c in changes)
+    assert client.get("/jobs/nope/timeline").status_code == 404
 
 
 def test_listing_filters_before_paging(client, image_spec):
@@ -227,3 +232,32 @@ def test_a_given_value_that_contradicts_a_default_is_a_422_naming_it(client, sen
     assert "with its defaults filled" in refused.json()["detail"]
     assert "warmup_epochs must be shorter than the run" in refused.json()["detail"]
     assert client.get("/jobs").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "extra", "named"),
+    [
+        ({"gpus": 2}, {}, "resources.gpus above 1 needs resources.device 'cuda'"),
+        ({"device": "cuda", "processes": 2}, {}, "resources.processes is for cpu jobs"),
+        ({"processes": 2}, {"hyperparameters": {"batch_size": 9}}, "split evenly over"),
+        (
+            {"processes": 2},
+            {"limits": {"max_run_seconds": 60}, "hyperparameters": {"batch_size": 8}},
+            "needs hyperparameters.epochs",
+        ),
+        ({"processes": 2}, {"device": "cuda"}, "does not fit 2 ranks on cpu"),
+    ],
+)
+def test_ranks_that_do_not_fit_the_spec_are_a_422_naming_why(
+    client, image_spec, resources, extra, named
+):
+    refused = client.post("/jobs", json={**image_spec, "resources": resources, **extra})
+    assert refused.status_code == 422 and named in json.dumps(refused.json()["detail"])
+
+
+def test_a_job_of_several_ranks_is_stored_with_its_resources(client, image_spec):
+    spec = {**image_spec, "resources": {"processes": 2}, "hyperparameters": {"batch_size": 8}}
+    stored = client.post("/jobs", json=spec)
+    assert stored.status_code == 201, stored.text
+    resources = stored.json()["spec"]["resources"]
+    assert resources == {"device": None, "gpus": 1, "processes": 2}

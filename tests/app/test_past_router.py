@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 import app.keys
 from app.main import create_app
 from app.past_router import PastRouter
-from app.routes.predict import MAX_EXAMPLES
+from app.schemas import MAX_EXAMPLES
 from tests.conftest import ADMIN_KEY, bearer
 from tests.utils.api import IMAGE_JOB, new_key, upload
 

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from models.checkpoint import network_from_checkpoint
 from models.export import OnnxNetwork
 from tests.conftest import app_client, class_pattern, clear_cached_settings, png_bytes
 from tests.utils.api import IMAGE_JOB, TOP_IMAGE, train, upload
+from tests.utils.jobs import stored_file
 from tests.utils.waiting import wait_until
 
 
@@ -64,7 +66,7 @@ def test_each_succeeded_job_is_a_version_and_latest_follows_it(client, two_versi
     assert first["spec"]["hyperparameters"]["epochs"] == 2 and first["spec"]["seed"] == 0
     assert first["data_sha256"] == upload(client, two_class_zip, "d.zip").json()["sha256"]
     assert first["metrics"]["epoch"] >= 1 and len(first["sha256"]) == 64
-    assert first["checkpoint_path"].endswith(f"jobs/{first['job_id']}/best.pt")
+    assert re.fullmatch(rf"jobs/{first['job_id']}/a1-e\d+-best\.pt", first["checkpoint_path"])
     assert first["aliases"] == [] and second["aliases"] == ["latest"]
     listed = client.get("/models", params={"name": "shapes"}).json()
     assert [m["id"] for m in listed["items"]] == [second["id"], first["id"]]
@@ -128,7 +130,7 @@ def test_delete_is_refused_while_an_alias_points_at_the_version(
     refused = client.delete(f"/models/{first['id']}")
     assert refused.status_code == 409 and "production" in refused.json()["detail"]
     assert client.delete(f"/models/{second['id']}").status_code == 409  # latest
-    path = embedded_settings.artifacts_dir / "jobs" / first["job_id"] / "best.pt"
+    path = stored_file(embedded_settings, first["checkpoint_path"])
     assert path.exists()
     move(client, "shapes", "production", second["id"])
     assert client.delete(f"/models/{first['id']}").status_code == 204
@@ -184,7 +186,7 @@ def test_corrupt_weights_are_503_and_the_service_is_not_ready(
 ):
     first, second = two_versions
     for version in (first, second):
-        (embedded_settings.artifacts_dir / "jobs" / version["job_id"] / "best.pt").write_bytes(b"x")
+        stored_file(embedded_settings, version["checkpoint_path"]).write_bytes(b"x")
     with app_client() as fresh:  # nothing loaded yet in this process
         assert fresh.get(f"/models/{first['id']}/weights").status_code == 503
         response = fresh.post("/predict", files={"file": ("x.png", TOP_IMAGE)})

@@ -100,11 +100,12 @@ class Stack:
         # purpose); None: stop() fails on any.
         self.faults_expected: str | None = None
 
-    def start(self, name: str, *command: str) -> None:
+    def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
+        """Start a process (`env` added to the stack's environment) with a log of its own."""
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT,
-            env=self.env,
+            env=self.env | (env or {}),
             stdout=self._log_file(name),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a kill reaches its children
@@ -128,9 +129,11 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
-    def start_worker(self) -> None:
+    def start_worker(self, name: str = "worker", *queues: str, **env: str) -> None:
+        """A Celery worker; another name: another worker, as on another machine when `env`
+        gives it local folders of its own; `queues`: the queues it serves (-Q)."""
         self.start(
-            "worker",
+            name,
             sys.executable,
             "-m",
             "celery",
@@ -142,6 +145,9 @@ class Stack:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            f"--hostname={name}@%h",
+            *([f"--queues={','.join(queues)}"] if queues else []),
+            env=env,
         )
 
     def start_api(self, name: str = "api", port: int = 0, **env: str) -> str:
@@ -164,7 +170,8 @@ class Stack:
         return (self.folder / f"{name}.log").read_text(errors="replace")[-5000:]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name}\n{self.log(name)}" for name in ("api", "worker"))
+        names = sorted(log.stem for log in self.folder.glob("*.log"))
+        return "\n".join(f"--- {name}\n{self.log(name)}" for name in names)
 
     def new_faults(self) -> list[str]:
         """The lines of LOG_FAULTS written to any of this stack's logs since the last call,

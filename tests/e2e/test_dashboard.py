@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from tests.conftest import ADMIN_KEY, PROJECT, png_bytes
+from tests.conftest import ADMIN_KEY, PROJECT, bearer, png_bytes
 from tests.e2e.conftest import SENTIMENT_JOB, mnist_upload, wait_for_job
 from tests.utils.waiting import wait_until
 
@@ -161,6 +161,10 @@ def test_a_running_jobs_curve_grows_keeps_its_zoom_and_is_cancelled(
     first = wait_until(lambda: points(page), timeout=60, what="the loss curve's first points")
     second = wait_until(lambda: (n := points(page)) > first and n, timeout=30, what="more points")
     wait_until(lambda: points(page) > second, timeout=30, what="still more points")
+    # The worker's CPU and memory, refetched while the run is live; no GPU chart on a CPU.
+    memory = wait_until(lambda: points(page, "memory-mib"), timeout=30, what="memory points")
+    wait_until(lambda: points(page, "memory-mib") > memory, timeout=30, what="more memory points")
+    assert points(page, "cpu-percent") > 0 and page.locator("#chart-gpu-percent").count() == 0
 
     over = page.locator("#chart-loss .u-over").bounding_box()
     assert over is not None
@@ -178,11 +182,16 @@ def test_a_running_jobs_curve_grows_keeps_its_zoom_and_is_cancelled(
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel")
     page.wait_for_selector("#run-facts[data-status=cancelled]", timeout=60_000)
+    page.wait_for_selector(".timeline li[data-status=cancelled]", timeout=30_000)
+    shown = page.locator(".timeline li[data-status]").evaluate_all(
+        "items => items.map(i => i.dataset.status)"
+    )
+    assert shown[:2] == ["queued", "running"] and shown[-1] == "cancelled", shown
     assert api.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
 
 
-def points(page: Page) -> int:
-    return int(page.get_attribute("#chart-loss", "data-points") or 0)
+def points(page: Page, chart: str = "loss") -> int:
+    return int(page.get_attribute(f"#chart-{chart}", "data-points") or 0)
 
 
 def x_range(page: Page) -> tuple[str | None, str | None]:
@@ -207,6 +216,10 @@ def test_upload_a_dataset_with_its_progress_and_the_servers_error(
     stored = [d for d in api.get("/datasets").json()["items"] if d["name"] == "ui-reviews"]
     assert len(stored) == 1 and stored[0]["counts"]["train"] == {"negative": 20, "positive": 20}
     page.wait_for_selector("#dataset-detail section[data-split=train] .bar")
+    positive = page.locator("#dataset-examples section[data-class=positive] .example-text")
+    assert positive.count() == 6 and "great film" in positive.first.inner_text()
+    checks = page.locator("#data-checks li").all_inner_texts()
+    assert "train: 0 exact duplicates" in checks, checks
     screenshot(page, "datasets")
 
     notes = tmp_path / "notes.txt"
@@ -227,6 +240,10 @@ def test_predict_an_image_in_try_it(page, stack, versions, mnist, tmp_path):
     assert answer.get_attribute("data-label") == "7"
     assert answer.get_attribute("data-version") == versions[-1]["id"]  # latest answers
     assert page.locator("#top-k .label").count() == 3
+    page.click("#explain")
+    overlay = page.wait_for_selector("#explanation img.attribution")
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.locator("#explanation h3").inner_text().startswith("Why 7")
     screenshot(page, "try")
 
 
@@ -289,6 +306,20 @@ def test_a_sweeps_page_shows_its_trials_and_the_objective_per_field(page, stack,
     screenshot(page, "sweep")
 
 
+def test_the_run_and_model_pages_show_the_served_epochs_evaluation(page, stack, versions):
+    """The confusion matrix as a heat map (a row per true class) and a bar per class."""
+    newest = versions[-1]
+    open_page(page, stack.url, f"run?id={newest['job_id']}")
+    page.wait_for_selector("#confusion-matrix tbody tr")
+    assert page.locator("#confusion-matrix tbody tr").count() == 10
+    assert page.locator(".per-class .bar").count() == 10
+    cells = page.locator("#confusion-matrix tbody td").all_inner_texts()
+    assert sum(map(int, cells)) == newest["evaluation"]["examples"]
+    page.goto(f"{stack.url}/ui/#/models?name={DIGITS}")
+    page.wait_for_selector(".model-detail #confusion-matrix tbody tr")
+    assert page.locator(".model-detail .per-class .bar").count() == 10
+
+
 def production(api) -> str | None:
     aliases = api.get(f"/models/{DIGITS}/aliases").json()
     return next((a["version_id"] for a in aliases if a["alias"] == "production"), None)
@@ -337,7 +368,7 @@ def test_a_revoked_key_mid_session_returns_to_the_sign_in_page(page, console, ap
 PHONE = {"width": 390, "height": 844}
 
 
-def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions, sweep):
+def test_every_page_fits_a_phone_in_the_dark(browser, console, api, stack, versions, sweep):
     """At a phone's width, with the system's dark theme, no page is wider than the screen
     (wide tables scroll in their own box) and none logs an error."""
     context = browser.new_context(viewport=PHONE, color_scheme="dark")
@@ -347,6 +378,7 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions, 
     open_page(tab, stack.url, "runs")
     background = tab.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(13, 17, 23)"  # the dark theme's
+    digits = api.get(f"/jobs/{versions[0]['job_id']}").json()["dataset_id"]
     fragments = {
         "runs": "table.runs tbody tr",
         f"run?id={versions[0]['job_id']}": "#chart-loss[data-points]",
@@ -354,6 +386,8 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions, 
         f"models?name={DIGITS}": "#versions tbody tr",
         "try": "#image-drop",
         "datasets": "#datasets tbody tr",
+        # the digits' thumbnails, fetched with the key
+        f"datasets?id={digits}": "#dataset-examples section[data-class='7'] img[data-loaded=true]",
         "keys": "#keys tbody tr",
         f"sweeps?id={sweep['id']}": "#trials tbody tr",
     }
@@ -364,3 +398,31 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, stack, versions, 
         assert width <= PHONE["width"], f"#/{fragment} is {width} px wide"
     context.close()
     console.check()
+
+
+# The browser's own EventSource on a job's stream: it resolves once the source is closed
+# for good (or after 20 s, to fail rather than hang).
+FOLLOW_WITH_EVENTSOURCE = """(path) => new Promise((resolve) => {
+  const source = new EventSource(path);
+  let events = 0;
+  for (const kind of ["status", "step", "epoch"]) source.addEventListener(kind, () => events++);
+  const done = () => resolve({ events, state: source.readyState });
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) done(); };
+  setTimeout(done, 20000);
+})"""
+
+
+def test_an_eventsource_stops_once_a_finished_jobs_stream_has_ended(browser, stack, versions):
+    """A browser's EventSource (the key in a header the context adds to every request: an
+    EventSource cannot send one itself) reads a finished job's events, reconnects once with
+    Last-Event-ID when the stream ends, is answered 204 and stops for good."""
+    context = browser.new_context(extra_http_headers=bearer(ADMIN_KEY))
+    tab = context.new_page()
+    answers: list[int] = []
+    tab.on("response", lambda r: answers.append(r.status) if r.url.endswith("/events") else None)
+    tab.goto(f"{stack.url}/healthz")  # the API's origin
+    followed = tab.evaluate(FOLLOW_WITH_EVENTSOURCE, f"/jobs/{versions[0]['job_id']}/events")
+    tab.wait_for_timeout(5000)  # longer than EventSource's 3 s before a reconnect
+    context.close()
+    assert followed["state"] == 2 and followed["events"] > 0, followed  # 2: CLOSED
+    assert answers == [200, 204]

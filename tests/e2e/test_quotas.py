@@ -1,8 +1,6 @@
 """Deletes on the real stack (PostgreSQL, Redis, the Celery worker): refused while in use,
 then rows and files gone, and what other rows recorded kept."""
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -21,7 +19,8 @@ def test_deletes_wait_until_nothing_uses_a_dataset_or_a_job(api, stack, sentimen
     assert older["status"] == newer["status"] == "succeeded"
     artifacts = stack.folder / "artifacts"
     older_folder = artifacts / "jobs" / older["id"]
-    assert (older_folder / "best.pt").exists()
+    older_model = api.get(f"/models/{older['model_id']}").json()
+    assert (artifacts / older_model["checkpoint_path"]).exists()
 
     running = api.post("/jobs", json={**spec, "hyperparameters": {"epochs": 200}}).json()
     for refused, in_use in (
@@ -40,7 +39,7 @@ def test_deletes_wait_until_nothing_uses_a_dataset_or_a_job(api, stack, sentimen
     history = api.get("/models/e2e-deletes/aliases/latest/history").json()
     assert [move["to_version_id"] for move in history] == [newer["model_id"], older["model_id"]]
 
-    dataset_file = Path(stored_dataset(stack, dataset["id"]).path)
+    dataset_file = artifacts / stored_dataset(stack, dataset["id"]).path  # a key under it
     assert dataset_file.exists()
     assert api.delete(f"/datasets/{dataset['id']}").status_code == 204
     assert api.get(f"/datasets/{dataset['id']}").status_code == 404

@@ -2,12 +2,14 @@
 
 import io
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 
 from app.ingest import ingest_upload
 from app.jobspec import JobSpec
 from app.recipes import facts_of_dataset, resolve
+from app.store.artefacts import get_store
 from app.store.jobs import add_job, get_job
 from app.store.tables import Job, utcnow
 from models.data import NamedFile, ReadOptions
@@ -58,3 +60,13 @@ def reloaded(session, job_id: str) -> Job:
     job = get_job(session, job_id)
     assert job is not None, f"no job {job_id}"
     return job
+
+
+def checkpoint_file(model) -> Path:
+    """A local file of a model version's checkpoint, read through the artefact store."""
+    return get_store().read(model.checkpoint_path, model.sha256)
+
+
+def stored_file(settings, key: str) -> Path:
+    """Where the local artefact folder keeps the object of `key`."""
+    return settings.artifacts_dir.resolve() / key

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,13 @@ from app.store.records import events_after
 from app.sweeper import recover_lost_workers
 from models.files import load_plain
 from tests.conftest import PROJECT
-from tests.utils.jobs import expire_lease, queue_image_job, reloaded
+from tests.utils.jobs import (
+    checkpoint_file,
+    expire_lease,
+    queue_image_job,
+    reloaded,
+    stored_file,
+)
 from tests.utils.waiting import wait_until
 from workers.lease import Lease
 from workers.runner import run_job
@@ -94,7 +99,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(
     uninterrupted = queue_image_job(session, embedded_settings, two_class_zip, **spec)
     run_job(uninterrupted)
     weights = [
-        load_plain(Path(reloaded(session, job_id).model.checkpoint_path))["state_dict"]
+        load_plain(checkpoint_file(reloaded(session, job_id).model))["state_dict"]
         for job_id in (killed, uninterrupted)
     ]
     for name, tensor in weights[0].items():
@@ -107,11 +112,12 @@ def test_an_infrastructure_failure_is_retried_and_bad_data_is_not(
     job_id = queue_image_job(
         session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
     )
-    dataset_file = Path(get_dataset(session, reloaded(session, job_id).dataset_id).path)
+    dataset_key = get_dataset(session, reloaded(session, job_id).dataset_id).path
+    dataset_file = stored_file(embedded_settings, dataset_key)
     hidden = dataset_file.rename(dataset_file.with_suffix(".away"))  # the store is unavailable
     run_job(job_id)
     job = reloaded(session, job_id)
-    assert job.status == "queued" and job.attempt == 1 and "FileNotFoundError" in job.error
+    assert job.status == "queued" and job.attempt == 1 and "ArtefactMissing" in job.error
     hidden.rename(dataset_file)
     run_job(job_id)
     job = reloaded(session, job_id)

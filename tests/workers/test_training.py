@@ -389,3 +389,25 @@ def test_model_options_must_fit_the_arch():
         ).description["model_args"]["base_width"]
         == 16
     )
+
+
+def _shuffled(count: int, batch_size: int) -> Batches:
+    """Batches of 0..count-1 shuffled by a generator seeded alike in every rank."""
+    generator = torch.Generator().manual_seed(3)
+    return Batches(lambda i: i, torch.arange(count), batch_size, shuffle=True, generator=generator)
+
+
+def test_two_ranks_shards_with_half_batches_make_up_the_batches_of_one():
+    whole = _shuffled(20, 4)
+    ranks = [_shuffled(20, 4).sharded(rank, 2, 2) for rank in (0, 1)]
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 5
+    for _ in range(2):  # two passes: every rank's generator moves on alike
+        for (inputs, _), (first, _), (second, _) in zip(whole, *ranks, strict=True):
+            assert sorted(inputs.tolist()) == sorted(first.tolist() + second.tolist())
+
+
+def test_every_rank_takes_as_many_steps_and_the_remainder_sits_out():
+    ranks = [_shuffled(21, 4).sharded(rank, 2, 2) for rank in (0, 1)]
+    seen = [torch.cat([labels for _, labels in shard]) for shard in ranks]
+    assert len(seen[0]) == len(seen[1]) == 10 and len(ranks[0]) == len(ranks[1])
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())

@@ -114,6 +114,7 @@ export async function followEvents(jobId, lastEventId, onEvent, signal) {
         headers: headers({ Accept: "text/event-stream", "Last-Event-ID": String(seen) }),
         signal,
       });
+      if (response.status === 204) return; // the job has ended and nothing follows `seen`
       if (!response.ok) throw await refusal(response);
       for await (const event of serverSentEvents(response.body)) {
         seen = event.id;

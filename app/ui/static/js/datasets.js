@@ -1,8 +1,12 @@
-// Datasets: the list, one dataset's classes with its per-split counts as bars, and an
-// upload by drag and drop (or a file picker) with a progress bar and the server's error.
+// Datasets: the list, one dataset's classes with its per-split counts as bars and a few
+// examples of each (thumbnails or texts), and an upload by drag and drop (or a file
+// picker) with a progress bar and the server's error.
 import { api, upload } from "./api.js";
 import { h, problem, shortId, when } from "./dom.js";
+import { checksView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
+
+const EXAMPLES_PER_CLASS = 6;
 
 export async function render(root, params, signal) {
   const table = h("tbody");
@@ -65,11 +69,29 @@ export async function render(root, params, signal) {
     updateParams({ id });
     const dataset = await api(`/datasets/${id}`, { signal });
     const { hidden, not_an_image: notImages } = dataset.skipped;
+    const shown = await api(`/datasets/${id}/examples?per_class=${EXAMPLES_PER_CLASS}`, { signal });
     detail.replaceChildren(
       h("h2", {}, `${dataset.name}: examples per class`),
       ...Object.entries(dataset.counts).map(([split, counts]) => splitBars(split, dataset.classes, counts)),
       h("p", { class: "muted" }, `skipped files: ${hidden} hidden, ${notImages} not images`),
+      h("h2", {}, "Examples"),
+      h("div", { class: "examples", id: "dataset-examples" }, shown.classes.map(classExamples)),
+      checksView(dataset.checks),
     );
+  }
+
+  // A thumbnail needs the key, which an <img src> cannot send: fetched, then shown as a blob.
+  function classExamples({ name, examples }) {
+    const items = examples.map((e) => {
+      if (e.text !== null) return h("li", { class: "example-text" }, e.text);
+      const image = h("img", { class: "thumbnail", alt: `${name} #${e.index}`, width: 48, height: 48 });
+      api(e.thumbnail, { raw: true, signal })
+        .then((response) => response.blob())
+        .then((blob) => { image.src = URL.createObjectURL(blob); image.dataset.loaded = "true"; })
+        .catch((error) => { if (!signal.aborted) image.replaceWith(problem(error)); });
+      return h("li", {}, image);
+    });
+    return h("section", { class: "class-examples", dataset: { class: name } }, h("h3", {}, name), h("ul", {}, items));
   }
 
   await list();

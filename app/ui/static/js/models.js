@@ -3,6 +3,7 @@
 // at the version).
 import { api, download, query } from "./api.js";
 import { h, percent, problem, shortId, when } from "./dom.js";
+import { evaluationView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
 
 const FORMATS = ["pt", "safetensors", "onnx"];
@@ -42,6 +43,7 @@ export async function render(root, params, signal) {
       aliasTable(aliases, versions.items),
       h("h2", {}, "Moves"),
       ...aliases.map((a, i) => historyTable(a.alias, histories[i])),
+      evaluationView(versions.items[0]?.evaluation, `Evaluation of the newest version, ${shortId(versions.items[0]?.id)}, at its served epoch`),
     );
   }
 

@@ -1,13 +1,24 @@
 // One run: its curves (per step from GET /jobs/{id}/metrics, then live from the event
-// stream), its events, spec, ETA, model and a Cancel button.
+// stream), the worker's CPU and memory (and GPU) over the run, its events, spec, ETA,
+// model and a Cancel button.
 import { api, followEvents } from "./api.js";
 import { Curves, loadCharts } from "./chart.js";
 import { duration, fixed, h, percent, problem, statusBadge, when } from "./dom.js";
+import { evaluationView } from "./evaluation.js";
 import { link, updateParams } from "./view.js";
 
 const COARSE_POINTS = 1000; // buckets of the whole run (more than a chart has pixels); a zoom fetches as many for its range
 const LIVE = new Set(["queued", "running", "cancelling"]);
 const X_MODES = { step: "step", epoch: "epoch", time: "training time (s)" };
+// The worker's own use, sampled about once a second as it stores steps (workers/resources.py);
+// no event carries it, so a live run's page fetches it again every few seconds.
+const RESOURCES = [
+  { name: "cpu_percent", title: "worker CPU (% of one core)", color: "#17becf" },
+  { name: "memory_mib", title: "worker memory (RSS, MiB)", color: "#7f7f7f" },
+  { name: "gpu_percent", title: "GPU utilisation (%)", color: "#bcbd22", gpu: true },
+  { name: "gpu_memory_mib", title: "GPU memory reserved (MiB)", color: "#e377c2", gpu: true },
+];
+const RESOURCE_REFRESH_MS = 5000;
 
 export async function render(root, params, signal) {
   const id = params.get("id");
@@ -27,10 +38,12 @@ export async function render(root, params, signal) {
   const [loss, lr, ends] = await Promise.all(
     ["loss", "lr", "val_loss"].map((name) => api(`/jobs/${id}/metrics?name=${name}&max_points=${COARSE_POINTS}`, { signal })),
   );
+  const used = await resourceSeries(id, signal);
   await charting;
   const steps = { loss: loss.points, lr: lr.points };
   const epochEnds = ends.points.map((p) => p.step); // the last step of each finished epoch
-  const liveEvents = [];
+  const liveEvents = []; // the epochs ended while the page is open
+  let changes = (await api(`/jobs/${id}/timeline`, { signal })).changes;
 
   const side = h("aside", { class: "side" });
   const charts = h("div", { class: "charts" });
@@ -64,7 +77,13 @@ export async function render(root, params, signal) {
   const accuracyChart = new Curves(accuracyBox, {
     title: "accuracy per epoch", lines: [{ label: "train_accuracy", color: "#9467bd" }, { label: "val_accuracy", color: "#8c564b" }], xLabel: X_MODES[view.x], ...common(), smoothing: null,
   });
-  const all = [lossChart, lrChart, epochLossChart, accuracyChart];
+  // GPU charts only for a run that recorded GPU figures.
+  const resourceCharts = RESOURCES.filter((r) => !r.gpu || used[r.name].length).map((r) => {
+    const box = h("div", { class: "chart", id: `chart-${r.name.replaceAll("_", "-")}` });
+    charts.append(box);
+    return [r.name, new Curves(box, { title: r.title, lines: [{ label: r.name, color: r.color, envelope: true }], xLabel: X_MODES[view.x], ...common(), smoothing: null })];
+  });
+  const all = [lossChart, lrChart, epochLossChart, accuracyChart, ...resourceCharts.map(([, chart]) => chart)];
 
   function draw() {
     const x = toX();
@@ -74,6 +93,7 @@ export async function render(root, params, signal) {
     const column = (name) => ({ values: job.history.map((e) => e[name]), min: [], max: [] });
     epochLossChart.update(epochX, [column("train_loss"), column("val_loss")]);
     accuracyChart.update(epochX, [column("train_accuracy"), column("val_accuracy")]);
+    for (const [name, chart] of resourceCharts) chart.update(used[name].map((p) => x(p.step)), [columnsOf(used[name])]);
     drawSide();
     if (!performance.getEntriesByName("run:curves").length) performance.mark("run:curves");
   }
@@ -116,16 +136,18 @@ export async function render(root, params, signal) {
       return;
     }
     if (event.kind === "epoch") epochEnds[event.data.epoch - 1] = steps.loss.at(-1)?.step ?? 0;
-    liveEvents.push(event);
+    if (event.kind === "status") changes = (await api(`/jobs/${id}/timeline`, { signal })).changes;
+    else liveEvents.push(event);
     job = await api(`/jobs/${id}`, { signal });
     root.querySelector("h1 .badge")?.replaceWith(statusBadge(job.status));
     redraw();
   }
 
   function drawSide() {
-    side.replaceChildren(summary(job), h("h2", {}, "Timeline"), timeline(job, liveEvents));
+    side.replaceChildren(summary(job), h("h2", {}, "Timeline"), timeline(job, changes, liveEvents));
     if (LIVE.has(job.status)) side.append(h("button", { class: "danger", id: "cancel", onclick: cancel }, "Cancel"));
     spec.replaceChildren(h("h2", {}, "Spec, with where each value came from"), specTable(job));
+    if (job.evaluation) spec.prepend(evaluationView(job.evaluation));
   }
 
   async function cancel() {
@@ -141,7 +163,28 @@ export async function render(root, params, signal) {
 
   draw();
   if (view.zoom.length === 2) finer(view.zoom); // a link's zoom gets its finer points too
-  if (LIVE.has(job.status)) followEvents(id, job.last_event_id, onEvent, signal);
+  if (LIVE.has(job.status)) {
+    followEvents(id, job.last_event_id, onEvent, signal);
+    refreshResources();
+  }
+
+  async function refreshResources() {
+    while (LIVE.has(job.status) && !signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, RESOURCE_REFRESH_MS));
+      try {
+        Object.assign(used, await resourceSeries(id, signal));
+      } catch (error) {
+        if (signal.aborted) return; // the page was left: nothing to draw
+        throw error;
+      }
+      redraw();
+    }
+  }
+}
+
+async function resourceSeries(id, signal) {
+  const series = await Promise.all(RESOURCES.map((r) => api(`/jobs/${id}/metrics?name=${r.name}&max_points=${COARSE_POINTS}`, { signal })));
+  return Object.fromEntries(series.map((s) => [s.name, s.points]));
 }
 
 function columnsOf(points) {
@@ -218,16 +261,17 @@ function summary(job) {
     job.error ? [h("dt", {}, "error"), h("dd", { class: "error" }, job.error)] : []);
 }
 
-function timeline(job, liveEvents) {
-  const moments = [
-    ["created", job.created_at], ["queued", job.queued_at], ["started", job.started_at],
-    ["cancel asked", job.cancel_requested_at], ["finished", job.finished_at],
-  ].filter(([, at]) => at);
-  const items = moments.map(([what, at]) => h("li", {}, h("b", {}, what), " ", when(at)));
-  if (job.resumed_from_epoch !== null) items.push(h("li", {}, `resumed from epoch ${job.resumed_from_epoch}`));
+// Every status change (GET /jobs/{id}/timeline: attempts, resumes, end reason, error),
+// the cancel request, then the epochs that ended while the page was open.
+function timeline(job, changes, liveEvents) {
+  const items = changes.map((c) => h("li", { dataset: { status: c.status } }, h("b", {}, c.status), " ", when(c.at),
+    c.attempt > 1 ? ` · attempt ${c.attempt}` : "",
+    c.resumed_from_epoch !== null ? ` · resumed from epoch ${c.resumed_from_epoch}` : "",
+    c.end_reason ? ` · ${c.end_reason.replaceAll("_", " ")}` : "",
+    c.error ? h("div", { class: "error" }, c.error) : ""));
+  if (job.cancel_requested_at) items.push(h("li", {}, h("b", {}, "cancel asked"), " ", when(job.cancel_requested_at)));
   for (const event of liveEvents) {
-    const text = event.kind === "status" ? `status ${event.data.status}${event.data.error ? `: ${event.data.error}` : ""}` : `epoch ${event.data.epoch}: val accuracy ${percent(event.data.val_accuracy)}`;
-    items.push(h("li", { class: "live" }, text));
+    items.push(h("li", { class: "live" }, `epoch ${event.data.epoch}: val accuracy ${percent(event.data.val_accuracy)}`));
   }
   return h("ol", { class: "timeline" }, items);
 }

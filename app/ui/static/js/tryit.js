@@ -19,12 +19,15 @@ export async function render(root, params, signal) {
   const text = h("textarea", { name: "text", rows: 3, cols: 50, placeholder: "or type a text", "aria-label": "text" });
   const answer = h("div", { id: "answer" });
   const preview = h("div", { class: "preview" });
+  const explanation = h("div", { id: "explanation" });
+  let lastImage = null; // the image last predicted: Explain explains it, else the text
   root.append(
     h("h1", {}, "Try it"),
     h("div", { class: "filters" }, h("label", {}, "model ", model, choices), h("label", {}, "top k ", topK)),
     drop,
-    h("div", { class: "filters" }, text, h("button", { id: "predict-text", onclick: predictText }, "Predict text")),
-    preview, answer,
+    h("div", { class: "filters" }, text, h("button", { id: "predict-text", onclick: predictText }, "Predict text"),
+      h("button", { id: "explain", class: "quiet", onclick: explain }, "Explain")),
+    preview, answer, explanation,
   );
   const keep = () => updateParams({ model: model.value, top_k: topK.value === "3" ? "" : topK.value });
   model.addEventListener("change", keep);
@@ -38,6 +41,8 @@ export async function render(root, params, signal) {
   });
 
   async function predictImage(image) {
+    lastImage = image;
+    explanation.replaceChildren();
     const form = new FormData();
     form.append("file", image);
     if (model.value) form.append("model", model.value);
@@ -48,8 +53,33 @@ export async function render(root, params, signal) {
   }
 
   async function predictText() {
+    lastImage = null;
+    explanation.replaceChildren();
     preview.replaceChildren();
     await show(() => api("/predict", { method: "POST", json: { text: text.value, model: model.value || undefined, top_k: Number(topK.value) }, signal }));
+  }
+
+  // POST /explain for the image last predicted, or else the text: the overlay (red: for the
+  // answer, blue: against) or each word shaded by its score.
+  async function explain() {
+    explanation.replaceChildren(h("p", { class: "muted" }, "explaining…"));
+    try {
+      let body;
+      if (lastImage) {
+        const form = new FormData();
+        form.append("file", lastImage);
+        if (model.value) form.append("model", model.value);
+        body = { method: "POST", body: form, signal };
+      } else {
+        body = { method: "POST", json: { text: text.value, model: model.value || undefined }, signal };
+      }
+      const found = await api("/explain", body);
+      explanation.replaceChildren(h("h3", {}, `Why ${found.label} (${found.method.replace("_", " ")})`), found.overlay_png
+        ? h("img", { class: "attribution", src: `data:image/png;base64,${found.overlay_png}`, alt: `attribution for ${found.label}` })
+        : tokenScores(found.tokens));
+    } catch (error) {
+      explanation.replaceChildren(problem(error));
+    }
   }
 
   async function show(call) {
@@ -70,4 +100,12 @@ export async function render(root, params, signal) {
       answer.replaceChildren(problem(error));
     }
   }
+}
+
+function tokenScores(tokens) {
+  const most = Math.max(1e-9, ...tokens.map((t) => Math.abs(t.score)));
+  return h("p", { class: "tokens" }, tokens.flatMap(({ token, score }) => [h("span", {
+    title: score.toFixed(4),
+    style: `background: color-mix(in srgb, ${score >= 0 ? "var(--danger)" : "var(--accent)"} ${(60 * Math.abs(score) / most).toFixed(0)}%, transparent)`,
+  }, token), " "]));
 }
