@@ -226,6 +226,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most words of one text /explain scores: a forward for each word.",
     )
+    explain_max_map_side: int = Field(
+        512,
+        ge=8,
+        le=4096,
+        description="An image's attribution map and overlay come at the image's own size, "
+        "scaled down to at most this many pixels a side.",
+    )
     explain_threads: int = Field(
         1,
         ge=1,

@@ -733,8 +733,9 @@ class Explanation(BaseModel):
     model_name: str
     attribution: list[list[float]] | None = Field(
         None,
-        description="Images: one value per pixel of the network's input (height rows of "
-        "width values), summed over channels; positive values speak for the label.",
+        description="Images: one value per pixel of the image sent (height rows of width "
+        "values, scaled down to TRAINSERVE_EXPLAIN_MAX_MAP_SIDE), summed over channels; "
+        "positive values speak for the label.",
     )
     overlay_png: str | None = Field(
         None, description="Images: a base64 PNG of the input in grey, red for, blue against."

@@ -70,3 +70,19 @@ def overlay_png(image: torch.Tensor, attribution: torch.Tensor) -> bytes:
 def pixel_map(attribution: torch.Tensor) -> torch.Tensor:
     """A (C,H,W) attribution as one value per pixel: the sum over its channels."""
     return attribution.sum(dim=0)
+
+
+def map_at_size(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An (H,W) map of the network's input drawn at another (height, width), bilinearly, its
+    values spread over the pixels each one covers, so that their sum stays the same."""
+    height, width = pixels.shape
+    scaled = torch.nn.functional.interpolate(
+        pixels[None, None].float(), size=size, mode="bilinear", align_corners=False
+    )[0, 0]
+    return scaled * (height * width) / (size[0] * size[1])
+
+
+def fitted_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) scaled down, keeping the aspect ratio, to at most max_side a side."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))

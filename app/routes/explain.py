@@ -14,6 +14,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
+import numpy as np
 import torch
 from fastapi import APIRouter, HTTPException, Request, Response
 
@@ -29,8 +30,15 @@ from app.routes.predict import (
 )
 from app.schemas import Explanation, error
 from app.serving import Served
-from models.data import IMAGE_TASK, DatasetError
-from models.explain import integrated_gradients, overlay_png, pixel_map, word_occlusion
+from models.data import IMAGE_TASK, DatasetError, decode_image
+from models.explain import (
+    fitted_size,
+    integrated_gradients,
+    map_at_size,
+    overlay_png,
+    pixel_map,
+    word_occlusion,
+)
 from models.predictor import Predictor
 from models.text import tokenize
 
@@ -113,17 +121,32 @@ def explain_image(predictor: Predictor, data: bytes, settings: Settings) -> dict
     target = int(logits[0].argmax())
     steps = settings.explain_steps
     attribution = integrated_gradients(predictor.network, inputs, baseline, target, steps)
-    pixels = pixel_map(attribution)
+    shown = _as_sent(data, image.shape[0], settings)
+    pixels = map_at_size(pixel_map(attribution), (shown.shape[1], shown.shape[2]))
     change = float(logits[0, target] - logits[1, target])
     return {
         "label": predictor.classes[target],
         "probability": round(float(logits[0].softmax(dim=0)[target]), 6),
         "method": "integrated_gradients",
         "attribution": [[round(value, 6) for value in row] for row in pixels.tolist()],
-        "overlay_png": base64.b64encode(overlay_png(image, pixels)).decode(),
+        "overlay_png": base64.b64encode(overlay_png(shown, pixels)).decode(),
         "steps": steps,
         "completeness_gap": round(float(attribution.sum()) - change, 6),
     }
+
+
+def _as_sent(data: bytes, channels: int, settings: Settings) -> torch.Tensor:
+    """The image as it was sent (uint8 C,H,W, in the network's channels), scaled down to fit
+    TRAINSERVE_EXPLAIN_MAX_MAP_SIDE: what its map and overlay are drawn at."""
+    mode = "L" if channels == 1 else "RGB"
+    full = decode_image(data, mode=mode, max_pixels=settings.max_predict_image_pixels)
+    size = fitted_size(full.shape[0], full.shape[1], settings.explain_max_map_side)
+    if size != full.shape[:2]:
+        full = decode_image(
+            data, resize=size, mode=mode, max_pixels=settings.max_predict_image_pixels
+        )
+    pixels = torch.from_numpy(np.ascontiguousarray(full))
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
 
 
 def explain_text(predictor: Predictor, text: str) -> dict:

@@ -145,6 +145,14 @@ def test_an_image_explanation_is_a_map_at_the_inputs_size_and_an_overlay(api, mn
         if mnist["t10k-images-idx3"][0][y, x] == 0
     ]
     assert max(map(abs, background)) == 0
+    # A digit sent at 56 x 84 (not the network's 28 x 28) gets its map at that size.
+    wide = Image.fromarray(mnist["t10k-images-idx3"][0]).resize((84, 56))
+    sent = io.BytesIO()
+    wide.save(sent, format="PNG")
+    larger = api.post("/explain", files={"file": ("7.png", sent.getvalue())}).json()
+    assert len(larger["attribution"]) == 56 and {len(row) for row in larger["attribution"]} == {84}
+    overlay = Image.open(io.BytesIO(base64.b64decode(larger["overlay_png"])))
+    assert overlay.size == (84, 56)
     too_many = api.post("/explain", files=[("files", (f"{i}.png", digit)) for i in range(5)])
     assert too_many.status_code == 422
     assert "TRAINSERVE_EXPLAIN_MAX_INPUTS" in too_many.json()["detail"]

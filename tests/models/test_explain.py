@@ -8,7 +8,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.explain import integrated_gradients, overlay_png, word_occlusion
+from models.explain import (
+    fitted_size,
+    integrated_gradients,
+    map_at_size,
+    overlay_png,
+    word_occlusion,
+)
 
 
 class Linear(nn.Module):
@@ -83,3 +89,19 @@ def test_the_overlay_is_an_image_of_the_input_size_red_where_it_speaks_for_the_c
     assert red > blue
     red, _, blue = picture.getpixel((0, 0))
     assert blue > red
+
+
+def test_a_map_drawn_at_another_size_keeps_its_sum_and_where_it_points():
+    pixels = torch.zeros(4, 4)
+    pixels[0, 3] = 8.0  # the top right corner
+    larger = map_at_size(pixels, (8, 12))
+    assert larger.shape == (8, 12)
+    assert torch.isclose(larger.sum(), torch.tensor(8.0))
+    row, column = divmod(int(larger.argmax()), 12)
+    assert row < 2 and column >= 9  # still the top right corner
+
+
+def test_a_size_is_fitted_within_the_largest_side_keeping_its_shape():
+    assert fitted_size(3000, 4000, 512) == (384, 512)
+    assert fitted_size(28, 28, 512) == (28, 28)  # never made larger
+    assert fitted_size(1, 10_000, 512) == (1, 512)
