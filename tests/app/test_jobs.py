@@ -100,6 +100,7 @@ SUMMARY_FIELDS = {
     "max_attempts", "epoch", "epochs", "progress", "best_epoch", "best_val_accuracy",
     "last_val_accuracy", "last_val_loss", "model_id", "device", "error", "created_at",
     "queued_at", "started_at", "heartbeat_at", "finished_at", "duration_seconds",
+    "sweep_id", "trial_number",
 }  # fmt: skip
 
 
@@ -260,4 +261,5 @@ def test_a_job_of_several_ranks_is_stored_with_its_resources(client, image_spec)
     stored = client.post("/jobs", json=spec)
     assert stored.status_code == 201, stored.text
     resources = stored.json()["spec"]["resources"]
-    assert resources == {"device": None, "gpus": 1, "processes": 2}
+    # routed: no GPU worker was seen, so the CPU's queue
+    assert resources == {"device": "cpu", "gpus": 1, "processes": 2}
