@@ -211,6 +211,12 @@ class Settings(BaseSettings):
         "providers the process configures. Off, a request skips the check for them (a "
         "seventh of /predict's event-loop time); /metrics is always on.",
     )
+    evaluation_max_seconds: float = Field(
+        3600,
+        gt=0,
+        description="An evaluation still running this long after it started is taken for one "
+        "whose worker died (it renews no lease) and ended as failed, saying so.",
+    )
     explain_steps: int = Field(
         32,
         ge=1,

@@ -19,7 +19,11 @@ from app.broker import QUEUE, enqueue_evaluation, enqueue_training, queue_length
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
-from app.store.evaluations import count_queued_evaluations, queued_evaluation_ids
+from app.store.evaluations import (
+    count_queued_evaluations,
+    fail_stalled_evaluations,
+    queued_evaluation_ids,
+)
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
 from app.store.tables import JobStatus, utcnow
@@ -76,8 +80,22 @@ def resend_lost_messages(session: Session, celery: Celery, grace_seconds: float)
     return len(sent)
 
 
+def end_stalled_evaluations(session: Session, max_seconds: float) -> list[str]:
+    """Evaluations running past `max_seconds`: failed, saying why and what to do."""
+    error = (
+        f"not ended {max_seconds:g} s after it started (TRAINSERVE_EVALUATION_MAX_SECONDS): "
+        "its worker stopped or is stuck; ask for the evaluation again"
+    )
+    started_before = utcnow() - timedelta(seconds=max_seconds)
+    failed = fail_stalled_evaluations(session, started_before, error)
+    if failed:
+        log.warning("evaluation(s) %s: %s", failed, error)
+    return failed
+
+
 def sweep(session: Session, celery: Celery, settings: Settings) -> None:
     recover_lost_workers(session, celery)
+    end_stalled_evaluations(session, settings.evaluation_max_seconds)
     # Before the re-send: a trial queued here is sent here, and counted as on its way.
     advance_running_sweeps(session, lambda job_id, queue: enqueue_training(celery, job_id, queue))
     resend_lost_messages(session, celery, grace_seconds=max(settings.sweep_seconds, 1.0))

@@ -59,6 +59,23 @@ def queued_evaluation_ids(session: Session, queued_before: datetime, limit: int)
     )
 
 
+def fail_stalled_evaluations(session: Session, started_before: datetime, error: str) -> list[str]:
+    """End as failed, with `error`, the evaluations still running that started before
+    `started_before`: an evaluation renews no lease, so one whose worker died would run
+    forever. Returns their ids."""
+    failed = session.scalars(
+        update(Evaluation)
+        .where(
+            Evaluation.status == EvaluationStatus.RUNNING, Evaluation.started_at < started_before
+        )
+        .values(status=EvaluationStatus.FAILED, error=error, finished_at=utcnow())
+        .returning(Evaluation.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    session.commit()
+    return list(failed)
+
+
 def count_queued_evaluations(session: Session, queued_before: datetime) -> int:
     return session.scalar(select(func.count()).where(*_queued_before(queued_before))) or 0
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from app.broker import make_celery
 from app.store.db import get_session_factory
-from app.sweeper import resend_lost_messages
+from app.store.evaluations import claim_evaluation
+from app.sweeper import end_stalled_evaluations, resend_lost_messages
 from tests.conftest import app_client, face_set_zip, image_zip
 from tests.utils.api import IMAGE_JOB, TOP_IMAGE, train, upload
 from workers.evaluation import run_evaluation
@@ -320,3 +321,13 @@ def test_an_evaluation_runs_in_the_worker_and_a_lost_message_is_sent_again(
         test_examples = sum(dataset["counts"]["test"].values())
         assert sum(map(sum, evaluation["report"]["confusion_matrix"]["counts"])) == test_examples
         assert evaluation["started_at"] <= evaluation["finished_at"]
+        # One whose worker died mid-run would stay running: the sweep ends it, saying so.
+        stalled = client.post(
+            f"/models/{version['id']}/evaluations", json={"dataset_id": dataset["id"]}
+        ).json()["id"]
+        with get_session_factory()() as session:
+            assert claim_evaluation(session, stalled) is not None  # a worker took it, then died
+            assert end_stalled_evaluations(session, max_seconds=3600) == []  # not yet
+            assert end_stalled_evaluations(session, max_seconds=1e-6) == [stalled]
+        ended = client.get(f"/models/{version['id']}/evaluations/{stalled}").json()
+        assert ended["status"] == "failed" and "ask for the evaluation again" in ended["error"]
