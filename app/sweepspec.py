@@ -7,7 +7,7 @@ import math
 import random
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.jobspec import EpochMetric, JobSpec, Strict
 
@@ -110,6 +110,34 @@ class Objective(Strict):
 
 
 class SweepSpec(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "base": {
+                        "task": "text_sentiment",
+                        "dataset_id": "9a0e…",
+                        "name": "mr",
+                        "model": {"arch": "bag_of_embeddings"},
+                    },
+                    "space": {
+                        "hyperparameters.lr": {
+                            "type": "float",
+                            "low": 0.001,
+                            "high": 0.05,
+                            "log": True,
+                        },
+                        "hyperparameters.dropout": {"type": "float", "low": 0.2, "high": 0.6},
+                    },
+                    "pruner": {"rule": "asha"},
+                    "max_trials": 16,
+                    "max_parallel": 2,
+                }
+            ]
+        },
+    )
+
     base: JobSpec = Field(description="The job every trial starts from (POST /jobs's body).")
     space: dict[str, Param] = Field(
         min_length=1,

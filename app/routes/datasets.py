@@ -10,6 +10,7 @@ from fastapi import (
     HTTPException,
     Path,
     Query,
+    Request,
     Response,
     UploadFile,
 )
@@ -49,6 +50,8 @@ log = logging.getLogger("trainserve.api")
 NOT_FOUND: Responses = {404: error("No such dataset.")}
 UPLOAD_REFUSAL = (413, "this upload")
 EXAMPLE_CHARACTERS = 300  # of a text shown as an example
+THUMBNAIL_TYPES = ("image/png", "application/octet-stream")
+BINARY = {"type": "string", "format": "binary"}
 THUMBNAIL_SIDE = 96  # pixels: two cells of the dataset page's 48 px grid, for sharp screens
 
 FILE_HELP = (
@@ -218,12 +221,17 @@ def dataset_examples(
     "/{dataset_id}/examples/{index}/thumbnail",
     response_class=Response,
     responses={
-        200: {"content": {"image/png": {}}, "description": "The example as a small PNG."},
+        200: {
+            "content": {media_type: {"schema": BINARY} for media_type in THUMBNAIL_TYPES},
+            "description": "The example as a small PNG (application/octet-stream when the "
+            "Accept header asks for it and not for an image).",
+        },
         404: error("No such dataset, example, or a text set (no images)."),
     },
 )
 def example_thumbnail(
     *,
+    request: Request,
     session: SessionDep,
     key: CurrentKeyDep,
     dataset_id: str,
@@ -241,9 +249,16 @@ def example_thumbnail(
         )
     return Response(
         thumbnail_png(data.images[index], THUMBNAIL_SIDE),
-        media_type="image/png",
+        media_type=_thumbnail_type(request.headers.get("accept", "")),
         headers={"Cache-Control": "private, max-age=31536000, immutable"},
     )
+
+
+def _thumbnail_type(accept: str) -> str:
+    """image/png, unless the client asks for bytes and for no image (a client generated from
+    the OpenAPI document reads only application/octet-stream as bytes)."""
+    wants_bytes = "application/octet-stream" in accept and "image/" not in accept
+    return THUMBNAIL_TYPES[1] if wants_bytes else THUMBNAIL_TYPES[0]
 
 
 def _readable_dataset(session: Session, key: ApiKey | None, dataset_id: str) -> Dataset:

@@ -235,9 +235,9 @@ def test_docs_and_openapi_show_an_example_for_every_request_body(client):
         for op in path.values()
         if "requestBody" in op
     ]
-    # datasets, jobs, keys, predict, explain, an alias move, an evaluation, KServe infer
-    # (with and without a version), two shares
-    assert len(bodies) == 11
+    # datasets, jobs, sweeps, keys, predict, explain, an alias move, an evaluation, KServe
+    # infer (with and without a version), two shares
+    assert len(bodies) == 12
     for body in bodies:
         for media in body["content"].values():
             ref = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
@@ -272,7 +272,8 @@ def test_a_dataset_shows_a_few_examples_of_each_class(client, two_class_zip, sen
     for each in shown["classes"]:
         assert len(each["examples"]) == 3 and {e["split"] for e in each["examples"]} == {"train"}
         for example in each["examples"]:
-            thumbnail = client.get(example["thumbnail"])
+            thumbnail_path = example["thumbnail"]
+            thumbnail = client.get(thumbnail_path)
             assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/png"
             pixels = np.asarray(Image.open(io.BytesIO(thumbnail.content)).convert("L"))
             assert pixels.shape == (16, 16)
@@ -290,6 +291,9 @@ def test_a_dataset_shows_a_few_examples_of_each_class(client, two_class_zip, sen
     past = client.get(f"/datasets/{images['id']}/examples/50/thumbnail")
     assert past.status_code == 404 and "has 50 examples" in past.json()["detail"]
     assert client.get(f"/datasets/{images['id']}/examples?per_class=17").status_code == 422
+    as_bytes = client.get(thumbnail_path, headers={"Accept": "application/octet-stream"})
+    assert as_bytes.headers["content-type"] == "application/octet-stream"
+    assert as_bytes.content == thumbnail.content
 
 
 def test_an_evaluation_runs_in_the_worker_and_a_lost_message_is_sent_again(

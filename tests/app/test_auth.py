@@ -33,6 +33,8 @@ SCOPES_BY_ROUTE = [
     (r".*", r"/models.*", ("train", "deploy")),
     (r".*", r"/(datasets|jobs).*", ("train",)),
     (r".*", r"/(predict|v2/).*", ("predict",)),
+    (r"POST", r"/explain", ("predict",)),
+    (r".*", r"/sweeps.*", ("train",)),
     (r".*", r"/keys.*", ("admin",)),
     (r"GET", r"/workers", ("admin",)),
     (r"GET", r"/metrics", ("admin",)),  # TRAINSERVE_METRICS_SCOPE's default

@@ -117,7 +117,7 @@ def test_a_key_keeps_at_most_its_cap_of_models_in_service(
             run_job(job.json()["id"])
         # The default loads in the background once the registry is read: wait for it, so
         # that the requests below find it in service and not loading alongside them.
-        wait_until(lambda: client.get("/readyz").json()["models"] == "1 model(s) loaded")
+        wait_until(lambda: client.get("/readyz").json().get("models") == "1 model(s) loaded")
         predict_key = new_key(client, "predict")
         key = predict_key["key"]
         for name in ("a", "b", "c"):
