@@ -3,7 +3,7 @@
     .venv/bin/python bench/ui.py [--database sqlite|postgresql] [--jobs 1000]
                                  [--steps 100000] [--loads 5]
 
-It starts its own trainserve API as `make run` does (one uvicorn process, the access log
+It starts its own trainserve API as `make run` does (one Granian process, the access log
 on) on a fresh database: SQLite in a temporary folder, or a database of its own on
 TRAINSERVE_BENCH_POSTGRES (default the local server). It stores `--jobs` jobs (each with
 a few epochs and 50 steps of loss, a tenth of them still running) and one running job of
@@ -191,7 +191,12 @@ def api(url: str, folder: Path):
     base = f"http://127.0.0.1:{PORT}"
     with open(folder / "api.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(PORT)],
+            # as `make run` serves (Makefile SERVE): Granian, the access log on
+            [
+                Path(sys.executable).with_name("granian"),
+                *("--interface", "asgi", "--access-log", "--port", str(PORT)),
+                "app.main:app",
+            ],
             cwd=PROJECT,
             env=env,
             stdout=log,
