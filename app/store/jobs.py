@@ -298,7 +298,7 @@ def count_queued(session: Session, queued_before: datetime) -> dict[str, int]:
         .where(Job.status == JobStatus.QUEUED, Job.queued_at < queued_before)
         .group_by(Job.queue)
     )
-    return dict(counted.tuples().all())
+    return {queue: count for queue, count in counted}
 
 
 def queued_job_ids(session: Session, limit: int, queue: str) -> list[str]:
