@@ -145,6 +145,8 @@ def job_row(index: int, dataset_id: str, created) -> dict:
         "id": new_id(),
         "task": "image_classification",
         "dataset_id": dataset_id,
+        "name": f"bench-{index % 7}",
+        "arch": SPEC["model"]["arch"],
         "spec": SPEC | {"name": f"bench-{index % 7}"},
         "spec_sources": {},
         "status": status,
