@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
 
 
@@ -67,3 +68,16 @@ def _split(assignment: str) -> tuple[list[str], str]:
     if not equals or not all(parts):
         raise SpecError(f"--set {assignment!r}: write it as field.path=value")
     return parts, value
+
+
+def spec_to_send(spec_file: str, sets: list[str] | None) -> dict[str, Any]:
+    """The spec file with its --set values applied: a bad file or --set is the SPEC
+    argument's error, as typer shows one."""
+    try:
+        return apply_sets(load_spec(spec_file), sets or [])
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SPEC") from exc
+
+
+def idempotency_headers(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}

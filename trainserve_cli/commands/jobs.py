@@ -20,7 +20,7 @@ from trainserve_cli.output import (
     print_page,
     print_table,
 )
-from trainserve_cli.specs import SpecError, apply_sets, load_spec
+from trainserve_cli.specs import idempotency_headers, spec_to_send
 
 app = typer.Typer(help="Train: submit jobs, follow them, wait for them.", no_args_is_help=True)
 
@@ -60,11 +60,8 @@ def submit(
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a job spec (docs/api.md#jobs lists its fields)."""
-    try:
-        spec = apply_sets(load_spec(spec_file), set_ or [])
-    except SpecError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SPEC") from exc
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    spec = spec_to_send(spec_file, set_)
+    headers = idempotency_headers(idempotency_key)
     client = api(ctx)
     job = client.post("/jobs", spec, headers=headers)
     if as_json:

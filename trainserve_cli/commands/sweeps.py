@@ -9,7 +9,7 @@ from trainserve_cli.api import Api
 from trainserve_cli.context import api
 from trainserve_cli.exits import ExitCode
 from trainserve_cli.output import Cursor, JsonFlag, Limit, out, print_json, print_page, print_table
-from trainserve_cli.specs import SpecError, apply_sets, load_spec
+from trainserve_cli.specs import idempotency_headers, spec_to_send
 
 app = typer.Typer(help="Tune: hyper-parameter sweeps, whose trials are jobs.", no_args_is_help=True)
 
@@ -42,11 +42,8 @@ def submit(
     interval: Interval = 2.0,
     as_json: JsonFlag = False,
 ) -> None:
-    try:
-        spec = apply_sets(load_spec(spec_file), set_ or [])
-    except SpecError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SPEC") from exc
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    spec = spec_to_send(spec_file, set_)
+    headers = idempotency_headers(idempotency_key)
     client = api(ctx)
     sweep = client.post("/sweeps", spec, headers=headers)
     if as_json:
