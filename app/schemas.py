@@ -1,9 +1,11 @@
 """Request and response models. Examples here are what /docs shows."""
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Row
 
 from app.jobspec import EpochMetric, ResourceMetric, StepMetric, Strict, Task
 from app.store.tables import EndReason, JobStatus, SweepStatus
@@ -281,6 +283,33 @@ class MetricSeries(BaseModel):
     job_id: str
     name: MetricName
     points: list[MetricPointPublic]
+
+    @classmethod
+    def of(cls, job_id: str, name: MetricName, rows: Iterable[Row]) -> "MetricSeries":
+        """From the database's bucketed rows (app.store.records.metric_series)."""
+        points = [MetricPointPublic.model_validate(row._asdict()) for row in rows]
+        return cls(job_id=job_id, name=name, points=points)
+
+
+MAX_SERIES_JOBS = 200  # a whole page of GET /jobs at its largest
+
+
+class SeriesQuery(BaseModel):
+    """GET /series's query: one metric of several jobs, as GET /jobs/{id}/metrics
+    reads it of one."""
+
+    job_id: list[str] = Field(
+        min_length=1,
+        max_length=MAX_SERIES_JOBS,
+        description="The jobs, as `?job_id=a&job_id=b`; ones the key may not read are left out.",
+    )
+    name: MetricName = "loss"
+    max_points: int = Field(40, ge=1, le=1000, description="Buckets per job, at most.")
+
+
+class JobsSeries(BaseModel):
+    name: MetricName
+    items: list[MetricSeries] = Field(description="In the order asked, each job once.")
 
 
 class JobListQuery(BaseModel):

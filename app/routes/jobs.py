@@ -33,12 +33,13 @@ from app.schemas import (
     JobListQuery,
     JobPublic,
     JobsPublic,
+    JobsSeries,
     JobSummary,
     JobTimeline,
     MetricName,
-    MetricPointPublic,
     MetricSeries,
     Responses,
+    SeriesQuery,
     StatusChange,
     error,
 )
@@ -223,14 +224,15 @@ def _dataset_for(
     return dataset
 
 
-# The two routes dashboards and CLIs poll are answered past FastAPI's router
+# The routes dashboards and CLIs poll (GET /jobs, /jobs/{id}, and /series for the runs
+# page's sparklines) are answered past FastAPI's router
 # (app.past_router), which runs the key check they declare themselves: their router is
 # included without app.main's. They cross to the thread pool once, to read: async, with
 # no SessionDep. (SessionDep's set-up and clean-up are a hop each, and FastAPI checks the
 # answer of a plain def route against its response model in one more.) They answer their
 # model's JSON, made in that thread: FastAPI would validate the model it was handed once
 # more and serialise it on the event loop. response_model keeps the OpenAPI schema.
-polled_router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[require_scope("train")])
+polled_router = APIRouter(tags=["jobs"], dependencies=[require_scope("train")])
 
 
 def _json(model: BaseModel) -> Response:
@@ -238,7 +240,7 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-@polled_router.get("", response_model=JobsPublic)
+@polled_router.get("/jobs", response_model=JobsPublic)
 async def list_jobs(*, request: Request, query: Annotated[JobListQuery, Query()]) -> Response:
     """The key's jobs (every job, for admin), newest first, filtered before they are
     paged: each one's summary (GET /jobs/{id} has its spec and per-epoch history)."""
@@ -272,7 +274,28 @@ def existing_job(session: SessionDep, key: CurrentKeyDep, job_id: str) -> Job:
 ExistingJobDep = Annotated[Job, Depends(existing_job)]
 
 
-@polled_router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
+# Not under /jobs/, where /jobs/{job_id} would take "series" for a job id.
+@polled_router.get("/series", response_model=JobsSeries)
+async def jobs_series(*, request: Request, query: Annotated[SeriesQuery, Query()]) -> Response:
+    """One metric of several jobs in one request, each bucketed as GET /jobs/{id}/metrics
+    buckets it (the runs page's sparklines: one request for a page of jobs, not one each).
+    Jobs the key may not read, or that do not exist, are left out."""
+    return await run_in_threadpool(_series_of_jobs, query, access.restricted_to(key_of(request)))
+
+
+def _series_of_jobs(query: SeriesQuery, owner: str | None) -> Response:
+    name, max_points = query.name, query.max_points
+    with get_session_factory()() as session:
+        readable = jobs.readable_job_ids(session, query.job_id, owner)
+        items = [
+            MetricSeries.of(job_id, name, records.metric_series(session, job_id, name, max_points))
+            for job_id in dict.fromkeys(query.job_id)  # each once, in the order asked
+            if job_id in readable
+        ]
+    return _json(JobsSeries(name=query.name, items=items))
+
+
+@polled_router.get("/jobs/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 async def get_job(*, request: Request, job_id: str) -> Response:
     """Status, attempts, spec, per-epoch history, best epoch, timings and any error."""
     return await run_in_threadpool(_job_view, job_id, access.restricted_to(key_of(request)))
@@ -463,8 +486,4 @@ def job_metrics(
     if step_min is not None and step_max is not None and step_min > step_max:
         raise HTTPException(422, f"step_min {step_min} is after step_max {step_max}")
     points = records.metric_series(session, job.id, name, max_points, step_min, step_max)
-    return MetricSeries(
-        job_id=job.id,
-        name=name,
-        points=[MetricPointPublic.model_validate(p._asdict()) for p in points],
-    )
+    return MetricSeries.of(job.id, name, points)

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.conditional import not_modified
 from app.config import Settings
 from app.deps import CurrentKeyDep, ModelServerDep, SessionDep, SettingsDep
 from app.exports import cached_onnx, forget_export
@@ -89,18 +90,6 @@ def list_models(
         items=[ModelPublic.of(row, aliases.get(row.id, [])) for row in rows],
         next_cursor=next_cursor,
     )
-
-
-def not_modified(request: Request, etag: str) -> Response | None:
-    """304 when If-None-Match names the ETag (or is `*`), compared weakly (RFC 9110 13.1.2):
-    the client's copy is current."""
-    asked = request.headers.get("if-none-match")
-    if asked is None:
-        return None
-    tags = {tag.strip().removeprefix("W/") for tag in asked.split(",")}
-    if "*" in tags or etag in tags:
-        return Response(status_code=304, headers={"ETag": etag})
-    return None
 
 
 @router.api_route("/models/{model_id}", methods=["HEAD"], include_in_schema=False)

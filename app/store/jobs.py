@@ -90,6 +90,14 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id) if is_id(job_id) else None
 
 
+def readable_job_ids(session: Session, job_ids: Sequence[str], owner: str | None) -> set[str]:
+    """Those of the jobs that exist and are the owner's key's (all of them when owner is None)."""
+    query = select(Job.id).where(Job.id.in_(job_ids))
+    if owner is not None:
+        query = query.where(Job.api_key_id == owner)
+    return set(session.scalars(query))
+
+
 def find_job_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.idempotency_key == key))
 

@@ -31,7 +31,7 @@ SCOPES_BY_ROUTE = [
     (r"DELETE", r"/models/\{model_id\}", ("deploy",)),
     (r".*", r"/models/\{name\}/shares.*", ("train",)),
     (r".*", r"/models.*", ("train", "deploy")),
-    (r".*", r"/(datasets|jobs).*", ("train",)),
+    (r".*", r"/(datasets|jobs|series).*", ("train",)),
     (r".*", r"/(predict|v2/).*", ("predict",)),
     (r"POST", r"/explain", ("predict",)),
     (r".*", r"/sweeps.*", ("train",)),

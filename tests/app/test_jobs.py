@@ -179,6 +179,37 @@ def test_metrics_are_downsampled_by_the_database(client, image_spec, embedded_se
     assert client.get(f"/jobs/{job_id}/metrics", params={"name": "nope"}).status_code == 422
 
 
+def test_several_jobs_series_come_in_one_request_and_only_the_keys_own(client, image_spec):
+    """GET /series: the runs page's sparklines, bucketed as /jobs/{id}/metrics buckets."""
+    first, second = (client.post("/jobs", json=image_spec).json()["id"] for _ in range(2))
+    other_key = new_key(client, "train")
+    client.post(f"/datasets/{image_spec['dataset_id']}/shares", json={"key_id": other_key["id"]})
+    theirs = {**image_spec, "name": "theirs"}
+    others = client.post("/jobs", json=theirs, headers=bearer(other_key["key"])).json()["id"]
+    with get_session_factory()() as session:
+        for job_id, scale in ((first, 1.0), (second, 2.0), (others, 3.0)):
+            record_steps(session, job_id, [(s, 1, scale * s, 0.1) for s in range(1, 101)])
+    asked = [second, first, "f" * 32, second]
+    mine = client.get(
+        "/series",
+        params={"job_id": [*asked, others], "max_points": 10},
+        headers=bearer(new_key(client, "train")["key"]),
+    )
+    assert mine.status_code == 200 and mine.json() == {"name": "loss", "items": []}
+    as_other = client.get(
+        "/series", params={"job_id": [*asked, others]}, headers=bearer(other_key["key"])
+    ).json()
+    assert [series["job_id"] for series in as_other["items"]] == [others]
+    admin = client.get("/series", params={"job_id": asked, "max_points": 10}).json()
+    assert [series["job_id"] for series in admin["items"]] == [second, first]  # each once
+    one = client.get(f"/jobs/{second}/metrics", params={"max_points": 10}).json()
+    assert admin["items"][0] == one and len(one["points"]) == 10
+    assert admin["items"][1]["points"][0]["value"] == 5.5  # steps 1-10 of loss = step
+    too_many = client.get("/series", params={"job_id": [first] * 201})
+    assert too_many.status_code == 422 and "job_id" in too_many.text
+    assert client.get("/series").status_code == 422
+
+
 def test_a_step_range_gets_finer_points(client, image_spec, embedded_settings):
     job_id = client.post("/jobs", json=image_spec).json()["id"]
     with get_session_factory()() as session:

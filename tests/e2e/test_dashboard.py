@@ -378,6 +378,12 @@ def test_every_page_fits_a_phone_in_the_dark(browser, console, api, stack, versi
     open_page(tab, stack.url, "runs")
     background = tab.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(13, 17, 23)"  # the dark theme's
+    # Each row's sparkline: its job's loss, as GET /jobs/{id}/metrics buckets it.
+    for version in versions:
+        spark = f"tr[data-job='{version['job_id']}'] td.spark svg"
+        loss = api.get(f"/jobs/{version['job_id']}/metrics", params={"max_points": 40}).json()
+        drawn = tab.wait_for_selector(f"{spark}[data-points='{len(loss['points'])}'] polyline")
+        assert drawn is not None and len(loss["points"]) > 1
     digits = api.get(f"/jobs/{versions[0]['job_id']}").json()["dataset_id"]
     fragments = {
         "runs": "table.runs tbody tr",

@@ -2,7 +2,8 @@
 // zoom, the smoothing, the log axes or which series are shown.
 /* global uPlot */
 
-const UPLOT = "vendor/uplot-1.6.32/uPlot.iife.min.js";
+// Beside this module, at the same version of the files (app/ui).
+const UPLOT = new URL("../vendor/uplot-1.6.32/uPlot.iife.min.js", import.meta.url).href;
 const FAINT = "55"; // the raw line's alpha (hex) beside its smoothed line
 const ENVELOPE = "22"; // the min/max band's
 

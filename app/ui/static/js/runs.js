@@ -79,7 +79,7 @@ export async function render(root, params, signal) {
     compareLink.classList.toggle("disabled", selected.size < 1);
     drawPager();
     if (!performance.getEntriesByName("runs:data").length && page.items.length) performance.mark("runs:data");
-    for (const job of rows) sparkline(job);
+    sparklines(rows);
   }
 
   function row(job) {
@@ -103,15 +103,23 @@ export async function render(root, params, signal) {
     );
   }
 
-  async function sparkline(job) {
-    const known = sparks.get(job.id);
-    const stale = !known || (LIVE.has(job.status) && Date.now() - known.at > POLL_MS) || known.status !== job.status;
-    if (!stale) return;
-    sparks.set(job.id, { ...known, at: Date.now(), status: job.status });
-    const series = await api(`/jobs/${job.id}/metrics?name=loss&max_points=${SPARK_POINTS}`, { signal });
-    const svg = sparkSvg(series.points.map((p) => p.value));
-    sparks.set(job.id, { svg, at: Date.now(), status: job.status });
-    body.querySelector(`tr[data-job="${job.id}"] td.spark`)?.replaceChildren(svg);
+  // The loss of every row whose sparkline is missing or stale, in one request.
+  async function sparklines(jobs) {
+    const stale = jobs.filter((job) => {
+      const known = sparks.get(job.id);
+      return !known || (LIVE.has(job.status) && Date.now() - known.at > POLL_MS) || known.status !== job.status;
+    });
+    if (!stale.length) return;
+    for (const job of stale) sparks.set(job.id, { ...sparks.get(job.id), at: Date.now(), status: job.status });
+    const series = await api(
+      `/series${query({ job_id: stale.map((job) => job.id), name: "loss", max_points: SPARK_POINTS })}`,
+      { signal },
+    );
+    for (const { job_id: id, points } of series.items) {
+      const svg = sparkSvg(points.map((p) => p.value));
+      sparks.set(id, { ...sparks.get(id), svg });
+      body.querySelector(`tr[data-job="${id}"] td.spark`)?.replaceChildren(svg);
+    }
   }
 
   function drawPager() {
