@@ -442,20 +442,30 @@ def keys_and_shares_called(client: GeneratedClient, dataset_id: str, name: str) 
     listed = client.call("keys.list_api_keys_keys_get", limit=200)
     assert key_id in {k.id for k in listed.parsed.items}
     share = models.ShareRequest(key_id=key_id)
-    for thing, target in (("dataset", dataset_id), ("model", name)):
-        shared = client.call(f"shares.share_{thing}_{SHARES[thing]}_post", target, body=share)
+    for target, (share_it, its_shares, unshare) in (
+        (dataset_id, DATASET_SHARES),
+        (name, MODEL_SHARES),
+    ):
+        shared = client.call(share_it, target, body=share)
         assert shared.status_code == 201 and [s.key_id for s in shared.parsed] == [key_id]
-        shares = client.call(f"shares.{thing}_shares_{SHARES[thing]}_get", target)
-        assert [s.key_id for s in shares.parsed] == [key_id]
-        unshare = f"shares.unshare_{thing}_{SHARES[thing]}_key_id_delete"
+        assert [s.key_id for s in client.call(its_shares, target).parsed] == [key_id]
         assert client.call(unshare, target, key_id).status_code == 204
-        assert client.call(f"shares.{thing}_shares_{SHARES[thing]}_get", target).parsed == []
+        assert client.call(its_shares, target).parsed == []
     revoked = client.call("keys.revoke_api_key_keys_key_id_revoke_post", key_id)
     assert revoked.status_code == 200 and revoked.parsed.revoked_at is not None
 
 
-# The path part of each share function's name.
-SHARES = {"dataset": "datasets_dataset_id_shares", "model": "models_name_shares"}
+# Share, list the shares, withdraw a share: of a dataset, of a model name.
+DATASET_SHARES = (
+    "shares.share_dataset_datasets_dataset_id_shares_post",
+    "shares.dataset_shares_datasets_dataset_id_shares_get",
+    "shares.unshare_dataset_datasets_dataset_id_shares_key_id_delete",
+)
+MODEL_SHARES = (
+    "shares.share_model_models_name_shares_post",
+    "shares.model_shares_models_name_shares_get",
+    "shares.unshare_model_models_name_shares_key_id_delete",
+)
 
 
 def sweeps_called(client: GeneratedClient, dataset_id: str) -> None:
