@@ -8,7 +8,7 @@ PORT ?= 8000
 # The API's server: Granian, the fastest bench/serving.py measured (docs/benchmarks.md).
 SERVE := $(VENV)/bin/granian --interface asgi --access-log
 
-.PHONY: install run test check lint types audit migrate api worker clean chromium
+.PHONY: install run test check lint types audit migrate api worker clean chromium promtool
 
 # Within constraints.txt: the versions the tests passed with, not whatever is newest.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -45,7 +45,7 @@ worker: migrate
 	$(VENV)/bin/celery -A workers.celery_app worker --loglevel=INFO --concurrency=1
 
 # The conformance tests' OpenAPI client generator only where the tests run: make run needs none.
-test: lint types chromium $(OPENAPI_VENV)/.installed
+test: lint types chromium promtool $(OPENAPI_VENV)/.installed
 	$(VENV)/bin/pytest
 
 # The dashboard's browser tests (tests/e2e/test_dashboard.py) drive Debian's chromium:
@@ -53,6 +53,12 @@ test: lint types chromium $(OPENAPI_VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 chromium:
 	@test -x $(CHROMIUM) || { echo "make test: the dashboard's browser tests need chromium at $(CHROMIUM): apt-get install -y chromium (.ci/run does)" >&2; exit 1; }
+
+# The conformance tests lint /metrics with Prometheus's own `promtool check metrics`;
+# Debian's prometheus package ships it. .ci/run installs it when missing.
+PROMTOOL ?= promtool
+promtool:
+	@command -v $(PROMTOOL) >/dev/null || { echo "make test: the conformance tests need promtool ($(PROMTOOL)): apt-get install -y --no-install-recommends prometheus (.ci/run does)" >&2; exit 1; }
 
 # Known vulnerabilities of every installed package, from PyPI's advisories (pip-audit's
 # default service). --strict: a package it could not look up (the service unreachable, a

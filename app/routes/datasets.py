@@ -84,7 +84,10 @@ def parse_resize(resize: str | None, max_side: int) -> tuple[int, int] | None:
     status_code=201,
     dependencies=[Depends(require_multipart)],
     responses={
-        200: {"description": "This exact upload was stored before: the same dataset."},
+        200: {
+            "model": DatasetPublic,
+            "description": "This exact upload was stored before: the same dataset.",
+        },
         400: error("The multipart body cannot be parsed."),
         413: error("Over the upload limit, or over the key's storage quota."),
         415: error("Not multipart, or not a supported format."),

@@ -54,7 +54,14 @@ def _unready(what: str, exc: Exception) -> HTTPException:
     return HTTPException(503, f"not ready: the {what} is unavailable")
 
 
-@metrics_router.get("/metrics", response_class=Response)
+# Declared so that a generated client reads the answer as text (it has no body otherwise).
+METRICS_ANSWER = {
+    "description": "The Prometheus text exposition format.",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+@metrics_router.get("/metrics", response_class=Response, responses={200: METRICS_ANSWER})
 def metrics(*, session: SessionDep, metrics: MetricsDep, server: ModelServerDep) -> Response:
     """Prometheus text format: requests, latency, batches, model loads, jobs by status."""
     body = metrics.render(jobs.count_jobs_by_status(session), len(server.cache))

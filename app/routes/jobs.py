@@ -324,7 +324,7 @@ def _why_waiting(queue: str) -> str | None:
     responses={
         **NOT_FOUND,
         202: {"model": JobPublic, "description": "Running: asked to stop (status cancelling)."},
-        409: {"description": "The job already succeeded or failed."},
+        409: error("The job already succeeded or failed."),
     },
 )
 def cancel_job(*, session: SessionDep, job: ExistingJobDep, response: Response) -> JobPublic:

@@ -6,6 +6,7 @@ key acts on the names it may read (app.store.access): any other is answered as u
 """
 
 import hashlib
+import json
 import re
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -184,8 +185,19 @@ def attachment(filename: str) -> str:
 
 
 def _safetensors(checkpoint: dict) -> bytes:
+    """The state_dict as safetensors, the same bytes at every call, as its ETag promises:
+    safetensors (0.8) writes the metadata in a new order each time, so the header is
+    written again with its keys sorted."""
     weights = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
-    return safetensors.torch.save(weights, metadata=file_metadata(checkpoint))
+    return _header_sorted(safetensors.torch.save(weights, metadata=file_metadata(checkpoint)))
+
+
+def _header_sorted(file: bytes) -> bytes:
+    size = int.from_bytes(file[:8], "little")
+    header = json.loads(file[8 : 8 + size])
+    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data stays 8-byte aligned, as safetensors pads
+    return len(encoded).to_bytes(8, "little") + encoded + file[8 + size :]
 
 
 @deploy_router.delete(

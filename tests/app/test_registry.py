@@ -157,6 +157,8 @@ def test_weights_download_opens_with_plain_torch_safetensors_and_onnx(client, tw
 
     response = client.get(f"/models/{first['id']}/weights", params={"format": "safetensors"})
     assert response.status_code == 200
+    again = client.get(f"/models/{first['id']}/weights", params={"format": "safetensors"})
+    assert again.content == response.content  # the same bytes under the same ETag
     weights = safetensors.torch.load(response.content)
     assert weights.keys() == checkpoint["state_dict"].keys()
     header_size = int.from_bytes(response.content[:8], "little")

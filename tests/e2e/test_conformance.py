@@ -4,12 +4,10 @@ the live document, httpx-sse, Prometheus's parser, and onnxruntime and safetenso
 downloads."""
 
 import base64
-import importlib
 import io
 import json
-import os
+import shutil
 import subprocess
-import sys
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,12 +21,14 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ADMIN_KEY, PROJECT, bearer, png_bytes
-from tests.e2e.conftest import SENTIMENT_JOB, mnist_upload, wait_for_job
+from app.store.tables import ENDED
+from tests.conftest import ADMIN_KEY, bearer, png_bytes
+from tests.e2e.conftest import JOB_TIMEOUT_S, SENTIMENT_JOB, mnist_upload, wait_for_job
+from tests.utils.generated_client import GeneratedClient, generated_client, operations_of
+from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["a wonderful delight, truly great", "a dull and awful mess, truly bad"]
-OPENAPI_CLIENT = PROJECT / ".venv-openapi" / "bin" / "openapi-python-client"
 
 
 def auth() -> dict[str, str]:
@@ -195,75 +195,302 @@ def test_tritonclient_reads_the_servers_errors(stack, text_model, image_model):
     assert "[N, 1, 28, 28]" in wrong.value.message()
 
 
-def test_the_openapi_document_validates_and_a_generated_client_calls_the_api(
-    api, stack, text_model, image_model, digits, tmp_path
+def test_the_openapi_document_validates_and_a_generated_client_calls_every_operation(
+    api, stack, text_model, image_model, digits, sentiment_csv, tmp_path
 ):
     document = api.get("/openapi.json").json()
     validate(document)
-    (tmp_path / "openapi.json").write_text(json.dumps(document))
-    path = f"{PROJECT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"  # its ruff hook
-    generated = subprocess.run(
-        [OPENAPI_CLIENT, "generate", "--path", "openapi.json", "--output-path", "client"],
-        cwd=tmp_path,
-        env=os.environ | {"PATH": path},
-        capture_output=True,
-        text=True,
-        check=False,
+    with generated_client(document, tmp_path, stack.url) as client:
+        serving_called(client, text_model, image_model, png_bytes(digits[0]))
+        service_called(client)
+        dataset_id = datasets_called(client, api, sentiment_csv, image_model)
+        versions = jobs_called(client, dataset_id)
+        registry_called(client, api, versions, image_model)
+        evaluations_called(client, versions[-1], dataset_id)
+        keys_and_shares_called(client, dataset_id, CLIENT_NAME)
+        sweeps_called(client, dataset_id)
+    missed = operations_of(document) - client.requested
+    assert not missed, f"operations the generated client never called: {sorted(missed)}"
+
+
+CLIENT_NAME = "client-text"  # the model name the generated client trains
+
+
+def serving_called(client: GeneratedClient, text_model: dict, image_model: dict, png: bytes):
+    """/predict and /explain with texts and an image; V2 infer in JSON and in binary, with
+    and without a version; V2 model metadata and readiness."""
+    models, types = client.models, client.types
+    text = client.call(
+        "predict.predict_predict_post",
+        body=models.TextPredictRequest(text=TEXTS[0], model=text_model["name"]),
     )
-    said = generated.stdout + generated.stderr
-    assert generated.returncode == 0 and "warning" not in said.lower(), said
-    sys.path.insert(0, str(tmp_path / "client"))
-    try:
-        called_by_the_generated_client(stack, text_model, image_model, png_bytes(digits[0]))
-    finally:
-        sys.path.remove(str(tmp_path / "client"))
-        for module in [m for m in sys.modules if m.startswith("trainserve_client")]:
-            del sys.modules[module]
-
-
-def called_by_the_generated_client(stack, text_model, image_model, png: bytes) -> None:
-    package = importlib.import_module("trainserve_client")
-    models = importlib.import_module("trainserve_client.models")
-    types = importlib.import_module("trainserve_client.types")
-
-    def api(module: str):
-        return importlib.import_module(f"trainserve_client.api.{module}")
-
-    client = package.AuthenticatedClient(base_url=stack.url, token=ADMIN_KEY)
-    predict = api("predict.predict_predict_post")
-    text = predict.sync(
-        client=client, body=models.TextPredictRequest(text=TEXTS[0], model=text_model["name"])
+    assert text.status_code == 200 and text.parsed.label in text_model["classes"]
+    texts = client.call(
+        "predict.predict_predict_post",
+        body=models.TextPredictRequest(texts=TEXTS, model=text_model["name"]),
     )
-    assert text.label in text_model["classes"] and text.model_id == text_model["id"]
-    texts = predict.sync(
-        client=client, body=models.TextPredictRequest(texts=TEXTS, model=text_model["name"])
-    )
-    assert [t.model_id for t in texts] == [text_model["id"]] * 2
+    assert [t.model_id for t in texts.parsed] == [text_model["id"]] * 2
     form = models.ImagePredictForm(
         file=types.File(payload=io.BytesIO(png), file_name="d.png", mime_type="image/png"),
         model=image_model["name"],
     )
-    image = predict.sync(client=client, body=form)
-    assert image.label in image_model["classes"] and image.model_id == image_model["id"]
+    image = client.call("predict.predict_predict_post", body=form)
+    assert image.status_code == 200 and image.parsed.model_id == image_model["id"]
+    explained = client.call(
+        "predict.explain_explain_post",
+        body=models.TextPredictRequest(text=TEXTS[0], model=text_model["name"]),
+    )
+    assert explained.status_code == 200 and explained.parsed.label == text.parsed.label
+    assert {t.token for t in explained.parsed.tokens} >= {"wonderful", "delight"}
 
+    name, version = text_model["name"], text_model["id"]
     tensor = models.InferTensor(
         name="text", shape=[2], datatype=models.InferTensorDatatype.BYTES, data=TEXTS
     )
-    inferred = api("kserve_v2.v2_infer").sync(
-        text_model["name"], client=client, body=models.InferRequest(inputs=[tensor])
+    inferred = client.call("kserve_v2.v2_infer", name, body=models.InferRequest(inputs=[tensor]))
+    assert inferred.status_code == 200
+    assert inferred.parsed.outputs[0].data == [p.label for p in texts.parsed]
+    header, data = binary_text_request(TEXTS[0])
+    by_version = client.call(
+        "kserve_v2.v2_version_infer",
+        name,
+        version,
+        body=types.File(payload=io.BytesIO(header + data)),
+        inference_header_content_length=len(header),
     )
-    assert [o.name for o in inferred.outputs] == ["label", "probabilities"]
-    assert inferred.outputs[0].data == [text.label, texts[1].label]
-    metadata = api("kserve_v2.v2_model_metadata").sync(image_model["name"], client=client)
-    assert metadata.versions and image_model["id"] in metadata.versions
-    assert api("kserve_v2.server_live_v2_health_live_get").sync(client=client).live
-    assert (
-        api("models.get_model_models_model_id_get").sync(text_model["id"], client=client).id
-        == text_model["id"]
+    assert by_version.status_code == 200 and by_version.parsed.model_version == version
+    assert by_version.parsed.outputs[0].data == [text.parsed.label]
+    image_name, image_version = image_model["name"], image_model["id"]
+    metadata = client.call("kserve_v2.v2_model_metadata", image_name)
+    assert metadata.status_code == 200 and image_version in metadata.parsed.versions
+    of_version = client.call("kserve_v2.v2_model_version_metadata", image_name, image_version)
+    assert of_version.status_code == 200 and of_version.parsed.name == image_name
+    assert client.call("kserve_v2.v2_model_ready", image_name).parsed.ready
+    ready = client.call("kserve_v2.v2_model_version_ready", image_name, image_version)
+    assert ready.status_code == 200 and ready.parsed.ready
+
+
+def binary_text_request(text: str) -> tuple[bytes, bytes]:
+    """An infer request's JSON header and binary data: one BYTES text, JSON outputs."""
+    data = len(text.encode()).to_bytes(4, "little") + text.encode()
+    tensor = {"name": "text", "shape": [1], "datatype": "BYTES"}
+    header = {"inputs": [tensor | {"parameters": {"binary_data_size": len(data)}}]}
+    return json.dumps(header).encode(), data
+
+
+def service_called(client: GeneratedClient) -> None:
+    """Health and readiness (ours and V2's), V2 server metadata, the workers and /metrics."""
+    assert client.call("health.healthz_healthz_get").parsed.status == "ok"
+    assert client.call("health.readyz_readyz_get").parsed.status == "ready"
+    assert client.call("kserve_v2.server_live_v2_health_live_get").parsed.live
+    assert client.call("kserve_v2.server_ready_v2_health_ready_get").parsed.ready
+    metadata = client.call("kserve_v2.server_metadata_v2_get").parsed
+    assert metadata.name == "trainserve" and "binary_tensor_data" in metadata.extensions
+    workers = client.call("workers.list_workers_workers_get")
+    assert workers.status_code == 200 and "trainserve" in workers.parsed.items[0].queues
+    metrics = client.call("health.metrics_metrics_get")
+    assert metrics.status_code == 200
+    assert "# TYPE trainserve_http_request_duration_seconds histogram" in metrics.parsed
+
+
+def datasets_called(client: GeneratedClient, api, sentiment_csv: bytes, image_model: dict) -> str:
+    """Upload (new, then the same bytes again), list, get, examples and a thumbnail; the id
+    of the text dataset uploaded."""
+    csv = sentiment_csv + b'"a delight to the very end",positive\n'  # not the module's
+    upload = client.models.BodyUploadDatasetDatasetsPost(
+        file=[client.types.File(payload=io.BytesIO(csv), file_name="reviews.csv")],
+        name="client reviews",
     )
-    jobs = api("jobs.list_jobs_jobs_get").sync(client=client)
-    assert {text_model["job_id"], image_model["job_id"]} <= {j.id for j in jobs.items}
-    assert api("health.healthz_healthz_get").sync(client=client) is not None
+    created = client.call("datasets.upload_dataset_datasets_post", body=upload)
+    assert created.status_code == 201 and created.parsed.name == "client reviews"
+    dataset_id = created.parsed.id
+    again = client.call("datasets.upload_dataset_datasets_post", body=upload)
+    assert again.status_code == 200 and again.parsed.id == dataset_id
+    listed = client.call("datasets.list_datasets_datasets_get", limit=200)
+    assert dataset_id in {d.id for d in listed.parsed.items}
+    one = client.call("datasets.get_dataset_datasets_dataset_id_get", dataset_id)
+    assert one.status_code == 200 and one.parsed.classes == ["negative", "positive"]
+    examples = client.call(
+        "datasets.dataset_examples_datasets_dataset_id_examples_get", dataset_id, per_class=2
+    )
+    assert [len(c.examples) for c in examples.parsed.classes] == [2, 2]
+    images, index = image_model["spec"]["dataset_id"], 0
+    thumbnail = client.call(
+        "datasets.example_thumbnail_datasets_dataset_id_examples_index_thumbnail_get",
+        images,
+        index,
+    )
+    expected = api.get(f"/datasets/{images}/examples/{index}/thumbnail").content
+    assert thumbnail.status_code == 200 and thumbnail.parsed.payload.read() == expected
+    return dataset_id
+
+
+def jobs_called(client: GeneratedClient, dataset_id: str) -> list[str]:
+    """Two jobs of CLIENT_NAME trained (the first sent twice with one Idempotency-Key),
+    listed, their events, metrics and timeline; a third cancelled and deleted. The two
+    model versions, oldest first."""
+    spec = {**SENTIMENT_JOB, "dataset_id": dataset_id, "name": CLIENT_NAME}
+    body = client.models.JobSpec.from_dict(spec)
+    first = client.call("jobs.create_job_jobs_post", body=body, idempotency_key="client-1")
+    assert first.status_code == 201 and first.parsed.status == "queued"
+    retried = client.call("jobs.create_job_jobs_post", body=body, idempotency_key="client-1")
+    assert retried.status_code == 200 and retried.parsed.id == first.parsed.id
+    second = client.call("jobs.create_job_jobs_post", body=body)
+    jobs = [first.parsed.id, second.parsed.id]
+    ended = [job_ended(client, job_id) for job_id in jobs]
+    assert [job.status for job in ended] == ["succeeded"] * 2, [job.error for job in ended]
+    listed = client.call("jobs.list_jobs_jobs_get", name=CLIENT_NAME)
+    assert {j.id for j in listed.parsed.items} == set(jobs)
+    events = client.call("jobs.job_events_jobs_job_id_events_get", jobs[0])
+    assert events.status_code == 200 and "event: epoch" in events.parsed
+    last = [line for line in events.parsed.splitlines() if line.startswith("data:")][-1]
+    assert json.loads(last.removeprefix("data:"))["status"] == "succeeded"
+    metrics = client.call("jobs.job_metrics_jobs_job_id_metrics_get", jobs[0])
+    assert metrics.status_code == 200 and metrics.parsed.points[0].count >= 1
+    timeline = client.call("jobs.job_timeline_jobs_job_id_timeline_get", jobs[0])
+    assert [c.status for c in timeline.parsed.changes] == ["queued", "running", "succeeded"]
+
+    long_spec = {**spec, "hyperparameters": {**spec["hyperparameters"], "epochs": 200}}
+    created = client.call(
+        "jobs.create_job_jobs_post", body=client.models.JobSpec.from_dict(long_spec)
+    )
+    assert created.status_code == 201, created.content
+    long_job = created.parsed.id
+    cancelled = client.call("jobs.cancel_job_jobs_job_id_cancel_post", long_job)
+    assert cancelled.status_code in (200, 202) and cancelled.parsed.id == long_job
+    assert job_ended(client, long_job).status == "cancelled"
+    assert client.call("jobs.delete_job_jobs_job_id_delete", long_job).status_code == 204
+    gone = client.call("jobs.get_job_jobs_job_id_get", long_job)
+    assert gone.status_code == 404 and long_job in gone.parsed.detail
+    return [job.model_id for job in ended]
+
+
+def job_ended(client: GeneratedClient, job_id: str):
+    """The job (the generated JobPublic) once it has ended."""
+
+    def ended():
+        job = client.call("jobs.get_job_jobs_job_id_get", job_id).parsed
+        return job if job.status in ENDED else None
+
+    return wait_until(ended, JOB_TIMEOUT_S, what=f"job {job_id} to end", interval=0.2)
+
+
+def registry_called(client: GeneratedClient, api, versions: list[str], image_model: dict):
+    """The name's versions, one version, its weights in each format, its aliases moved,
+    rolled back and their history; the older version deleted."""
+    older, newer = versions
+    listed = client.call("models.list_models_models_get", name=CLIENT_NAME)
+    assert [m.id for m in listed.parsed.items] == [newer, older]
+    one = client.call("models.get_model_models_model_id_get", older)
+    assert one.status_code == 200 and one.parsed.name == CLIENT_NAME
+    for format in client.models.DownloadWeightsModelsModelIdWeightsGetFormat:
+        weights = client.call(
+            "models.download_weights_models_model_id_weights_get", image_model["id"], format_=format
+        )
+        url = f"/models/{image_model['id']}/weights?format={format.value}"
+        assert weights.status_code == 200 and weights.parsed.payload.read() == api.get(url).content
+    aliases = client.call("models.list_aliases_models_name_aliases_get", CLIENT_NAME)
+    assert {(a.alias, a.version_id) for a in aliases.parsed} == {("latest", newer)}
+    move = "models.move_alias_models_name_aliases_alias_put"
+    for version in (newer, older):
+        body = client.models.AliasMoveRequest(version_id=version)
+        moved = client.call(move, CLIENT_NAME, "production", body=body)
+        assert moved.status_code == 200 and moved.parsed.to_version_id == version
+    back = client.call(
+        "models.rollback_alias_models_name_aliases_alias_rollback_post", CLIENT_NAME, "production"
+    )
+    assert back.status_code == 200 and back.parsed.to_version_id == newer
+    history = client.call(
+        "models.alias_history_models_name_aliases_alias_history_get", CLIENT_NAME, "production"
+    )
+    assert [m.action for m in history.parsed] == ["rolled_back", "moved", "moved"]
+    assert client.call("models.delete_model_models_model_id_delete", older).status_code == 204
+    gone = client.call("models.get_model_models_model_id_get", older)
+    assert gone.status_code == 404 and older in gone.parsed.detail
+
+
+def evaluations_called(client: GeneratedClient, model_id: str, dataset_id: str) -> None:
+    """An evaluation asked for, read until it ends, and listed."""
+    body = client.models.EvaluationCreate(dataset_id=dataset_id)
+    asked = client.call(
+        "models.create_evaluation_models_model_id_evaluations_post", model_id, body=body
+    )
+    assert asked.status_code == 202 and asked.parsed.split == "all"  # the data has no test split
+
+    def ended():
+        evaluation = client.call(
+            "models.get_evaluation_models_model_id_evaluations_evaluation_id_get",
+            model_id,
+            asked.parsed.id,
+        ).parsed
+        return evaluation if evaluation.status in ("succeeded", "failed") else None
+
+    evaluation = wait_until(ended, JOB_TIMEOUT_S, what="the evaluation to end", interval=0.2)
+    assert evaluation.status == "succeeded" and evaluation.report["examples"] == 61
+    listed = client.call("models.list_evaluations_models_model_id_evaluations_get", model_id)
+    assert [e.id for e in listed.parsed.items] == [asked.parsed.id]
+
+
+def keys_and_shares_called(client: GeneratedClient, dataset_id: str, name: str) -> None:
+    """A key made and listed; the dataset and the model name shared with it, their shares
+    listed and withdrawn; the key revoked."""
+    models = client.models
+    body = models.ApiKeyCreate(scope=models.ApiKeyCreateScope.TRAIN, name="client colleague")
+    made = client.call("keys.create_api_key_keys_post", body=body)
+    assert made.status_code == 201 and made.parsed.key.startswith("ts_")
+    key_id = made.parsed.id
+    listed = client.call("keys.list_api_keys_keys_get", limit=200)
+    assert key_id in {k.id for k in listed.parsed.items}
+    share = models.ShareRequest(key_id=key_id)
+    for target, (share_it, its_shares, unshare) in (
+        (dataset_id, DATASET_SHARES),
+        (name, MODEL_SHARES),
+    ):
+        shared = client.call(share_it, target, body=share)
+        assert shared.status_code == 201 and [s.key_id for s in shared.parsed] == [key_id]
+        assert [s.key_id for s in client.call(its_shares, target).parsed] == [key_id]
+        assert client.call(unshare, target, key_id).status_code == 204
+        assert client.call(its_shares, target).parsed == []
+    revoked = client.call("keys.revoke_api_key_keys_key_id_revoke_post", key_id)
+    assert revoked.status_code == 200 and revoked.parsed.revoked_at is not None
+
+
+# Share, list the shares, withdraw a share: of a dataset, of a model name.
+DATASET_SHARES = (
+    "shares.share_dataset_datasets_dataset_id_shares_post",
+    "shares.dataset_shares_datasets_dataset_id_shares_get",
+    "shares.unshare_dataset_datasets_dataset_id_shares_key_id_delete",
+)
+MODEL_SHARES = (
+    "shares.share_model_models_name_shares_post",
+    "shares.model_shares_models_name_shares_get",
+    "shares.unshare_model_models_name_shares_key_id_delete",
+)
+
+
+def sweeps_called(client: GeneratedClient, dataset_id: str) -> None:
+    """A sweep started, listed, read and cancelled; then its dataset, which nothing running
+    uses any more, deleted."""
+    spec = {
+        "base": {**SENTIMENT_JOB, "dataset_id": dataset_id, "name": "client-sweep"},
+        "space": {"hyperparameters.lr": {"type": "float", "low": 0.01, "high": 0.1}},
+        "max_trials": 2,
+    }
+    started = client.call(
+        "sweeps.create_sweep_sweeps_post", body=client.models.SweepSpec.from_dict(spec)
+    )
+    assert started.status_code == 201 and started.parsed.status == "running"
+    sweep_id = started.parsed.id
+    listed = client.call("sweeps.list_sweeps_sweeps_get")
+    assert sweep_id in {s.id for s in listed.parsed.items}
+    one = client.call("sweeps.get_sweep_sweeps_sweep_id_get", sweep_id)
+    assert one.status_code == 200 and one.parsed.trials_planned == 2
+    cancelled = client.call("sweeps.cancel_sweeps_sweep_id_cancel_post", sweep_id)
+    assert cancelled.status_code == 200 and cancelled.parsed.status == "cancelled"
+    for trial in cancelled.parsed.trials:
+        job_ended(client, trial.job_id)
+    deleted = client.call("datasets.delete_dataset_datasets_dataset_id_delete", dataset_id)
+    assert deleted.status_code == 204
 
 
 def test_event_streams_end_with_204_once_a_finished_job_has_nothing_more(api, stack, text_model):
@@ -322,13 +549,34 @@ def test_downloads_revalidate_answer_head_and_read_alike_in_each_format(api, ima
     assert moved.status_code == 200 and "conformance" in moved.json()["aliases"]
 
 
-def test_prometheus_parses_the_metrics_with_the_v2_routes(api, stack, text_model):
+def test_prometheus_parses_the_metrics_with_the_v2_routes_and_promtool_finds_no_problem(
+    api, stack, text_model
+):
     text = triton.InferInput("text", [1], "BYTES")
     text.set_data_from_numpy(np.array([b"fine"], dtype=object))
     triton_client(stack).infer(text_model["name"], [text], headers=auth())
-    families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
+    exposition = api.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
     requests = families["trainserve_http_request_duration_seconds"].samples
     assert "/v2/models/{model}/infer" in {sample.labels.get("route") for sample in requests}
+    assert {"trainserve_batch_size", "trainserve_model_load_seconds"} <= set(families)
+    checked = promtool_check_metrics(exposition)
+    # promtool prints each finding (a name, a suffix, a unit, a missing HELP) and exits 3.
+    assert checked.returncode == 0 and not checked.stdout + checked.stderr, checked
+
+
+def promtool_check_metrics(exposition: str) -> subprocess.CompletedProcess:
+    """`promtool check metrics` on the exposition, as Prometheus's own lint reads it."""
+    promtool = shutil.which("promtool")
+    assert promtool, "the conformance tests need promtool: apt-get install -y prometheus"
+    return subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_v2_errors_have_the_protocols_shape_even_before_the_route(stack):
