@@ -347,6 +347,9 @@ def jobs_called(client: GeneratedClient, dataset_id: str) -> list[str]:
     assert json.loads(last.removeprefix("data:"))["status"] == "succeeded"
     metrics = client.call("jobs.job_metrics_jobs_job_id_metrics_get", jobs[0])
     assert metrics.status_code == 200 and metrics.parsed.points[0].count >= 1
+    series = client.call("jobs.jobs_series_series_get", job_id=jobs)
+    assert [one.job_id for one in series.parsed.items] == jobs
+    assert series.parsed.items[0].points[-1].step == metrics.parsed.points[-1].step
     timeline = client.call("jobs.job_timeline_jobs_job_id_timeline_get", jobs[0])
     assert [c.status for c in timeline.parsed.changes] == ["queued", "running", "succeeded"]
 
