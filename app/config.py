@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         1024**3,
         description="Most bytes one upload may decode to: unzipped, gunzipped, or as pixels.",
     )
+    # Measured as the rise of the API's resident memory (tests/app/test_ingest_memory.py):
+    # an image upload's pixels count twice (decoded, then in one tensor), a table's texts
+    # three times (read, pickled, written), and each example a little besides.
+    max_ingest_memory_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024 * 1024,
+        description="Most memory ingesting one upload may take: its examples as decoded and "
+        "stored, and what each costs besides; an upload that needs more gets 422.",
+    )
     max_zip_ratio: int = Field(
         100, description="Largest uncompressed/compressed ratio of a zip entry over 1 MiB."
     )

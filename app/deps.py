@@ -60,13 +60,8 @@ def admit(
     """The refusal for this key calling a route of one of `scopes` (401 revoked or
     expired, 403 another scope, 429 over its rate), or None, the request then counted
     against the key's rate."""
-    if refusal := unusable_key_refusal(key):
+    if refusal := unusable_key_refusal(key) or scope_refusal(key, scopes):
         return refusal
-    if not scope_allows(key, scopes):
-        needed = ", ".join(repr(scope) for scope in scopes)
-        return HTTPException(
-            403, f"this key's scope is {key.scope!r}; this route needs {needed} or 'admin'"
-        )
     return rate_refusal(buckets, key, settings)
 
 
@@ -77,6 +72,17 @@ def unusable_key_refusal(key: ApiKey) -> HTTPException | None:
     if key.expires_at is not None and key.expires_at <= utcnow():
         return HTTPException(401, f"the API key expired at {key.expires_at.isoformat()}", CHALLENGE)
     return None
+
+
+def scope_refusal(key: ApiKey, scopes: Sequence[str]) -> HTTPException | None:
+    """The 403 for a key calling a route of other scopes (app.limits answers it before the
+    body is read, the route's check after), or None."""
+    if scope_allows(key, scopes):
+        return None
+    needed = ", ".join(repr(scope) for scope in scopes)
+    return HTTPException(
+        403, f"this key's scope is {key.scope!r}; this route needs {needed} or 'admin'"
+    )
 
 
 def scope_allows(key: ApiKey, scopes: Sequence[str]) -> bool:

@@ -20,6 +20,18 @@ from models.datachecks import data_checks
 log = logging.getLogger("trainserve.api")
 
 
+def read_options(settings: Settings, **fields) -> ReadOptions:
+    """How an upload is read: the form's `fields` (resize, columns) and the settings'
+    limits."""
+    return ReadOptions(
+        max_examples=settings.max_dataset_examples,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_zip_ratio=settings.max_zip_ratio,
+        max_memory_bytes=settings.max_ingest_memory_bytes,
+        **fields,
+    )
+
+
 def upload_sha256(files: list[NamedFile]) -> str:
     """The file's sha256; for several files, the sha256 of their sorted hashes."""
     hashes = sorted(_stream_sha256(file) for file in files)

@@ -198,7 +198,8 @@ def create_app() -> FastAPI:
     app.state.metrics = Metrics()
     app.add_middleware(PastRouter, api=app, routes=_api_routes(*PAST_ROUTER))  # innermost
     app.add_middleware(BodySizeLimit, settings=settings)
-    app.add_middleware(KeyBeforeBody, settings=settings)  # a stranger's 401 before any 413
+    # A stranger's 401, a wrong scope's 403 before any 413; the scopes from the routes.
+    app.add_middleware(KeyBeforeBody, settings=settings, api=app)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # sees every 401 and 413
     app.add_middleware(V2ErrorBodies)  # the 401 and 413 above in the protocol's shape too
     app.add_middleware(PeerGoneMidStream)  # outermost: a stream's client may leave mid-way

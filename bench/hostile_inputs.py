@@ -26,7 +26,7 @@ from client import PROJECT, Service
 
 sys.path.insert(0, str(PROJECT))
 from tests.conftest import png_bytes
-from tests.hostile import Hostile, hostile_inputs
+from tests.hostile import Hostile, hostile_inputs, wrong_scope_attacks
 
 PROBES = ["a gripping, beautifully acted film", "dull, lifeless and far too long"]
 BEFORE_S = 5.0  # the second client alone, for its p99 before any attack
@@ -119,6 +119,8 @@ def main() -> None:
         target=watch_predict, args=(args.url, key, first.json(), stop, results)
     )
     cases = hostile_inputs(args.max_upload_bytes, args.max_decoded_bytes, args.max_predict_bytes)
+    if key:  # a predict key's bodies to routes of other scopes
+        cases += wrong_scope_attacks(args.max_upload_bytes, key)
     cases += heavy_but_valid(args.max_predict_bytes)
     datasets = service.http.get("/datasets", params={"limit": 200}).json()["items"]
     watch.start()

@@ -13,6 +13,7 @@ import math
 import re
 import stat
 import struct
+import sys
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -53,6 +54,21 @@ MAX_TEXT_CHARACTERS = 100_000  # the longest text /predict accepts, too
 MAX_IMAGE_PIXELS = 50_000_000  # one image, judged from its header before it is decoded
 RESIZE_SLICE_BYTES = 64 << 20  # the float copy of the images resized at once
 RATIO_CHECKED_ABOVE = 1 << 20  # smaller zip entries cannot hurt, whatever their ratio
+# What ingesting an upload holds at its peak besides the decoded examples themselves,
+# charged against ReadOptions.max_memory_bytes as it is read (each measured, with room, by
+# tests/app/test_ingest_memory.py as the rise of a process's resident memory):
+# a row's list slots, label, split and tensors' share, its checks' digest and the pickler's
+# memo when it is stored;
+TEXT_ROW_BYTES = 160
+# a text's bytes, in eighths: held as read (8), pickled when stored, into a buffer that
+# grows by an eighth at a time (9), and once more as the pickle is written (8; a table of
+# 2,000-character texts peaked at 3.1 times its texts);
+TEXT_EIGHTHS = 25
+# a zip entry's ZipInfo, name and path parts, its place in the lists of names, labels and
+# splits, and its checks' digest and tables (1.5 KiB measured);
+ZIP_ENTRY_BYTES = 2048
+# an IDX example's label string and split, its label id and its checks' digest (0.2 KiB).
+IDX_EXAMPLE_BYTES = 256
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -72,6 +88,7 @@ class ReadOptions:
     max_examples: int = 2_000_000
     max_decoded_bytes: int = 1024**3  # unzipped, gunzipped, or as pixels
     max_zip_ratio: int = 100
+    max_memory_bytes: int = 2 * 1024**3  # what reading, checking and storing it may hold
 
 
 @dataclass
@@ -268,6 +285,8 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     entry_count = _zip_entry_count(stream)  # before parsing: each entry costs memory
     if entry_count > options.max_examples:
         raise DatasetError(f"{entry_count} entries in the zip; the limit is {options.max_examples}")
+    memory = memory_budget(options)
+    memory.charge(entry_count * ZIP_ENTRY_BYTES, f"the zip's {entry_count} entries")
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -280,9 +299,9 @@ def read_image_zip(stream: BinaryIO, options: ReadOptions) -> ImageData:
     shown = [info for info in files if not _is_hidden(info.filename)]
     _refuse_empty_folders(archive, shown)
     skipped = Skipped(hidden=len(files) - len(shown))
-    names, arrays = _decode_images(archive, shown, options, skipped)
+    names, arrays = _decode_images(archive, shown, options, skipped, memory)
     placed = _place_entries([PurePosixPath(name).parts for name in names], skipped)
-    images = _stack_images(arrays, names)
+    images = _stack_images(arrays, names, memory)
     splits = [split for split, _ in placed]
     labels = [label for _, label in placed]
     classes, label_ids = _index_labels(labels, splits)
@@ -342,20 +361,35 @@ def _check_zip_entries(infos: list[zipfile.ZipInfo], options: ReadOptions) -> No
         )
 
 
-class DecodeBudget:
-    """Bytes left of an upload's decoded size, charged as entries are read and decoded."""
+class Budget:
+    """Bytes left of one of an upload's limits, charged as it is read; the refusal names
+    the limit and the setting that sets it."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, bytes_of: str, setting: str):
+        self.limit, self.bytes_of, self.setting = limit, bytes_of, setting
         self.left = limit
 
     def charge(self, size: int, what: str) -> None:
         self.left -= size
         if self.left < 0:
             raise DatasetError(
-                f"{what} brings the upload past {self.limit} decoded bytes "
-                f"(TRAINSERVE_MAX_DECODED_BYTES)"
+                f"{what} brings the upload past {self.limit} {self.bytes_of} ({self.setting})"
             )
+
+
+def decode_budget(options: ReadOptions) -> Budget:
+    """The upload's decoded size: unzipped, gunzipped, or as pixels."""
+    return Budget(options.max_decoded_bytes, "decoded bytes", "TRAINSERVE_MAX_DECODED_BYTES")
+
+
+def memory_budget(options: ReadOptions) -> Budget:
+    """What ingesting it holds at its peak: the examples as decoded and as stored, and what
+    each costs besides (TEXT_ROW_BYTES and the others above)."""
+    return Budget(
+        options.max_memory_bytes,
+        "bytes of memory to ingest",
+        "TRAINSERVE_MAX_INGEST_MEMORY_BYTES",
+    )
 
 
 def _refuse_empty_folders(archive: zipfile.ZipFile, files: list[zipfile.ZipInfo]) -> None:
@@ -379,16 +413,21 @@ def _is_hidden(path: str) -> bool:
 
 
 def _decode_images(
-    archive: zipfile.ZipFile, files: list[zipfile.ZipInfo], options: ReadOptions, skipped: Skipped
+    archive: zipfile.ZipFile,
+    files: list[zipfile.ZipInfo],
+    options: ReadOptions,
+    skipped: Skipped,
+    memory: Budget,
 ) -> tuple[list[str], list[np.ndarray]]:
     """The name and pixels of every file that is an image; the others counted in skipped."""
-    budget = DecodeBudget(options.max_decoded_bytes)
+    budget = decode_budget(options)
     names, arrays = [], []
     for info in files:
         array = _decode_entry(archive, info, options.resize, budget)
         if array is None:
             skipped.add_not_an_image(info.filename)
         else:
+            memory.charge(array.nbytes, f"zip entry {info.filename!r}")
             names.append(info.filename)
             arrays.append(array)
     return names, arrays
@@ -427,7 +466,7 @@ def _decode_entry(
     archive: zipfile.ZipFile,
     info: zipfile.ZipInfo,
     resize: tuple[int, int] | None,
-    budget: DecodeBudget,
+    budget: Budget,
 ) -> np.ndarray | None:
     """The entry's pixels; None for a file that is not an image and not named as one."""
     what = f"zip entry {info.filename!r}"
@@ -539,9 +578,11 @@ def plain_png(data: bytes, channels: int, size: tuple[int, int]) -> torch.Tensor
         return None
 
 
-def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
+def _stack_images(arrays: list[np.ndarray], names: list[str], memory: Budget) -> torch.Tensor:
     """uint8 N,C,H,W, each array copied into its place and let go (the list is emptied):
-    the decoded images, most of an upload's memory, are held about once, not three times."""
+    the decoded images, most of an upload's memory, are held about once, not three times.
+    Charged as a second copy all the same: the arrays' memory, freed in small pieces,
+    is not all given back while the tensor fills."""
     height, width = arrays[0].shape[:2]
     for array, name in zip(arrays, names, strict=True):
         if array.shape[:2] != (height, width):
@@ -550,6 +591,7 @@ def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
                 f"{width}x{height}: send a 'resize' such as {height}x{width}"
             )
     channels = 3 if any(array.ndim == 3 for array in arrays) else 1
+    memory.charge(len(arrays) * channels * height * width, "the images put in one tensor")
     images = torch.empty((len(arrays), channels, height, width), dtype=torch.uint8)
     into = images.numpy()  # the same memory
     while arrays:
@@ -563,8 +605,9 @@ def _stack_images(arrays: list[np.ndarray], names: list[str]) -> torch.Tensor:
 
 def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
     by_split: dict[str, dict[str, np.ndarray]] = {}
-    budget = DecodeBudget(options.max_decoded_bytes)
+    budget, memory = decode_budget(options), memory_budget(options)
     for file in files:
+        memory.charge(_idx_declared_bytes(file), repr(file.filename))  # before it is read
         array = read_idx_array(file, budget.left)
         budget.charge(array.nbytes, repr(file.filename))
         split = "test" if re.search(r"t10k|test", file.filename or "", re.I) else "train"
@@ -584,18 +627,30 @@ def read_idx(files: list[NamedFile], options: ReadOptions) -> ImageData:
                 f"but {len(pair['labels'])} labels"
             )
         images.append(pair["images"])
+        count = len(pair["labels"])
+        memory.charge(count * IDX_EXAMPLE_BYTES, f"the {split} split's {count} examples")
         labels += [str(int(label)) for label in pair["labels"]]
         splits += [split] * len(pair["labels"])
     if len({array.shape[1:] for array in images}) > 1:
         raise DatasetError("the train and test IDX images differ in size")
     if len(labels) > options.max_examples:
         raise DatasetError(f"{len(labels)} examples; the limit is {options.max_examples}")
+    memory.charge(sum(array.nbytes for array in images), "the images put in one tensor")
     tensor = torch.from_numpy(np.concatenate(images)).unsqueeze(1)
     if options.resize:
         budget.charge(len(tensor) * math.prod(options.resize), "the resize")
+        memory.charge(_resize_memory(tensor, options.resize), "the resize")
         tensor = _resize_uint8(tensor, options.resize)
     classes, label_ids = _index_labels(labels, splits, numeric=True)
     return ImageData(classes, label_ids, _test_mask(splits), "idx", images=tensor)
+
+
+def _idx_declared_bytes(file: NamedFile) -> int:
+    """The size an IDX file's header declares (a file that holds more is refused once
+    read, as truncated or over the decoded limit)."""
+    head = _read_maybe_gzip(file.stream, 4 + 4 * 3)  # the magic number and up to 3 sizes
+    sizes = [int.from_bytes(head[at : at + 4], "big") for at in range(4, 4 + 4 * head[3], 4)]
+    return len(head) + math.prod(sizes)
 
 
 def read_idx_array(file: NamedFile, max_bytes: int = 1024**3) -> np.ndarray:
@@ -613,9 +668,26 @@ def read_idx_array(file: NamedFile, max_bytes: int = 1024**3) -> np.ndarray:
 def _resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     # In slices: the float copies interpolate needs are four times the uint8 images, before
     # and after.
-    pixels = max(math.prod(images.shape[1:]), images.shape[1] * math.prod(size))
-    count = max(1, RESIZE_SLICE_BYTES // (4 * pixels))
-    return torch.cat([_resize_slice(part, size) for part in images.split(count)])
+    return torch.cat(
+        [_resize_slice(part, size) for part in images.split(_slice_count(images, size))]
+    )
+
+
+def _slice_count(images: torch.Tensor, size: tuple[int, int]) -> int:
+    return max(1, RESIZE_SLICE_BYTES // (4 * _largest_image(images, size)))
+
+
+def _largest_image(images: torch.Tensor, size: tuple[int, int]) -> int:
+    """Pixels of one image before or after the resize, whichever is more."""
+    return max(math.prod(images.shape[1:]), images.shape[1] * math.prod(size))
+
+
+def _resize_memory(images: torch.Tensor, size: tuple[int, int]) -> int:
+    """What the resize holds at its peak: a slice's float copies before and after, the
+    resized slices and the tensor they are put together in."""
+    slice_images = min(len(images), _slice_count(images, size))
+    resized = len(images) * images.shape[1] * math.prod(size)
+    return 2 * 4 * slice_images * _largest_image(images, size) + 2 * resized
 
 
 def _resize_slice(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -627,12 +699,13 @@ def _resize_slice(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def read_text_table(file: NamedFile, text_format: str, options: ReadOptions) -> TextData:
-    lines = TextLines(file, options.max_decoded_bytes)
+    lines, memory = TextLines(file, options.max_decoded_bytes), memory_budget(options)
     rows = _json_lines(lines) if text_format == "jsonl" else _table_rows(lines, text_format)
     texts, labels, splits = [], [], []
     names: dict[str, str] = {}  # one string per label and split, not one per row
     for number, row in rows:
         text, label, split = _row_fields(row, number, options)
+        memory.charge(TEXT_ROW_BYTES + TEXT_EIGHTHS * sys.getsizeof(text) // 8, f"line {number}")
         texts.append(text)
         labels.append(names.setdefault(label, label))
         splits.append(names.setdefault(split, split))

@@ -245,6 +245,24 @@ def keyless_attacks(max_upload_bytes: int) -> list[Hostile]:
     ]
 
 
+def wrong_scope_attacks(max_upload_bytes: int, predict_key: str) -> list[Hostile]:
+    """Bodies the size of the upload limit sent with a valid predict key to routes of other
+    scopes: refused (403) before they are read, as a stranger's are."""
+    body = bytes(max_upload_bytes)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {predict_key}"}
+    return [
+        Hostile(
+            f"predict key: {max_upload_bytes // MiB} MiB to {path}",
+            403,
+            f"this route needs {needs} or 'admin'",
+            path,
+            content=body,
+            headers=headers,
+        )
+        for path, needs in (("/datasets", "'train'"), ("/keys", "'admin'"))
+    ]
+
+
 def upload_attacks(max_upload_bytes: int, max_decoded_bytes: int) -> list[Hostile]:
     two_rows = ("hello there,pos", "general kenobi,neg")
     truncated_png = valid_png(32)[:60]

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.deps import CurrentKeyDep, SessionDep, SettingsDep, require_multipart
-from app.ingest import file_size, ingest_upload
+from app.ingest import file_size, ingest_upload, read_options
 from app.quotas import check_storage_quota
 from app.schemas import (
     PRINTABLE,
@@ -37,7 +37,6 @@ from models.data import (
     ImageData,
     LabelledData,
     NamedFile,
-    ReadOptions,
     TextData,
     data_from_state,
     examples_per_class,
@@ -151,13 +150,11 @@ def upload_dataset(
     """Upload labelled data; it is checked, decoded once and stored by content hash. It is
     the key's; the same bytes sent by another key answer the stored dataset, shared with
     it (it holds the data already)."""
-    options = ReadOptions(
+    options = read_options(
+        settings,
         resize=parse_resize(resize, settings.max_resize_side),
         text_column=text_column,
         label_column=label_column,
-        max_examples=settings.max_dataset_examples,
-        max_decoded_bytes=settings.max_decoded_bytes,
-        max_zip_ratio=settings.max_zip_ratio,
     )
     files = [NamedFile(upload.filename or "", upload.file) for upload in file]
     upload_bytes = sum(file_size(f) for f in files)

@@ -20,7 +20,7 @@ from app.store.db import get_session_factory
 from app.store.keys import list_keys
 from app.store.tables import ApiKey
 from tests.conftest import ADMIN_KEY, app_client, bearer
-from tests.utils.api import IMAGE_JOB, new_key, upload
+from tests.utils.api import IMAGE_JOB, CountedBody, new_key, upload
 from tests.utils.waiting import wait_until
 from workers.runner import run_job
 
@@ -85,6 +85,27 @@ def test_every_route_needs_a_key_of_its_scope(client):
             assert allowed.status_code not in (401, 403), (method, path, allowed.text)
     for path in OPEN_PATHS | {"/docs", "/openapi.json"}:
         assert client.get(path, headers={"Authorization": ""}).status_code == 200
+
+
+def test_a_key_of_another_scope_is_refused_before_the_body_is_read(client):
+    keys = {scope: new_key(client, scope)["key"] for scope in ("train", "deploy", "predict")}
+    for method, path, scopes in secured_operations(client):
+        needs = f"needs {', '.join(map(repr, scopes))} or 'admin'"
+        for other in sorted(set(keys) - set(scopes)):
+            body = CountedBody()
+            wrong = client.request(method, path, headers=bearer(keys[other]), content=body)
+            assert wrong.status_code == 403, (method, path, other, wrong.text)
+            refusal = wrong.json()  # under /v2 in the KServe protocol's shape
+            assert needs in (refusal["error"] if path.startswith("/v2/") else refusal["detail"])
+            assert body.sent == 0, (method, path, other)
+    # The right scope still reaches the route, which reads the body: here not multipart.
+    body = CountedBody()
+    upload = client.post("/datasets", headers=bearer(keys["train"]), content=body)
+    assert upload.status_code == 415 and body.sent == 0  # the content type alone says so
+    body = CountedBody()
+    job = client.post("/jobs", headers=bearer(keys["train"]), content=body)
+    assert job.status_code == 422 and "valid dictionary" in job.text  # read, and parsed
+    assert body.sent == len(body.content)
 
 
 def test_a_revoked_key_is_refused_everywhere(client):

@@ -5,16 +5,18 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
+from tests.conftest import bearer
 from tests.e2e.conftest import (
     E2E_MAX_DECODED_BYTES,
     E2E_MAX_UPLOAD_BYTES,
     SENTIMENT_JOB,
     wait_for_job,
 )
-from tests.hostile import hostile_inputs
-from tests.utils.api import IMAGE_JOB
+from tests.hostile import hostile_inputs, wrong_scope_attacks
+from tests.utils.api import IMAGE_JOB, CountedBody
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +61,8 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
 
         watch = PredictWatch(predictor, expected)
         watch.start()
-        for case in hostile_inputs(E2E_MAX_UPLOAD_BYTES, E2E_MAX_DECODED_BYTES):
+        cases = hostile_inputs(E2E_MAX_UPLOAD_BYTES, E2E_MAX_DECODED_BYTES)
+        for case in cases + wrong_scope_attacks(E2E_MAX_UPLOAD_BYTES, predict_key["key"]):
             response = api.post(case.path, **case.request_kwargs())
             assert response.status_code == case.status, (case.name, response.text[:300])
             assert case.detail in case.refusal(response), (case.name, response.text[:300])
@@ -92,3 +95,44 @@ def test_a_body_without_a_key_is_refused_before_it_is_sent(stack, path):
         answer = answer_to_headers_alone(stack.url, path, headers)
         assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
         assert b"www-authenticate: Bearer" in answer
+
+
+STREAMED = 64 << 20  # over every route's cap: a server that read it all would answer 413
+
+
+@pytest.mark.predicts
+@pytest.mark.parametrize(
+    ("path", "scope", "needs"),
+    [
+        ("/datasets", "predict", "needs 'train' or 'admin'"),
+        ("/keys", "train", "needs 'admin' or 'admin'"),
+        ("/predict", "train", "needs 'predict' or 'admin'"),  # past FastAPI's router
+        ("/v2/models/any/infer", "deploy", "needs 'predict' or 'admin'"),  # V2's shape
+    ],
+)
+def test_a_body_for_a_key_of_another_scope_is_refused_before_it_is_sent(
+    api, stack, path, scope, needs
+):
+    key = api.post("/keys", json={"scope": scope}).json()["key"]
+    body = CountedBody(bytes(STREAMED))
+    # Chunked, no Expect: the client writes until the server answers and closes.
+    with httpx.Client(base_url=stack.url, headers=bearer(key), timeout=60) as client:
+        response = client.post(path, content=body)
+    assert response.status_code == 403, response.text[:300]
+    refusal = response.json()
+    assert needs in (refusal["error"] if path.startswith("/v2/") else refusal["detail"])
+    assert body.sent < STREAMED // 4, f"{body.sent} of {STREAMED} bytes sent before the 403"
+
+
+def test_a_streamed_body_of_the_right_scope_is_read(api, stack, sentiment_csv):
+    """What the refusal above spares is the body of a key that may not send it: a train
+    key's upload, streamed the same way, is read whole and stored."""
+    key = api.post("/keys", json={"scope": "train"}).json()["key"]
+    form = httpx.Request("POST", stack.url, files={"file": ("streamed.csv", sentiment_csv)})
+    body = CountedBody(form.read(), chunk=1 << 10)
+    with httpx.Client(base_url=stack.url, headers=bearer(key), timeout=60) as client:
+        response = client.post(
+            "/datasets", content=body, headers={"content-type": form.headers["content-type"]}
+        )
+    assert response.status_code in (200, 201), response.text[:300]
+    assert body.sent == len(body.content)

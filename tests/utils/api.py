@@ -1,5 +1,5 @@
-"""Requests to the in-process API that several test modules make: an upload, a key, a job
-spec and a trained version."""
+"""Requests to the API that several test modules make: an upload, a key, a job spec, a
+trained version, and a streamed body that counts what was sent of it."""
 
 import numpy as np
 
@@ -13,6 +13,21 @@ IMAGE_JOB = {
 }
 # An image of class "top" for the networks trained on the two_class_zip fixture.
 TOP_IMAGE = png_bytes(class_pattern(0, 16, np.random.default_rng(5)))
+
+
+class CountedBody:
+    """`content` as a request body streamed in chunks (chunked, no Expect), counting the
+    bytes the client took of it: what the server let it send before answering (0
+    in-process while the app read none)."""
+
+    def __init__(self, content: bytes = bytes(1 << 18), chunk: int = 1 << 16):
+        self.content, self.chunk, self.sent = memoryview(content), chunk, 0
+
+    def __iter__(self):
+        while self.sent < len(self.content):
+            piece = self.content[self.sent : self.sent + self.chunk]
+            self.sent += len(piece)
+            yield bytes(piece)
 
 
 def upload(client, data: bytes, filename: str, headers: dict | None = None, **form):
