@@ -12,8 +12,8 @@ import torch
 
 from app.broker import make_celery
 from app.store.datasets import get_dataset
-from app.store.lifecycle import LeaseLost, claim_job, renew_lease, request_cancel
-from app.store.records import events_after
+from app.store.lifecycle import LeaseLost, claim_job, lease_held, renew_lease, request_cancel
+from app.store.records import events_after, forget_progress_after, record_epoch, record_steps
 from app.sweeper import recover_lost_workers
 from models.files import load_plain
 from tests.conftest import PROJECT
@@ -164,6 +164,30 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
         wait_until(lease.lost.is_set, what="the lease to be lost")
         with pytest.raises(LeaseLost):
             lease.check()
+
+
+def test_no_write_lands_once_the_lease_is_taken(session, embedded_settings, two_class_zip):
+    """What a stale worker (frozen past its lease, then thawed) writes is refused whole."""
+    job_id = queue_image_job(session, embedded_settings, two_class_zip)
+    assert claim_job(session, job_id, "stale-worker", lease_seconds=60)
+    record_steps(session, job_id, "stale-worker", [(1, 1, 0.9, 0.01)])
+    expire_lease(session, job_id)
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "queued"}
+    assert claim_job(session, job_id, "new-worker", lease_seconds=60)
+    before = reloaded(session, job_id).event_seq
+    assert not lease_held(session, job_id, "stale-worker")
+    metrics = {"epoch": 1, "train_loss": 0.5, "val_loss": 0.5, "val_accuracy": 0.9}
+    writes = (
+        lambda: record_steps(session, job_id, "stale-worker", [(2, 1, 0.8, 0.01)]),
+        lambda: forget_progress_after(session, job_id, "stale-worker"),
+        lambda: record_epoch(session, job_id, "stale-worker", metrics, 2, True, {}),
+    )
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+    job = reloaded(session, job_id)
+    assert job.event_seq == before and job.epoch == 0 and job.lease_owner == "new-worker"
+    assert steps_recorded(session, job_id) == 1  # the step written while it held the lease
 
 
 def test_a_cancel_not_honoured_in_time_stops_the_process(
