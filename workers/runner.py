@@ -12,7 +12,7 @@ from app.broker import QUEUE
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
-from app.store.artefacts import ArtefactStore, get_store, load, save
+from app.store.artefacts import ArtefactStore, CacheDiskFull, get_store, load, save
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job, queued_job_ids
@@ -289,6 +289,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
     except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
+        log.warning("job %s: %s", job.id, exc)
+        if retry_or_fail(session, job, owner, str(exc)):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
+    except CacheDiskFull as exc:  # this machine's disk: a later try, or another worker, may fit
         log.warning("job %s: %s", job.id, exc)
         if retry_or_fail(session, job, owner, str(exc)):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)

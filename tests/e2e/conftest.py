@@ -134,11 +134,15 @@ class Stack:
         that stalls (a long GC pause, a VM paused), SIGCONT thaws them."""
         os.killpg(self.processes[name].pid, signum)
 
-    def start_worker(self, name: str = "worker", *queues: str, **env: str) -> None:
+    def start_worker(
+        self, name: str = "worker", *queues: str, launcher: tuple[str, ...] = (), **env: str
+    ) -> None:
         """A Celery worker; another name: another worker, as on another machine when `env`
-        gives it local folders of its own; `queues`: the queues it serves (-Q)."""
+        gives it local folders of its own; `queues`: the queues it serves (-Q); `launcher`:
+        the command that runs it (given the worker's command as its arguments)."""
         self.start(
             name,
+            *launcher,
             sys.executable,
             "-m",
             "celery",

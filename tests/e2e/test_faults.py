@@ -3,9 +3,11 @@ while a job trains, a worker frozen past its lease while another takes its job, 
 whose cache disk is full. (The store unreachable during a checkpoint write is in
 test_cluster.py.)"""
 
+import hashlib
 import re
 import signal
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,6 +16,7 @@ from app.store.storage import job_prefix
 from tests.e2e.conftest import Stack, fresh_postgres_database, mnist_upload, wait_for_job
 from tests.e2e.test_reliability import RedisServer, mnist_job, submit, wait_for
 from tests.utils.postgres import private_postgres
+from tests.utils.s3 import moto_server
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -243,3 +246,71 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_once_thawed(tmp_path, bro
     assert job["worker"].split("@")[0] != stale and job["resumed_from_epoch"] >= 1
     assert [epoch["epoch"] for epoch in job["history"]] == list(range(1, 9))
     assert [version["job_id"] for version in versions] == [job_id]
+
+
+def on_a_small_disk(folder: Path, size: str) -> tuple[str, ...]:
+    """A launcher that runs its command with `folder` on a tmpfs of `size` of its own (in
+    a mount namespace of its own, as an unprivileged user may make): a real disk that
+    fills, seen by that process alone."""
+    mount = f'mount -t tmpfs -o size={size} tmpfs "{folder}" && exec "$@"'
+    return ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, "sh")
+
+
+def files_seen_by(process_id: int, folder: Path) -> list[str]:
+    """The files under `folder` as the process sees it (through its mount namespace)."""
+    inside = Path(f"/proc/{process_id}/root") / folder.relative_to("/")
+    return sorted(str(path.relative_to(inside)) for path in inside.rglob("*") if path.is_file())
+
+
+def stored_datasets_match(database_url: str, s3, prefix: str) -> bool:
+    """Every dataset row's object is in the bucket, whole: its bytes hash to its sha256."""
+    with psycopg.connect(psycopg_url(database_url)) as connection:
+        rows = connection.execute("SELECT path, file_sha256 FROM datasets").fetchall()
+    client = s3.client()
+    return bool(rows) and all(
+        hashlib.sha256(
+            client.get_object(Bucket=s3.bucket, Key=f"{prefix}/{path}")["Body"].read()
+        ).hexdigest()
+        == sha256
+        for path, sha256 in rows
+    )
+
+
+def test_a_worker_whose_cache_disk_is_full_fails_the_job_saying_so(tmp_path, broker, mnist):
+    """A worker whose read cache is on a 256 KiB disk (a real tmpfs) cannot download a
+    dataset of about 800 KB from the bucket: each attempt fails with ENOSPC, and the job
+    ends failed with an error naming the cache's folder and what to do, no traceback in
+    the logs, nothing half-written in the cache, the dataset whole in the store; a worker
+    with room then trains a job on the same dataset."""
+    prefix = "faults"
+    small, roomy = tmp_path / "small-cache", tmp_path / "roomy-cache"
+    small.mkdir()
+    with moto_server(tmp_path) as s3, fresh_postgres_database() as database_url:
+        own = Stack(tmp_path, database_url, broker.url)
+        own.env |= s3.env(prefix) | {"TRAINSERVE_TORCH_THREADS": "1"}
+        try:
+            own.start_worker(
+                "worker-small",
+                launcher=on_a_small_disk(small, "256k"),
+                TRAINSERVE_CACHE_DIR=str(small),
+            )
+            own.start_api(TRAINSERVE_CACHE_DIR=str(tmp_path / "api-cache"))
+            with own.client(timeout=60) as client:
+                upload = mnist_upload(mnist, 1000, 200)
+                dataset_id = client.post("/datasets", files=upload).json()["id"]
+                spec = mnist_job(dataset_id, epochs=1, limits={"max_attempts": 2})
+                failed = wait_for_job(client, own, submit(client, spec)["id"])
+                left = files_seen_by(own.processes["worker-small"].pid, small)
+                own.terminate("worker-small")
+                own.start_worker("worker-roomy", TRAINSERVE_CACHE_DIR=str(roomy))
+                later = wait_for_job(client, own, submit(client, spec | {"seed": 1})["id"])
+            whole = stored_datasets_match(database_url, s3, prefix)
+        finally:
+            own.stop()  # and its logs hold no traceback
+    assert failed["status"] == "failed" and failed["end_reason"] == "attempts_exhausted", failed
+    assert failed["attempt"] == 2 and f"the read cache's disk is full ({small})" in failed["error"]
+    assert "TRAINSERVE_CACHE_BYTES" in failed["error"] and "attempt 2 of 2" in failed["error"]
+    assert left == [], left  # no half-written entry, no temporary file
+    assert whole
+    assert later["status"] == "succeeded", later
+    assert "worker-roomy" in later["worker"]
