@@ -20,7 +20,15 @@ from tests.utils.s3 import moto_server
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-OUTAGE_S = 6  # twice the stack's lease (3 s): no worker can renew one meanwhile
+# Sweeps ten times as often as heartbeats: once the database is back, a sweep most likely
+# comes before the worker's next heartbeat, and must not take the lease that no heartbeat
+# could renew meanwhile.
+RACED_LEASES = {
+    "TRAINSERVE_LEASE_SECONDS": "4",
+    "TRAINSERVE_HEARTBEAT_SECONDS": "2",
+    "TRAINSERVE_SWEEP_SECONDS": "0.2",
+}
+OUTAGE_S = 8  # twice the lease: no worker can renew one meanwhile
 # Each part of a process that needs the database says once that it is unreachable, and
 # once that it is back: a handful of lines for an outage, not one per request or beat.
 OUTAGE_LINE = re.compile(r"the database is (still )?unreachable")
@@ -69,6 +77,7 @@ def test_a_database_restarted_while_a_job_trains(tmp_path, broker, mnist):
     logs hold no traceback, only a few one-line notices."""
     with private_postgres() as postgres:
         own = Stack(tmp_path, postgres.url, broker.url)
+        own.env |= RACED_LEASES
         try:
             # One torch thread: with one per core, a busy machine made epochs of a second
             # take half a minute, and the outage should find training at an epoch's end.
