@@ -250,6 +250,9 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     that no beat lands after the final commit and reports the lease it gave up as lost."""
     ranks = JobSpec.model_validate(job.spec).resources.ranks
     train = train_job if ranks == 1 else train_in_group  # several: ranks of torch's launcher
+    # This attempt's number: `job` is read again after a rollback, and then says the
+    # attempt of whoever took the job over.
+    attempt = job.attempt
     try:
         with Lease(job.id, owner, settings) as lease:
             model, reason = train(session, job, owner, lease, settings)
@@ -267,7 +270,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             "job %s: attempt %d stops, writing nothing more: its lease was taken over "
             "(the worker was out of touch for longer than the lease)",
             job.id,
-            job.attempt,
+            attempt,
         )
     except DatabaseGone as exc:
         log.warning(
@@ -275,7 +278,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             "(TRAINSERVE_DATABASE_WAIT_SECONDS); once it is back the job is re-queued and "
             "resumes from its last checkpoint: %s",
             job.id,
-            job.attempt,
+            attempt,
             settings.database_wait_seconds,
             first_line(exc),
         )

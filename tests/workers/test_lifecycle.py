@@ -191,6 +191,43 @@ def test_no_write_lands_once_the_lease_is_taken(session, embedded_settings, two_
     assert steps_recorded(session, job_id) == 1  # the step written while it held the lease
 
 
+def test_a_checkpoint_uploaded_as_the_lease_is_taken_is_removed(
+    session, embedded_settings, two_class_zip, monkeypatch, caplog
+):
+    """The lease is taken over just after epoch 2's check, before its upload: the objects
+    uploaded are deleted when the row's write is refused, and the attempt stops."""
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 3, "batch_size": 8}
+    )
+    celery = make_celery(embedded_settings)
+    checks: list[bool] = []
+
+    def taken_just_after_the_check(worker_session, checked_job_id: str, owner: str) -> bool:
+        held = lease_held(worker_session, checked_job_id, owner)
+        checks.append(held)
+        if len(checks) == 2:
+
+            def presumed_dead() -> dict:
+                expire_lease(session, job_id)  # a heartbeat may land in between: again
+                return recover_lost_workers(session, celery)
+
+            wait_until(presumed_dead, what="the sweeper to take the lease away")
+            assert claim_job(session, job_id, "new-worker", lease_seconds=60)
+        return held
+
+    monkeypatch.setattr("workers.runner.lease_held", taken_just_after_the_check)
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert checks == [True, True] and job.lease_owner == "new-worker" and job.epoch == 1
+    folder = stored_file(embedded_settings, f"jobs/{job_id}")
+    stored = sorted(path.name for path in folder.iterdir())
+    assert stored == ["a1-e1-best.pt", "a1-e1-last.pt"]  # what the row names, and no more
+    assert {job.last_checkpoint, job.best_checkpoint} == {
+        f"jobs/{job_id}/{name}" for name in stored
+    }
+    assert "attempt 1 stops, writing nothing more" in caplog.text
+
+
 def test_a_cancel_not_honoured_in_time_stops_the_process(
     session, fast_heartbeat, monkeypatch, two_class_zip
 ):
