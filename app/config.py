@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         description="A queue counts as served while a worker of it sent a heartbeat this "
         "recently; a queued job of another says why it waits.",
     )
+    database_wait_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a training attempt waits for an unreachable database at an "
+        "epoch's end before it stops (the job resumes from its checkpoint once it is back).",
+    )
     cancel_grace_seconds: float = Field(
         30.0, gt=0, description="A cancel not honoured within this is a hard stop."
     )

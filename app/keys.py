@@ -42,6 +42,7 @@ from app.store.keys import (
     list_keys,
     revoke_key,
 )
+from app.store.outage import OutageNotice
 from app.store.tables import ApiKey
 
 TOKEN_PREFIX = "ts_"
@@ -117,6 +118,7 @@ class KeyCache:
         self._ttl, self._clock = ttl, clock
         self._keys: dict[str, tuple[ApiKey, float]] = {}  # token hash -> (key, read at)
         self._reads: dict[str, asyncio.Future] = {}  # token hash -> its read in progress
+        self._outage = OutageNotice(log, "API keys read again (their old copies answer)")
 
     async def find(self, token: str) -> ApiKey | None:
         """The token's key, revoked or not; None for an unknown token."""
@@ -150,10 +152,11 @@ class KeyCache:
         except SQLAlchemyError as exc:
             if key_hash not in self._keys:
                 raise
-            log.warning("could not read an API key again, its old copy answers: %s", exc)
+            self._outage.failed(exc)
             return self._keys[key_hash][0]
         finally:
             del self._reads[key_hash]
+        self._outage.recovered()
         if key is None:
             self._keys.pop(key_hash, None)
         else:

@@ -11,8 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -44,6 +43,7 @@ from app.routes import (
 from app.schemas import Responses, as_v2_errors, error
 from app.serving import ModelServer, UnknownModel
 from app.store.db import get_session_factory
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice
 from app.store.pages import InvalidCursor
 from app.store.versions import ModelFileCorrupt, VersionAliased
 from app.streams import PeerGoneMidStream, StreamOver, StreamSlots, TooManyStreams
@@ -71,6 +71,9 @@ PROTECTED_RESPONSES: Responses = {
 }
 V2_PROTECTED_RESPONSES = as_v2_errors(PROTECTED_RESPONSES)
 DATABASE_RETRY_AFTER_S = 5
+# One line when requests start meeting an outage, then one every 30 s while it lasts: a
+# line per request would be thousands a second under load.
+ANSWERED_503 = OutageNotice(log, "requests answered 503", repeat_seconds=30)
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
@@ -157,7 +160,7 @@ def _methods_at(request: Request) -> list[str]:
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("database unavailable: %s", exc)
+    ANSWERED_503.failed(exc)
     return JSONResponse(
         {"detail": "the database cannot be reached; retry shortly"},
         status_code=503,
@@ -211,8 +214,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(InvalidCursor, _error(422))
     app.add_exception_handler(ModelFileCorrupt, _error(503))
     # A lost connection or a full pool is the database's state, not a bug: 503, not 500.
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(SQLAlchemyTimeout, _database_unavailable)
+    for unreachable in DATABASE_UNREACHABLE:
+        app.add_exception_handler(unreachable, _database_unavailable)
     app.add_exception_handler(LastAdminKey, _error(409))
     app.add_exception_handler(UnknownModel, _error(404))
     app.add_exception_handler(VersionAliased, _error(409))

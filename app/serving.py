@@ -33,6 +33,7 @@ from app.registry_watch import registry_watch
 from app.store.access import name_readers, restricted_to
 from app.store.artefacts import get_store
 from app.store.db import get_session_factory
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice
 from app.store.tables import ApiKey, ModelVersion
 from app.store.versions import (
     LATEST,
@@ -223,6 +224,7 @@ class ModelServer:
         self._synced: object = None  # what the watch had heard when the snapshot was read
         self._reads = self._newest_read = 0  # snapshot reads started; the newest one applied
         self._catching_up: asyncio.Future[None] | None = None
+        self._registry_outage = OutageNotice(log, "registry reads (what is loaded serves on)")
 
     # ---- keeping in step with the registry -----------------------------------------------
 
@@ -238,8 +240,12 @@ class ModelServer:
             try:
                 await self.watch.connect()
                 await self.refresh()
-            except Exception as exc:  # the database may be down for a while; keep serving
+            except DATABASE_UNREACHABLE as exc:  # it may be down for a while; keep serving
+                self._registry_outage.failed(exc)
+            except Exception as exc:
                 log.warning("registry poll failed: %s", exc)
+            else:
+                self._registry_outage.recovered()
             await asyncio.sleep(self.settings.registry_poll_seconds)
 
     def stop(self) -> None:
@@ -284,7 +290,10 @@ class ModelServer:
             await self.refresh()
         except Exception as exc:  # the database went away since: serve what is loaded
             self._synced = heard  # and leave the change to the poll, once it is back
-            log.warning("registry read after a change failed: %s", exc)
+            if isinstance(exc, DATABASE_UNREACHABLE):
+                self._registry_outage.failed(exc)
+            else:
+                log.warning("registry read after a change failed: %s", exc)
 
     def _caught_up(self, _: asyncio.Future) -> None:
         self._catching_up = None

@@ -8,11 +8,11 @@ accepted job, evaluation or sweep is ever stranded.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerUnreachable
-from sqlalchemy.exc import OperationalError as DatabaseUnreachable
 from sqlalchemy.orm import Session
 
 from app.broker import QUEUE, enqueue_evaluation, enqueue_training, queue_length
@@ -26,6 +26,7 @@ from app.store.evaluations import (
 )
 from app.store.jobs import count_queued, queued_job_ids
 from app.store.lifecycle import expired_leases, recover_expired
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice, first_line
 from app.store.tables import JobStatus, utcnow
 from app.tuning import advance_running_sweeps
 
@@ -93,8 +94,10 @@ def end_stalled_evaluations(session: Session, max_seconds: float) -> list[str]:
     return failed
 
 
-def sweep(session: Session, celery: Celery, settings: Settings) -> None:
-    recover_lost_workers(session, celery)
+def sweep(session: Session, celery: Celery, settings: Settings, judge_leases: bool = True) -> None:
+    """One pass; `judge_leases` False: leave expired leases alone this time."""
+    if judge_leases:
+        recover_lost_workers(session, celery)
     end_stalled_evaluations(session, settings.evaluation_max_seconds)
     # Before the re-send: a trial queued here is sent here, and counted as on its way.
     advance_running_sweeps(session, lambda job_id, queue: enqueue_training(celery, job_id, queue))
@@ -107,6 +110,11 @@ class Sweeper:
     def __init__(self, settings: Settings, celery: Celery):
         self.settings, self.celery = settings, celery
         self._sweeps = Periodic(self._sweep_once, settings.sweep_seconds, name="sweeper")
+        self._outage = OutageNotice(log, "sweeps (skipped until it is back)")
+        # While the database was unreachable no worker could renew its lease: once it is
+        # back, each gets a lease's time to renew before any lease counts as lost, so a
+        # database restart costs no job an attempt (nor the epoch it was training).
+        self._judge_leases_from = 0.0  # time.monotonic()
 
     def start(self) -> None:
         if self.settings.sweep_seconds > 0:
@@ -118,11 +126,17 @@ class Sweeper:
     def _sweep_once(self) -> None:
         # An outage is the service's state, not a bug: one line, and the next sweep tries
         # again. Anything else reaches Periodic, which logs it with its traceback.
+        judge_leases = time.monotonic() >= self._judge_leases_from
         try:
             with get_session_factory()() as session:
-                sweep(session, self.celery, self.settings)
-        except (BrokerUnreachable, DatabaseUnreachable) as exc:
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+                sweep(session, self.celery, self.settings, judge_leases)
+        except DATABASE_UNREACHABLE as exc:
+            self._outage.failed(exc)
+            self._judge_leases_from = time.monotonic() + self.settings.lease_seconds
+            return
+        except BrokerUnreachable as exc:
             log.warning(
-                "sweep skipped, retried in %g s: %s", self.settings.sweep_seconds, first_line
+                "sweep skipped, retried in %g s: %s", self.settings.sweep_seconds, first_line(exc)
             )
+            return
+        self._outage.recovered()

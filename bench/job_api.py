@@ -216,21 +216,23 @@ def play_worker(session: Session, job: dict, outcome: str, rng: random.Random) -
     epochs = job["epochs"] if outcome == "succeeded" else rng.randint(1, job["epochs"])
     best = None
     for epoch in range(1, epochs + 1):
-        metrics, step = _train_epoch(session, job_id, epoch, epochs, rng)
+        metrics, step = _train_epoch(session, job_id, owner, epoch, epochs, rng)
         is_best = best is None or metrics["val_accuracy"] > best["val_accuracy"]
         best = metrics if is_best else best
         records.record_epoch(session, job_id, owner, metrics, step, is_best)
     _end(session, job, owner, outcome, best)
 
 
-def _train_epoch(session: Session, job_id: str, epoch: int, epochs: int, rng: random.Random):
+def _train_epoch(
+    session: Session, job_id: str, owner: str, epoch: int, epochs: int, rng: random.Random
+):
     progress = epoch / epochs
     first = (epoch - 1) * STEPS_PER_EPOCH + 1
     steps = [
         (step, epoch, 2.3 * (1 - 0.7 * progress) + rng.uniform(0, 0.2), 0.01 * (1 - progress))
         for step in range(first, first + STEPS_PER_EPOCH)
     ]
-    records.record_steps(session, job_id, steps)
+    records.record_steps(session, job_id, owner, steps)
     accuracy = min(0.99, 0.4 + 0.55 * progress + rng.uniform(-0.03, 0.03))
     metrics = {
         "epoch": epoch,

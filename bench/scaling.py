@@ -92,7 +92,7 @@ class SimulatedWorker:
             epoch = self.step // 100 + 1
             steps = [(self.step + i, epoch, 0.5, 0.01) for i in range(1, self.args.steps + 1)]
             self.step += self.args.steps
-            self._timed("steps", record_steps, session, self.job_id, steps)
+            self._timed("steps", record_steps, session, self.job_id, self.owner, steps)
             self.rows += 1 + 3 * len(steps)  # the job's row; two points and an event a step
             if epoch_due:
                 metrics = {

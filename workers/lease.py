@@ -13,17 +13,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
 from app.store.lifecycle import LeaseLost, confirm_cancelled, renew_lease
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice
 from app.store.tables import JobStatus
 
 log = logging.getLogger("trainserve.worker")
+T = TypeVar("T")
 
 
 class JobCancelled(Exception):
@@ -32,6 +35,10 @@ class JobCancelled(Exception):
 
 class WorkerStopping(Exception):
     """This worker is shutting down: the job goes back to the queue, to resume elsewhere."""
+
+
+class DatabaseGone(Exception):
+    """The database stayed unreachable for settings.database_wait_seconds."""
 
 
 # Set by the worker's main process when it shuts down (workers/celery_app.py). The pool's
@@ -75,6 +82,7 @@ class Lease:
         self._cancel_seen_at: float | None = None
         self._session = get_session_factory()()
         self._heartbeat = Periodic(self.renew, settings.heartbeat_seconds, name=f"lease-{job_id}")
+        self._outage = OutageNotice(log, f"job {job_id}: heartbeats")
 
     def __enter__(self) -> "Lease":
         self._heartbeat.start()
@@ -98,12 +106,18 @@ class Lease:
             status = renew_lease(
                 self._session, self.job_id, self.owner, self.settings.lease_seconds
             )
-        except SQLAlchemyError as exc:  # the database may come back before the lease ends
+        except DATABASE_UNREACHABLE as exc:
+            # Nobody can take the job while the database is down (the sweeper needs it
+            # too): the next beat that lands renews the lease.
+            self._outage.failed(exc)
+            self._session.rollback()
+            return
+        except SQLAlchemyError as exc:
             log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
             self._session.rollback()
             return
-        if status is None:
-            log.warning("job %s: lease lost, another worker may run it", self.job_id)
+        self._outage.recovered()
+        if status is None:  # the training thread says so, when it stops at its next step
             self.lost.set()
             self._heartbeat.stop()
         elif status == JobStatus.CANCELLING:
@@ -119,3 +133,32 @@ class Lease:
             log.error("job %s: no training step ended since the cancel; stopping hard", self.job_id)
             confirm_cancelled(self._session, self.job_id, self.owner)
             self.hard_stop()
+
+
+class OutageWait:
+    """Runs one of an attempt's writes, waiting out a database outage: while the database
+    cannot be reached, the write is tried again every heartbeat and training waits (no
+    one can take the job meanwhile: the sweeper needs the database too). Once it answers,
+    the write lands, or raises LeaseLost if the job was taken over after all. A stop
+    (cancel, worker stopping) still stops the wait; after settings.database_wait_seconds
+    it raises DatabaseGone."""
+
+    def __init__(self, job_id: str, session: Session, lease: LeaseCheck, settings: Settings):
+        self.session, self.lease, self.settings = session, lease, settings
+        self._outage = OutageNotice(log, f"job {job_id}: training waits for its writes")
+
+    def __call__(self, write: Callable[[], T]) -> T:
+        gives_up_at = time.monotonic() + self.settings.database_wait_seconds
+        while True:
+            try:
+                done = write()
+            except DATABASE_UNREACHABLE as exc:
+                self.session.rollback()
+                self._outage.failed(exc)
+                if time.monotonic() >= gives_up_at:
+                    raise DatabaseGone(str(exc)) from exc
+                self.lease.check()
+                time.sleep(self.settings.heartbeat_seconds)
+                continue
+            self._outage.recovered()
+            return done

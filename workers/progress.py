@@ -11,6 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.periodic import Periodic
 from app.store.db import get_session_factory
+from app.store.lifecycle import LeaseLost
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice
 from app.store.records import record_steps
 from workers.lease import LeaseCheck
 from workers.resources import ResourceSampler
@@ -24,11 +26,14 @@ class TimeLimitReached(Exception):
 
 class StepReporter:
     """Called after every training step. Stops training at once when the job is cancelled,
-    its lease lost or its time up; use it as a context manager to run its writer."""
+    its lease lost or its time up; use it as a context manager to run its writer. Its
+    writes are fenced by the lease of `owner`: once the job is another's, the steps are
+    dropped and the next step stops training."""
 
     def __init__(
         self,
         job_id: str,
+        owner: str,
         lease: LeaseCheck,
         optimizer: torch.optim.Optimizer,
         steps_per_epoch: int,
@@ -38,7 +43,8 @@ class StepReporter:
         flush_seconds: float,
         resources: ResourceSampler | None = None,
     ):
-        self.job_id, self.lease, self.optimizer = job_id, lease, optimizer
+        self.job_id, self.owner, self.lease, self.optimizer = job_id, owner, lease, optimizer
+        self.lost = False  # a write found the lease taken over
         self.resources = resources
         self.steps_per_epoch, self.step = steps_per_epoch, first_step
         self.deadline = deadline
@@ -46,6 +52,7 @@ class StepReporter:
         self._lock = threading.Lock()
         self._session = get_session_factory()()
         self._writer = Periodic(self._write, flush_seconds, name=f"steps-{job_id}")
+        self._outage = OutageNotice(log, f"job {job_id}: step writes (kept until it is back)")
 
     def __enter__(self) -> "StepReporter":
         self._writer.start()
@@ -58,6 +65,8 @@ class StepReporter:
     def __call__(self, loss: torch.Tensor) -> None:
         self.step += 1
         self.pending.append((self.step, loss, self.optimizer.param_groups[0]["lr"]))
+        if self.lost:
+            raise LeaseLost(self.job_id)
         self.lease.check()
         if time.monotonic() >= self.deadline:
             raise TimeLimitReached
@@ -76,7 +85,11 @@ class StepReporter:
             ]
             used = self.resources.sample() if self.resources else None
             try:
-                record_steps(self._session, self.job_id, steps, used)
+                record_steps(self._session, self.job_id, self.owner, steps, used)
+            except LeaseLost:
+                self.lost = True  # what was taken is dropped: the job is another's now
+                self.pending.clear()
+                raise
             except SQLAlchemyError:
                 self._session.rollback()
                 self.pending.extendleft(reversed(taken))  # kept for the next try
@@ -85,5 +98,11 @@ class StepReporter:
     def _write(self) -> None:
         try:
             self.flush()
+        except LeaseLost:
+            self._writer.stop()  # the training thread stops at its next step
+        except DATABASE_UNREACHABLE as exc:  # kept; the epoch's end waits for the database
+            self._outage.failed(exc)
         except SQLAlchemyError as exc:  # the epoch's end will try again, and fail loudly
             log.warning("job %s: could not store steps: %s", self.job_id, exc)
+        else:
+            self._outage.recovered()

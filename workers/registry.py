@@ -4,11 +4,10 @@ is why a job waits."""
 
 import logging
 
-from sqlalchemy.exc import OperationalError
-
 from app.config import Settings
 from app.periodic import Periodic
 from app.store.db import get_session_factory
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice, first_line
 from app.store.workers import forget_worker, report_worker
 from workers.gpus import visible_gpus
 
@@ -21,6 +20,7 @@ class WorkerRegistry:
         self.gpus = visible_gpus()
         self.device = "cuda" if self.gpus else "cpu"
         self._beats = Periodic(self.report, settings.heartbeat_seconds, name="worker-registry")
+        self._outage = OutageNotice(log, f"worker {name}: its row of GET /workers")
 
     def start(self) -> None:
         self.report()
@@ -37,13 +37,15 @@ class WorkerRegistry:
         try:
             with get_session_factory()() as session:
                 report_worker(session, self.name, self.queues, self.device, self.gpus)
-        except OperationalError as exc:  # the database is down: the next beat tries again
-            log.warning("worker %s: heartbeat not stored: %s", self.name, str(exc).splitlines()[0])
+        except DATABASE_UNREACHABLE as exc:  # the next beat tries again
+            self._outage.failed(exc)
+        else:
+            self._outage.recovered()
 
     def stop(self) -> None:
         self._beats.stop()
         try:
             with get_session_factory()() as session:
                 forget_worker(session, self.name)
-        except OperationalError as exc:
-            log.warning("worker %s: row not removed: %s", self.name, str(exc).splitlines()[0])
+        except DATABASE_UNREACHABLE as exc:
+            log.warning("worker %s: row not removed: %s", self.name, first_line(exc))

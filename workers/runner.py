@@ -12,7 +12,7 @@ from app.broker import QUEUE
 from app.config import Settings, get_settings
 from app.jobspec import EarlyStopping, JobSpec
 from app.recipes import RECIPES, filled
-from app.store.artefacts import ArtefactStore, get_store, load, save
+from app.store.artefacts import ArtefactStore, CacheDiskFull, get_store, load, save
 from app.store.datasets import get_dataset
 from app.store.db import get_session_factory
 from app.store.jobs import get_job, queued_job_ids
@@ -23,10 +23,12 @@ from app.store.lifecycle import (
     fail_job,
     finish_job,
     hand_back_job,
+    lease_held,
     plan_epochs,
     retry_or_fail,
     set_device,
 )
+from app.store.outage import first_line
 from app.store.records import forget_progress_after, record_epoch, resume_job
 from app.store.storage import job_prefix
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
@@ -37,7 +39,15 @@ from workers.budget import epochs_after_first, epochs_for_budget
 from workers.distributed import GroupStep, Ranks
 from workers.evaluation import served_epoch_report
 from workers.group import RankGroupFailed, train_in_group
-from workers.lease import JobCancelled, Lease, LeaseCheck, WorkerStopping, worker_name
+from workers.lease import (
+    DatabaseGone,
+    JobCancelled,
+    Lease,
+    LeaseCheck,
+    OutageWait,
+    WorkerStopping,
+    worker_name,
+)
 from workers.progress import StepReporter, TimeLimitReached
 from workers.recipe import TrainingRun, prepare_run, resolve_device
 from workers.resources import ResourceSampler
@@ -50,7 +60,9 @@ class EpochRecorder:
     """After each epoch: store the last checkpoint (to resume), the best one (to serve) when
     it improved, then record the metrics with the checkpoints' keys and sha256. Each object
     is named by the job, the attempt and the epoch, and counts only once the epoch's row
-    names it, so a resumed attempt redoes an epoch whose record is missing.
+    names it, so a resumed attempt redoes an epoch whose record is missing. Nothing is
+    stored once the lease is another's (asked of the database before the upload, and the
+    row's write fenced by it), and every database write waits out an outage (`database`).
     Returns True when early stopping says to stop."""
 
     def __init__(
@@ -61,9 +73,11 @@ class EpochRecorder:
         run: TrainingRun,
         store: ArtefactStore,
         early_stopping: EarlyStopping | None,
+        database: OutageWait,
         writes: bool = True,
     ):
         self.session, self.job_id, self.owner, self.run = session, job.id, owner, run
+        self.database = database
         self.attempt, self.store = job.attempt, store
         self.early_stopping = early_stopping
         # False on the ranks of a group but rank 0: they keep the history, to stop early
@@ -85,7 +99,7 @@ class EpochRecorder:
     def __call__(self, result: EpochResult) -> bool:
         if self.steps is None:
             raise RuntimeError("the recorder's StepReporter is set before training starts")
-        self.steps.flush()
+        self.database(self.steps.flush)
         checkpoint = make_checkpoint(
             **self.run.description,
             network=self.run.network,
@@ -94,8 +108,14 @@ class EpochRecorder:
         )
         last = None
         if self.writes:
+            self._still_held()
             last = self._store(result.epoch, "last", checkpoint | self.run.resume_state())
         return self.record(result, checkpoint, last)
+
+    def _still_held(self) -> None:
+        """Before an upload: a worker frozen past its lease and thawed has not heard yet."""
+        if not self.database(lambda: lease_held(self.session, self.job_id, self.owner)):
+            raise LeaseLost(self.job_id)
 
     def _store(self, epoch: int, kind: str, checkpoint: dict) -> "Stored":
         key = f"{job_prefix(self.job_id)}a{self.attempt}-e{epoch}-{kind}.pt"
@@ -112,9 +132,24 @@ class EpochRecorder:
                     "best_checkpoint": best.key,
                     "best_checkpoint_sha256": best.sha256,
                 }
-            record_epoch(
-                self.session, self.job_id, self.owner, result.as_dict(), step, is_best, checkpoints
-            )
+            try:
+                self.database(
+                    lambda: record_epoch(
+                        self.session,
+                        self.job_id,
+                        self.owner,
+                        result.as_dict(),
+                        step,
+                        is_best,
+                        checkpoints,
+                    )
+                )
+            except LeaseLost:
+                # Taken over since the check: no row names them, so they never count.
+                for stored in (last, best):
+                    if stored is not None:
+                        self.store.delete(stored.key)
+                raise
             # The row now names the new objects: the ones they replace count no more.
             self._forget(self.last_checkpoint, last)
             self.last_checkpoint = last
@@ -146,7 +181,7 @@ class EpochRecorder:
         latest one (after its last, it has completed). The answer is read from the
         database, so a resumed attempt gets it again."""
         if self.is_trial and self.history and self.history[-1].epoch < self.run.epochs:
-            self.pruned = should_prune(self.session, self.job_id)
+            self.pruned = self.database(lambda: should_prune(self.session, self.job_id))
 
     def _forget(self, replaced: "Stored | None", by: "Stored") -> None:
         if replaced is not None and replaced.key != by.key:
@@ -215,17 +250,38 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     that no beat lands after the final commit and reports the lease it gave up as lost."""
     ranks = JobSpec.model_validate(job.spec).resources.ranks
     train = train_job if ranks == 1 else train_in_group  # several: ranks of torch's launcher
+    # This attempt's number: `job` is read again after a rollback, and then says the
+    # attempt of whoever took the job over.
+    attempt = job.attempt
     try:
         with Lease(job.id, owner, settings) as lease:
             model, reason = train(session, job, owner, lease, settings)
         if model is None:  # only a group's other ranks have none, and they never get here
             raise RuntimeError(f"job {job.id}: training ended without a model")
-        _finish(session, job, owner, model, reason)
+        # No heartbeat now, but no one can take the job while the database is down.
+        OutageWait(job.id, session, lease, settings)(
+            lambda: _finish(session, job, owner, model, reason)
+        )
     except JobCancelled:
         confirm_cancelled(session, job.id, owner)
         log.info("job %s: cancelled", job.id)
     except LeaseLost:
-        log.warning("job %s: lease lost; this attempt stops without writing", job.id)
+        log.warning(
+            "job %s: attempt %d stops, writing nothing more: its lease was taken over "
+            "(the worker was out of touch for longer than the lease)",
+            job.id,
+            attempt,
+        )
+    except DatabaseGone as exc:
+        log.warning(
+            "job %s: attempt %d stops: the database was unreachable for %g s "
+            "(TRAINSERVE_DATABASE_WAIT_SECONDS); once it is back the job is re-queued and "
+            "resumes from its last checkpoint: %s",
+            job.id,
+            attempt,
+            settings.database_wait_seconds,
+            first_line(exc),
+        )
     except WorkerStopping:
         hand_back_job(session, job.id, owner)
         log.info("job %s: handed back to the queue, the worker is stopping", job.id)
@@ -236,6 +292,10 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
     except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
+        log.warning("job %s: %s", job.id, exc)
+        if retry_or_fail(session, job, owner, str(exc)):
+            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
+    except CacheDiskFull as exc:  # this machine's disk: a later try, or another worker, may fit
         log.warning("job %s: %s", job.id, exc)
         if retry_or_fail(session, job, owner, str(exc)):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
@@ -251,8 +311,7 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
         log.exception("job %s: crashed", job.id)
         # The log has the whole traceback; the job keeps the message's first line (a database
         # error's text goes on with the SQL statement and its parameters).
-        first_line = str(exc).strip().partition("\n")[0]
-        error = f"training crashed: {type(exc).__name__}: {first_line}"
+        error = f"training crashed: {type(exc).__name__}: {first_line(exc)}"
         if retry_or_fail(session, job, owner, error):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
 
@@ -303,13 +362,15 @@ def train_job(
     budgeted = spec.hyperparameters.epochs is None  # never for a group (JobSpec refuses it)
     if budgeted:
         _plan_epochs(session, job, owner, run)
+    database = OutageWait(job.id, session, lease, settings)
     done_epochs, recorder = _resume(
-        session, job, owner, run, store, spec.early_stopping, writes=ranks.leads
+        session, job, owner, run, store, spec.early_stopping, database, writes=ranks.leads
     )
     reporter = None
     if ranks.leads:
         reporter = StepReporter(
             job.id,
+            owner,
             lease,
             run.optimizer,
             len(run.train),
@@ -402,21 +463,22 @@ def _resume(
     run: TrainingRun,
     store: ArtefactStore,
     early_stopping: EarlyStopping | None,
+    database: OutageWait,
     writes: bool = True,
 ) -> tuple[int, EpochRecorder]:
     """Continue from the last checkpoint the job's row names, if an earlier attempt
     recorded one. Returns the epochs done."""
     if job.last_checkpoint is None:
         if writes:  # an earlier attempt may have stored steps of its first epoch
-            forget_progress_after(session, job.id)
-        return 0, EpochRecorder(session, job, owner, run, store, early_stopping, writes)
+            forget_progress_after(session, job.id, owner)
+        return 0, EpochRecorder(session, job, owner, run, store, early_stopping, database, writes)
     checkpoint = load(store, job.last_checkpoint, job.last_checkpoint_sha256)
     epoch = checkpoint["epoch"]
     run.restore(checkpoint)
     if writes:
         resume_job(session, job.id, owner, epoch, step=epoch * len(run.train))
     # Made after resume_job, so that it reads the history as resumed.
-    recorder = EpochRecorder(session, job, owner, run, store, early_stopping, writes)
+    recorder = EpochRecorder(session, job, owner, run, store, early_stopping, database, writes)
     recorder.judge_trial()  # the attempt before may have stopped before it acted on it
     if writes:
         log.info("job %s: attempt %d resumes after epoch %d", job.id, job.attempt, epoch)

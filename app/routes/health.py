@@ -8,11 +8,14 @@ from sqlalchemy import text
 from app.deps import CeleryDep, MetricsDep, ModelServerDep, SessionDep
 from app.schemas import Health, Readiness, error
 from app.store import jobs
+from app.store.outage import DATABASE_UNREACHABLE, OutageNotice
 
 router = APIRouter(tags=["health"])
 # Apart: app.main includes it behind the key scope TRAINSERVE_METRICS_SCOPE names.
 metrics_router = APIRouter(tags=["health"])
 log = logging.getLogger("trainserve.api")
+# A probe every few seconds during an outage: one line as it starts, one as it ends.
+PROBED_DATABASE = OutageNotice(log, "/readyz", repeat_seconds=60)
 
 
 @router.get("/healthz")
@@ -39,8 +42,12 @@ def _check_dependencies(session, celery) -> None:
     error's text (a host, a user name, a path) goes to the log, on one line."""
     try:
         session.execute(text("SELECT 1"))
+    except DATABASE_UNREACHABLE as exc:
+        PROBED_DATABASE.failed(exc)
+        raise HTTPException(503, "not ready: the database is unavailable") from exc
     except Exception as exc:
         raise _unready("database", exc) from exc
+    PROBED_DATABASE.recovered()
     try:
         with celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)

@@ -174,8 +174,14 @@ class S3Store:
         with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
             temporary = Path(file.name)
         try:
-            with open(temporary, "wb") as file:
-                write(file)
+            try:
+                with open(temporary, "wb") as file:
+                    write(file)
+            except OSError as exc:
+                full = self.cache.full_disk(exc, f"{key} could not be written to upload")
+                if full is None:
+                    raise
+                raise full from exc
             sha256 = file_sha256(temporary)
             extra = {"Metadata": {"sha256": sha256}}
             self.client.upload_file(str(temporary), self.bucket, self._key(key), ExtraArgs=extra)

@@ -76,16 +76,24 @@ class ReadCache:
                 raise ArtefactCorrupt(f"{what}: its bytes have sha256 {got}, recorded {sha256}")
             os.replace(temporary, path)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CacheDiskFull(
-                    f"the read cache's disk is full ({self.folder}): {what} could not be "
-                    "kept; free space there or lower TRAINSERVE_CACHE_BYTES",
-                ) from exc
-            raise
+            full = self.full_disk(exc, f"{what} could not be kept")
+            if full is None:
+                raise
+            raise full from exc
         finally:
             temporary.unlink(missing_ok=True)
         self.evict()
         return path
+
+    def full_disk(self, exc: OSError, what: str) -> CacheDiskFull | None:
+        """The CacheDiskFull that a write's OSError means, naming the folder; None for
+        another error."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return None
+        return CacheDiskFull(
+            f"the read cache's disk is full ({self.folder}): {what}; free space there or "
+            "lower TRAINSERVE_CACHE_BYTES"
+        )
 
     def adopt(self, sha256: str, file: Path) -> None:
         """Keep a file this process wrote and hashed itself (an upload's source)."""

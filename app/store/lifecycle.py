@@ -58,6 +58,22 @@ def held_by(owner: str) -> tuple:
     return (Job.lease_owner == owner, Job.status.in_(LEASED))
 
 
+def lock_if_held(session: Session, job_id: str, owner: str) -> bool:
+    """Lock the job's row for the caller's transaction if `owner` still holds its lease:
+    what the worker then writes in that transaction is fenced by the lease (a sweeper or
+    worker taking the job over waits for its commit, or came first and this is False)."""
+    locked = update_job(session, job_id, held_by(owner), (Job.id,), lease_owner=Job.lease_owner)
+    return locked is not None
+
+
+def lease_held(session: Session, job_id: str, owner: str) -> bool:
+    """Whether `owner` holds the job's lease now, as the database says (not as a heartbeat
+    said last: a worker frozen and thawed may not have heard yet)."""
+    held = session.scalar(select(Job.id).where(Job.id == job_id, *held_by(owner)))
+    session.commit()
+    return held is not None
+
+
 def claim_job(
     session: Session,
     job_id: str,

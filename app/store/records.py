@@ -7,40 +7,58 @@ from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.jobspec import EPOCH_METRICS, STEP_METRICS, ResourceMetric
-from app.store.lifecycle import LeaseLost, held_by, transition, update_job
+from app.store.lifecycle import LeaseLost, held_by, lock_if_held, transition, update_job
 from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
 
 
 def resume_job(session: Session, job_id: str, owner: str, epoch: int, step: int) -> None:
-    """Record that this attempt continues after `epoch`; forget what came after it."""
-    forget_progress_after(session, job_id, epoch, step)
+    """Record that this attempt continues after `epoch`; forget what came after it. In one
+    transaction, fenced by the lease."""
+    _lock_or_lose(session, job_id, owner)
+    _forget_after(session, job_id, epoch, step)
     if not transition(session, job_id, held_by(owner), resumed_from_epoch=epoch, epoch=epoch):
         raise LeaseLost(job_id)
 
 
-def forget_progress_after(session: Session, job_id: str, epoch: int = 0, step: int = 0) -> None:
-    """Delete the steps and epochs earlier attempts recorded past (`epoch`, `step`); by
-    default all of them, for an attempt that starts over: it records the same steps again."""
+def forget_progress_after(
+    session: Session, job_id: str, owner: str, epoch: int = 0, step: int = 0
+) -> None:
+    """Delete the steps and epochs earlier attempts recorded past (`epoch`, `step`), if
+    `owner` holds the lease; by default all of them, for an attempt that starts over: it
+    records the same steps again."""
+    _lock_or_lose(session, job_id, owner)
+    _forget_after(session, job_id, epoch, step)
+    session.commit()
+
+
+def _lock_or_lose(session: Session, job_id: str, owner: str) -> None:
+    if not lock_if_held(session, job_id, owner):
+        session.rollback()
+        raise LeaseLost(job_id)
+
+
+def _forget_after(session: Session, job_id: str, epoch: int, step: int) -> None:
     session.execute(
         delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
     )
     session.execute(
         delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
     )
-    session.commit()
 
 
 def record_steps(
     session: Session,
     job_id: str,
+    owner: str,
     steps: list[tuple[int, int, float, float]],
     resources: Mapping[ResourceMetric, float] | None = None,
 ):
     """Per-step (step, epoch, loss, learning rate): metric points and one event per step;
-    `resources`, the worker's use sampled now, as metric points at the last of the steps."""
+    `resources`, the worker's use sampled now, as metric points at the last of the steps.
+    Raises LeaseLost, writing nothing, unless `owner` holds the job's lease."""
     if not steps:
         return
-    first_seq = _reserve_events(session, job_id, len(steps)) - len(steps) + 1
+    first_seq = _reserve_events(session, job_id, owner, len(steps)) - len(steps) + 1
     now = utcnow()
     # Core bulk inserts (executemany): several hundred rows a second, off the training's time.
     session.execute(
@@ -71,10 +89,16 @@ def record_steps(
     session.commit()
 
 
-def _reserve_events(session: Session, job_id: str, count: int) -> int:
-    return update_job(
-        session, job_id, (), (Job.event_seq,), event_seq=Job.event_seq + count
-    ).event_seq
+def _reserve_events(session: Session, job_id: str, owner: str, count: int) -> int:
+    """The job's last event number once `count` more are reserved; the row stays locked
+    to the commit, so the lease is held until then."""
+    row = update_job(
+        session, job_id, held_by(owner), (Job.event_seq,), event_seq=Job.event_seq + count
+    )
+    if row is None:
+        session.rollback()
+        raise LeaseLost(job_id)
+    return row.event_seq
 
 
 def record_epoch(

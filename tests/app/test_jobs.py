@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.store.db import get_session_factory
+from app.store.lifecycle import claim_job
 from app.store.records import record_steps
 from tests.conftest import bearer
 from tests.utils.api import IMAGE_JOB, new_key, upload
@@ -168,8 +169,9 @@ def test_events_replay_a_finished_job_in_order_and_resume_after_an_id(client, im
 def test_metrics_are_downsampled_by_the_database(client, image_spec, embedded_settings):
     job_id = client.post("/jobs", json=image_spec).json()["id"]
     with get_session_factory()() as session:
+        assert claim_job(session, job_id, "a-worker", lease_seconds=60)
         # 1000 steps of loss = step number: buckets of 100 average to their middle.
-        record_steps(session, job_id, [(s, 1, float(s), 0.1) for s in range(1, 1001)])
+        record_steps(session, job_id, "a-worker", [(s, 1, float(s), 0.1) for s in range(1, 1001)])
     series = client.get(f"/jobs/{job_id}/metrics", params={"name": "loss", "max_points": 10})
     points = series.json()["points"]
     assert [p["step"] for p in points] == list(range(100, 1001, 100))
@@ -213,7 +215,8 @@ def test_several_jobs_series_come_in_one_request_and_only_the_keys_own(client, i
 def test_a_step_range_gets_finer_points(client, image_spec, embedded_settings):
     job_id = client.post("/jobs", json=image_spec).json()["id"]
     with get_session_factory()() as session:
-        record_steps(session, job_id, [(s, 1, float(s), 0.1) for s in range(1, 1001)])
+        assert claim_job(session, job_id, "a-worker", lease_seconds=60)
+        record_steps(session, job_id, "a-worker", [(s, 1, float(s), 0.1) for s in range(1, 1001)])
     zoomed = client.get(
         f"/jobs/{job_id}/metrics",
         params={"name": "loss", "max_points": 10, "step_min": 101, "step_max": 200},

@@ -129,11 +129,20 @@ class Stack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
-    def start_worker(self, name: str = "worker", *queues: str, **env: str) -> None:
+    def signal(self, name: str, signum: int) -> None:
+        """`signum` to the process and its children: SIGSTOP freezes them, as a machine
+        that stalls (a long GC pause, a VM paused), SIGCONT thaws them."""
+        os.killpg(self.processes[name].pid, signum)
+
+    def start_worker(
+        self, name: str = "worker", *queues: str, launcher: tuple[str, ...] = (), **env: str
+    ) -> None:
         """A Celery worker; another name: another worker, as on another machine when `env`
-        gives it local folders of its own; `queues`: the queues it serves (-Q)."""
+        gives it local folders of its own; `queues`: the queues it serves (-Q); `launcher`:
+        the command that runs it (given the worker's command as its arguments)."""
         self.start(
             name,
+            *launcher,
             sys.executable,
             "-m",
             "celery",

@@ -6,14 +6,15 @@ import subprocess
 import sys
 import threading
 import time
+from typing import ClassVar
 
 import pytest
 import torch
 
 from app.broker import make_celery
 from app.store.datasets import get_dataset
-from app.store.lifecycle import LeaseLost, claim_job, renew_lease, request_cancel
-from app.store.records import events_after
+from app.store.lifecycle import LeaseLost, claim_job, lease_held, renew_lease, request_cancel
+from app.store.records import events_after, forget_progress_after, record_epoch, record_steps
 from app.sweeper import recover_lost_workers
 from models.files import load_plain
 from tests.conftest import PROJECT
@@ -166,6 +167,67 @@ def test_a_worker_whose_lease_was_taken_stops(session, fast_heartbeat, two_class
             lease.check()
 
 
+def test_no_write_lands_once_the_lease_is_taken(session, embedded_settings, two_class_zip):
+    """What a stale worker (frozen past its lease, then thawed) writes is refused whole."""
+    job_id = queue_image_job(session, embedded_settings, two_class_zip)
+    assert claim_job(session, job_id, "stale-worker", lease_seconds=60)
+    record_steps(session, job_id, "stale-worker", [(1, 1, 0.9, 0.01)])
+    expire_lease(session, job_id)
+    assert recover_lost_workers(session, make_celery(embedded_settings)) == {job_id: "queued"}
+    assert claim_job(session, job_id, "new-worker", lease_seconds=60)
+    before = reloaded(session, job_id).event_seq
+    assert not lease_held(session, job_id, "stale-worker")
+    metrics = {"epoch": 1, "train_loss": 0.5, "val_loss": 0.5, "val_accuracy": 0.9}
+    writes = (
+        lambda: record_steps(session, job_id, "stale-worker", [(2, 1, 0.8, 0.01)]),
+        lambda: forget_progress_after(session, job_id, "stale-worker"),
+        lambda: record_epoch(session, job_id, "stale-worker", metrics, 2, True, {}),
+    )
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+    job = reloaded(session, job_id)
+    assert job.event_seq == before and job.epoch == 0 and job.lease_owner == "new-worker"
+    assert steps_recorded(session, job_id) == 1  # the step written while it held the lease
+
+
+def test_a_checkpoint_uploaded_as_the_lease_is_taken_is_removed(
+    session, embedded_settings, two_class_zip, monkeypatch, caplog
+):
+    """The lease is taken over just after epoch 2's check, before its upload: the objects
+    uploaded are deleted when the row's write is refused, and the attempt stops."""
+    job_id = queue_image_job(
+        session, embedded_settings, two_class_zip, hyperparameters={"epochs": 3, "batch_size": 8}
+    )
+    celery = make_celery(embedded_settings)
+    checks: list[bool] = []
+
+    def taken_just_after_the_check(worker_session, checked_job_id: str, owner: str) -> bool:
+        held = lease_held(worker_session, checked_job_id, owner)
+        checks.append(held)
+        if len(checks) == 2:
+
+            def presumed_dead() -> dict:
+                expire_lease(session, job_id)  # a heartbeat may land in between: again
+                return recover_lost_workers(session, celery)
+
+            wait_until(presumed_dead, what="the sweeper to take the lease away")
+            assert claim_job(session, job_id, "new-worker", lease_seconds=60)
+        return held
+
+    monkeypatch.setattr("workers.runner.lease_held", taken_just_after_the_check)
+    run_job(job_id)
+    job = reloaded(session, job_id)
+    assert checks == [True, True] and job.lease_owner == "new-worker" and job.epoch == 1
+    folder = stored_file(embedded_settings, f"jobs/{job_id}")
+    stored = sorted(path.name for path in folder.iterdir())
+    assert stored == ["a1-e1-best.pt", "a1-e1-last.pt"]  # what the row names, and no more
+    assert {job.last_checkpoint, job.best_checkpoint} == {
+        f"jobs/{job_id}/{name}" for name in stored
+    }
+    assert "attempt 1 stops, writing nothing more" in caplog.text
+
+
 def test_a_cancel_not_honoured_in_time_stops_the_process(
     session, fast_heartbeat, monkeypatch, two_class_zip
 ):
@@ -209,22 +271,26 @@ class BeatsOnExit(Lease):
     """A lease whose heartbeat fires once more as the lease is given up: the last moment
     a beat can land, made certain instead of left to the clock."""
 
+    found_lost: ClassVar[list[bool]] = []  # what each exit beat found (the test's own list)
+
     def __exit__(self, *exc) -> None:
         self.renew()
+        self.found_lost.append(self.lost.is_set())
         super().__exit__(*exc)
 
 
 def test_no_heartbeat_after_a_job_ends_reports_its_lease_lost(
-    session, embedded_settings, monkeypatch, caplog, two_class_zip
+    session, embedded_settings, monkeypatch, two_class_zip
 ):
     monkeypatch.setattr(embedded_settings, "heartbeat_seconds", 3600)  # only the exit beat
     monkeypatch.setattr("workers.runner.Lease", BeatsOnExit)
+    monkeypatch.setattr(BeatsOnExit, "found_lost", [])
     job_id = queue_image_job(
         session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1}
     )
     run_job(job_id)
     job = reloaded(session, job_id)
     assert job.status == "succeeded"
-    assert "lease lost" not in caplog.text
+    assert BeatsOnExit.found_lost == [False]
     # The exit beat found the job still running and renewed it: the outcome came after.
     assert job.heartbeat_at > job.started_at

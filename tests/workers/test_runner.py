@@ -4,6 +4,7 @@ import torch
 from sqlalchemy import update
 
 from app.broker import GPU_QUEUE, QUEUE
+from app.store.lifecycle import claim_job, held_by, requeue_job
 from app.store.records import metric_series, record_steps
 from app.store.tables import Job
 from app.store.versions import all_aliases
@@ -96,7 +97,9 @@ def test_an_attempt_that_starts_over_replaces_the_steps_an_earlier_one_stored(
     job_id = queue_image_job(
         session, embedded_settings, two_class_zip, hyperparameters={"epochs": 1, "batch_size": 8}
     )
-    record_steps(session, job_id, [(step, 1, 9.0, 0.01) for step in range(1, 4)])
+    assert claim_job(session, job_id, "earlier", lease_seconds=60)
+    record_steps(session, job_id, "earlier", [(step, 1, 9.0, 0.01) for step in range(1, 4)])
+    assert requeue_job(session, job_id, held_by("earlier"), "its worker was lost")
     run_job(job_id)
     job = reloaded(session, job_id)
     assert job.status == "succeeded", job.error
