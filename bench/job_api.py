@@ -219,7 +219,7 @@ def play_worker(session: Session, job: dict, outcome: str, rng: random.Random) -
         metrics, step = _train_epoch(session, job_id, owner, epoch, epochs, rng)
         is_best = best is None or metrics["val_accuracy"] > best["val_accuracy"]
         best = metrics if is_best else best
-        records.record_epoch(session, job_id, owner, metrics, step, is_best)
+        records.record_epoch(session, job_id, owner, metrics, step, is_best, checkpoints={})
     _end(session, job, owner, outcome, best)
 
 

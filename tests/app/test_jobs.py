@@ -190,7 +190,10 @@ def test_several_jobs_series_come_in_one_request_and_only_the_keys_own(client, i
     others = client.post("/jobs", json=theirs, headers=bearer(other_key["key"])).json()["id"]
     with get_session_factory()() as session:
         for job_id, scale in ((first, 1.0), (second, 2.0), (others, 3.0)):
-            record_steps(session, job_id, [(s, 1, scale * s, 0.1) for s in range(1, 101)])
+            assert claim_job(session, job_id, "a-worker", lease_seconds=60)
+            record_steps(
+                session, job_id, "a-worker", [(s, 1, scale * s, 0.1) for s in range(1, 101)]
+            )
     asked = [second, first, "f" * 32, second]
     mine = client.get(
         "/series",
