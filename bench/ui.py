@@ -109,7 +109,7 @@ def store_jobs(url: str, jobs: int, steps: int) -> str:
         short_steps = range(1, STEPS_PER_SHORT_JOB + 1)
         points = [point(j, "loss", s) for j in ended for s in short_steps]
         insert_in_chunks(connection, points)
-        long_row = job_row(0, dataset_id, now) | {"id": long_job, "status": "running"}
+        long_row = job_row(0, dataset_id, now, status="running") | {"id": long_job}
         connection.execute(insert(Job), [long_row | {"epochs": 100, "event_seq": 0}])
         insert_in_chunks(
             connection, [point(long_job, name, s) for name in ("loss", "lr") for s in range(steps)]
@@ -139,8 +139,8 @@ def dataset_row(dataset_id: str) -> dict:
     }
 
 
-def job_row(index: int, dataset_id: str, created) -> dict:
-    status = STATUSES[index % len(STATUSES)]
+def job_row(index: int, dataset_id: str, created, status: str | None = None) -> dict:
+    status = status or STATUSES[index % len(STATUSES)]
     started = None if status == "queued" else created + timedelta(seconds=5)
     finished = started + timedelta(seconds=90) if status not in ("queued", "running") else None
     return {
