@@ -1,6 +1,7 @@
 """CIFAR-10 on a GPU with the service's own training code: time to 94 % and images/s.
 
-    bash bench/gpu_check.sh            # installs the project if needed, then runs this
+    bash bench/gpu_check.sh            # installs the project if needed, then runs this,
+                                       # bench/gpu_check_service.py and the DDP group
     .venv/bin/python bench/gpu_check.py [--epochs 40] [--width 96] [--device cuda]
     .venv/bin/python -m torch.distributed.run --standalone --nproc-per-node N \
         bench/gpu_check.py --epochs 4 --baseline IMAGES_PER_S   # DDP: one rank per GPU
@@ -17,9 +18,12 @@ one-cycle schedule, label smoothing, bf16 autocast, channels_last, torch.compile
 """
 
 import argparse
+import io
 import os
+import random
 import statistics
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,30 +38,93 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 GOAL = 0.94
 
 
-def cifar10(limit: int | None):
-    parts = []
-    for split in ("train", "test"):
-        path = DATA / f"cifar10-{split}.zip"
-        with open(path, "rb") as file:
-            parts.append(read_upload([NamedFile(path.name, file)], ReadOptions()))
-    data = with_test_split(*parts)
-    if limit:  # a smoke run: a random sample of the training and test images
-        shuffled = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))
-        train, test = shuffled[~data.is_test[shuffled]], shuffled[data.is_test[shuffled]]
-        keep = torch.cat([train[:limit], test[: max(limit // 5, 1)]])
-        for name in ("labels", "is_test", "images"):
-            setattr(data, name, getattr(data, name)[keep])
-    return data
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this check and bench/gpu_check_service.py share: what is trained."""
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--limit", type=int, help="only N random training images (smoke test)")
+
+
+def recipe(args: argparse.Namespace, world: int = 1) -> dict:
+    """The fastest recipe as a job spec's model and hyper-parameters; `world`: the ranks
+    that share each batch (--batch images each)."""
+    return {
+        "model": {"arch": "fast_resnet", "width": args.width},
+        "hyperparameters": {
+            "epochs": args.epochs,
+            "batch_size": args.batch * world,  # the global batch
+            "optimizer": "sgd",
+            "lr": 0.4,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "lr_schedule": "onecycle",
+            "warmup_epochs": args.epochs / 5,
+            "label_smoothing": 0.1,
+            "compile": not args.no_compile,
+        },
+    }
+
+
+class Progress:
+    """A run's epochs so far: its training seconds, when it reached GOAL, its speeds."""
+
+    def __init__(self) -> None:
+        self.trained_s, self.reached_s = 0.0, None
+        self.speeds: list[float] = []
+
+    def add(self, epoch: int, val_accuracy: float, seconds: float, images_per_s: float) -> str:
+        """Count an epoch that ended; the line that says how it went."""
+        self.trained_s += seconds
+        self.speeds.append(images_per_s)
+        if self.reached_s is None and val_accuracy >= GOAL:
+            self.reached_s = self.trained_s
+        return (
+            f"epoch {epoch:>3}  val_accuracy {val_accuracy:.4f}  "
+            f"{images_per_s:>8.0f} images/s  {self.trained_s:>6.1f} s of training"
+        )
+
+    @property
+    def reached(self) -> str:
+        return f"{self.reached_s:.1f} s" if self.reached_s is not None else "not reached"
+
+    @property
+    def steady_speed(self) -> float:
+        """The run's images/s: the median past the first epoch's compiling."""
+        return statistics.median(self.speeds[1:] or self.speeds)
+
+
+def cifar10_zip(split: str, limit: int | None) -> bytes:
+    """The split's zip (train or test) as it is, or (a smoke run) a zip of a random sample
+    of its images: `limit` training images and a fifth as many test ones."""
+    source = DATA / f"cifar10-{split}.zip"
+    if not limit:
+        return source.read_bytes()
+    count = limit if split == "train" else max(limit // 5, 1)
+    sample = io.BytesIO()
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(sample, "w") as out:
+        images = [name for name in archive.namelist() if not name.endswith("/")]
+        for name in random.Random(0).sample(images, count):
+            out.writestr(name, archive.read(name))
+    return sample.getvalue()
+
+
+def cifar10(limit: int | None):
+    """Both splits decoded as an upload decodes them, the test zip as the test split."""
+    parts = [
+        read_upload(
+            [NamedFile(f"{split}.zip", io.BytesIO(cifar10_zip(split, limit)))], ReadOptions()
+        )
+        for split in ("train", "test")
+    ]
+    return with_test_split(*parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_arguments(parser)
     parser.add_argument("--baseline", type=float, help="one GPU's images/s: for the efficiency")
     args = parser.parse_args()
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -71,22 +138,10 @@ def main() -> None:
         {
             "task": "image_classification",
             "dataset_id": "cifar10",
-            "model": {"arch": "fast_resnet", "width": args.width},
             "validation": {"source": "test_split"},
             "device": args.device,
             "resources": resources,
-            "hyperparameters": {
-                "epochs": args.epochs,
-                "batch_size": args.batch * ranks.world,  # the global batch
-                "optimizer": "sgd",
-                "lr": 0.4,
-                "nesterov": True,
-                "weight_decay": 5e-4,
-                "lr_schedule": "onecycle",
-                "warmup_epochs": args.epochs / 5,
-                "label_smoothing": 0.1,
-                "compile": not args.no_compile,
-            },
+            **recipe(args, ranks.world),
         }
     )
     run = prepare_run(ranks.spec_for_rank(spec), data)
@@ -96,28 +151,20 @@ def main() -> None:
         f"{name} x{ranks.world}, {run.options.autocast_dtype}, width {args.width}, "
         f"batch {args.batch} per rank"
     )
-    trained_s, reached = 0.0, None
-    speeds: list[float] = []
+    progress = Progress()
 
     def report(result: EpochResult) -> None:
-        nonlocal trained_s, reached
-        trained_s += result.seconds
-        speeds.append(result.samples_per_second)  # the whole group's, summed over ranks
-        if reached is None and result.val_accuracy >= GOAL:
-            reached = trained_s
-        say(
-            f"epoch {result.epoch:>3}  val_accuracy {result.val_accuracy:.4f}  "
-            f"{result.samples_per_second:>8.0f} images/s  {trained_s:>6.1f} s of training",
-            flush=True,
-        )
+        # samples_per_second: the whole group's, summed over ranks
+        fields = (result.epoch, result.val_accuracy, result.seconds, result.samples_per_second)
+        say(progress.add(*fields), flush=True)
 
     run.fit(args.epochs, report)
     say(
-        f"time to {GOAL:.0%}: {f'{reached:.1f} s' if reached else 'not reached'}; "
-        f"{trained_s:.1f} s of training (the first epoch includes compiling); "
+        f"time to {GOAL:.0%}: {progress.reached}; "
+        f"{progress.trained_s:.1f} s of training (the first epoch includes compiling); "
         f"{time.perf_counter() - started:.0f} s in all; load avg {os.getloadavg()[0]:.1f}"
     )
-    steady = statistics.median(speeds[1:] or speeds)  # past the first epoch's compiling
+    steady = progress.steady_speed
     say(f"images/s: {steady:.0f} on {ranks.world} {kind} rank(s) (median past epoch 1)")
     if args.baseline and ranks.several:
         efficiency = steady / (ranks.world * args.baseline)

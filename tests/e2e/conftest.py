@@ -1,4 +1,5 @@
-"""A real stack for end-to-end tests: PostgreSQL, Redis, uvicorn and a Celery worker process.
+"""A real stack for end-to-end tests: PostgreSQL, Redis, an API process, a Celery worker
+process, and the artefact store in a bucket of moto's S3 server or in a local folder.
 
 Each test session gets its own PostgreSQL database and Redis database number, so a
 developer's running service is left alone. Override the servers with
@@ -13,16 +14,20 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import redis
+from sqlalchemy import Engine, Row, create_engine, text
 
 from app.store.tables import ENDED
 from models.data import NamedFile, read_idx_array
 from tests.conftest import ADMIN_KEY, PROJECT, bearer, idx_bytes, migrate
+from tests.utils.s3 import BucketPrefix, moto_server
 from tests.utils.servers import GRANIAN, UVICORN, start_api
 from tests.utils.waiting import wait_until
 
@@ -72,16 +77,33 @@ def redis_url():
     client.flushdb()
 
 
-class Stack:
-    """The API and a worker as separate processes, configured like production."""
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server, over HTTP, for every stack of the session that keeps its artefacts
+    in a bucket: each under a prefix of its own."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
-    def __init__(self, folder: Path, database_url: str, broker_url: str, server: str = GRANIAN):
-        self.folder, self.server = folder, server
+
+class Stack:
+    """The API and a worker as separate processes, configured like production; their
+    artefacts in `bucket` (a prefix of the S3 server's bucket), else in the stack's folder."""
+
+    def __init__(
+        self,
+        folder: Path,
+        database_url: str,
+        broker_url: str,
+        server: str = GRANIAN,
+        bucket: BucketPrefix | None = None,
+    ):
+        self.folder, self.server, self.bucket = folder, server, bucket
         self.urls: dict[str, str] = {}  # of each API process, by name
         self.env = os.environ | {
             "TRAINSERVE_DATABASE_URL": database_url,
             "TRAINSERVE_BROKER_URL": broker_url,
-            "TRAINSERVE_ARTIFACTS_DIR": str(folder / "artifacts"),
+            "TRAINSERVE_ARTIFACTS_DIR": str(self.artifacts),  # the store without a bucket
+            "TRAINSERVE_CACHE_DIR": str(folder / "cache"),  # what was read from a bucket
             "TRAINSERVE_BROKER_DIR": str(folder / "broker"),  # for filesystem:// only
             # Failures are detected in seconds here, so tests of them run in seconds.
             "TRAINSERVE_LEASE_SECONDS": "3",
@@ -94,6 +116,8 @@ class Stack:
             "TRAINSERVE_MAX_UPLOAD_BYTES": str(E2E_MAX_UPLOAD_BYTES),
             "TRAINSERVE_MAX_DECODED_BYTES": str(E2E_MAX_DECODED_BYTES),
         }
+        if bucket is not None:
+            self.env |= bucket.env()
         self.processes: dict[str, subprocess.Popen] = {}
         self.checked: dict[Path, int] = {}  # how far each log has been checked for faults
         # Why this stack's logs may hold faults (a test that breaks its processes on
@@ -204,6 +228,41 @@ class Stack:
             faults
         )
 
+    @property
+    def artifacts(self) -> Path:
+        """The local artefact folder: the store of a stack without a bucket."""
+        return self.folder / "artifacts"
+
+    def stored(self, start: str = "") -> list[str]:
+        """The keys of the store's objects (`datasets/…`, `jobs/…`) that start with `start`:
+        the bucket's, or the local folder's."""
+        if self.bucket is not None:
+            return self.bucket.keys(start)
+        return [key for key in files_under(self.artifacts) if key.startswith(start)]
+
+    def holds(self, key: str) -> bool:
+        return key in self.stored(key)
+
+    @cached_property
+    def database(self) -> Engine:
+        return create_engine(self.env["TRAINSERVE_DATABASE_URL"])
+
+    def dataset_row(self, dataset_id: str) -> Row:
+        """The dataset's row as the database holds it (the API shows neither its key nor
+        its deletion)."""
+        with self.database.connect() as connection:
+            query = text("SELECT path, deleted_at FROM datasets WHERE id = :id")
+            return connection.execute(query, {"id": dataset_id}).one()
+
+    def assert_stored(self, api: httpx.Client, job: dict) -> None:
+        """A succeeded job's dataset and the checkpoint its version serves are objects of
+        the stack's store."""
+        checkpoint = api.get(f"/models/{job['model_id']}").json()["checkpoint_path"]
+        dataset = self.dataset_row(job["dataset_id"]).path
+        missing = [key for key in (dataset, checkpoint) if not self.holds(key)]
+        store = self.env.get("TRAINSERVE_ARTIFACTS", self.artifacts)
+        assert not missing, f"job {job['id']}: {missing} not in the store {store}"
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -214,27 +273,62 @@ class Stack:
                 process.kill()
         if self.faults_expected is None:
             self.assert_clean_logs()  # shutdown included
+        if "database" in self.__dict__:  # made
+            self.database.dispose()
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file under `folder` (none if it does not exist), by its path relative to it."""
+    return sorted(
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+    )
+
+
+@dataclass(frozen=True)
+class StackKind:
+    """Which server the session's stack runs the API on, and where it keeps artefacts."""
+
+    server: str
+    on_s3: bool
+
+
+# Every test on Granian (as `make run` serves the API) with the store on S3 (as a cluster
+# keeps it: docs/storage.md); the tests marked `predicts` a second time on uvicorn (the
+# other server docs/operations.md offers) with the store in the local folder (the
+# embedded default). So each server and each store runs the tests of /predict, and the
+# run is not doubled.
+SESSION_STACKS = [
+    pytest.param(StackKind(GRANIAN, on_s3=True), id="granian-s3"),
+    pytest.param(StackKind(UVICORN, on_s3=False), id="uvicorn-local"),
+]
 
 
 def pytest_collection_modifyitems(config, items):
-    """The stack on uvicorn runs only the tests marked `predicts`: uvicorn is the other
-    server docs/operations.md offers, and every test on both would double the run."""
+    """The stack on uvicorn runs only the tests marked `predicts`."""
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_uvicorn = callspec is not None and callspec.params.get("stack") == UVICORN
+        kind = callspec.params.get("stack") if callspec is not None else None
+        on_uvicorn = kind is not None and kind.server == UVICORN
         (dropped if on_uvicorn and not item.get_closest_marker("predicts") else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
 
 
-@pytest.fixture(scope="session", params=[GRANIAN, UVICORN])
+# The session stack's part of the bucket.
+SESSION_PREFIX = "session"
+
+
+@pytest.fixture(scope="session", params=SESSION_STACKS)
 def stack(request, tmp_path_factory, redis_url):
-    """The session's stack, once on each server, each on a database and broker of its own."""
+    """The session's stack of each kind, each on a database and broker of its own."""
+    kind: StackKind = request.param
+    bucket = BucketPrefix(request.getfixturevalue("s3"), SESSION_PREFIX) if kind.on_s3 else None
     redis.Redis.from_url(redis_url).flushdb()
     with fresh_postgres_database() as postgres_url:
-        stack = Stack(tmp_path_factory.mktemp("stack"), postgres_url, redis_url, request.param)
+        folder = tmp_path_factory.mktemp("stack")
+        stack = Stack(folder, postgres_url, redis_url, kind.server, bucket)
         stack.start_worker()
         stack.start_api()
         yield stack
@@ -256,6 +350,18 @@ def logs_stay_clean(request):
         stack.assert_clean_logs()
 
 
+@pytest.fixture(autouse=True)
+def artefacts_stay_in_the_bucket(request):
+    """After a test that used a session stack on S3: no artefact was written to its local
+    folder instead (each job's own objects are checked by `wait_for_job`)."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack = request.getfixturevalue("stack")
+    if stack.bucket is not None:
+        assert not files_under(stack.artifacts), f"written beside the bucket: {stack.artifacts}"
+
+
 @pytest.fixture(scope="session")
 def api(stack):
     with stack.client() as client:
@@ -263,13 +369,17 @@ def api(stack):
 
 
 def wait_for_job(api: httpx.Client, stack: Stack, job_id: str) -> dict:
-    """The job once it has ended."""
-    return wait_until(
+    """The job once it has ended; if it succeeded, its dataset and checkpoint are checked
+    to be in the stack's store."""
+    job = wait_until(
         lambda: ended(api.get(f"/jobs/{job_id}"), stack),
         timeout=JOB_TIMEOUT_S,
         what=lambda: f"job {job_id} to end; worker log:\n{stack.log('worker')}",
         interval=0.2,
     )
+    if job["status"] == "succeeded":
+        stack.assert_stored(api, job)
+    return job
 
 
 def ended(answer: httpx.Response, stack: Stack) -> dict | None:

@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     mnist_upload,
     wait_for_job,
 )
-from tests.utils.s3 import moto_server
+from tests.utils.s3 import BucketPrefix
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -52,19 +52,13 @@ def worker_name(machine: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3):
     broker = _own_redis_database(REDIS_URL)
     redis.Redis.from_url(broker).flushdb()
     with fresh_postgres_database() as database_url:
         folder = tmp_path_factory.mktemp("cluster")
-        stack = Stack(folder, database_url, broker)
-        stack.env |= s3.env(PREFIX) | {
+        stack = Stack(folder, database_url, broker, bucket=BucketPrefix(s3, PREFIX))
+        stack.env |= {
             "TRAINSERVE_WORKER_SEEN_SECONDS": "3",
             "TRAINSERVE_MAX_CONCURRENT_JOBS": "0",
             "TRAINSERVE_TORCH_THREADS": "1",
@@ -124,29 +118,25 @@ def test_the_workers_report_their_queues_and_device(api):
         assert worker["queues"] == [QUEUE] and worker["device"] == "cpu" and worker["gpus"] == []
 
 
-def test_jobs_spread_over_both_machines_and_each_downloads_a_dataset_once(
-    api, cluster, s3, dataset_id
-):
-    stored = s3.keys(f"{PREFIX}/datasets/")
+def test_jobs_spread_over_both_machines_and_each_downloads_a_dataset_once(api, cluster, dataset_id):
+    stored = cluster.stored("datasets/")
     assert len(stored) == 1  # in the bucket, and in no machine's folder
     assert not list((cluster.folder / "api" / "artifacts").glob("datasets/*"))
     jobs = [submit(api, job_spec(dataset_id, seed=seed)) for seed in range(4)]
     ended = [wait_for_job(api, cluster, job["id"]) for job in jobs]
     assert all(job["status"] == "succeeded" for job in ended), ended
     assert {machine_of(job) for job in ended} == {worker_name(m) for m in MACHINES}
-    dataset_key = stored[0].removeprefix(f"{PREFIX}/")
     for machine in MACHINES:
         log = (cluster.folder / f"{worker_name(machine)}.log").read_text()
-        downloads = log.count(f"artefact {dataset_key}: downloading")
+        downloads = log.count(f"artefact {stored[0]}: downloading")
         ran = sum(machine_of(job) == worker_name(machine) for job in ended)
         assert downloads == 1, f"{worker_name(machine)} ran {ran} jobs, downloaded {downloads}x"
 
 
-def test_a_model_trained_on_one_machine_is_served_by_the_api(api, cluster, s3, dataset_id, mnist):
+def test_a_model_trained_on_one_machine_is_served_by_the_api(api, cluster, dataset_id, mnist):
     job = wait_for_job(api, cluster, submit(api, job_spec(dataset_id, name="remote"))["id"])
-    assert job["status"] == "succeeded", job
+    assert job["status"] == "succeeded", job  # its checkpoint in the bucket: wait_for_job
     model = api.get(f"/models/{job['id']}").json()
-    assert model["checkpoint_path"] in {k.removeprefix(f"{PREFIX}/") for k in s3.keys(PREFIX)}
     digit = io.BytesIO()
     Image.fromarray(np.asarray(mnist["t10k-images-idx3"][0], dtype=np.uint8)).save(digit, "PNG")
     answer = api.post(
@@ -157,8 +147,8 @@ def test_a_model_trained_on_one_machine_is_served_by_the_api(api, cluster, s3, d
     # Read from the store into the API machine's cache, checked against its sha256.
     assert (cluster.folder / "api" / "cache" / model["sha256"][:2] / model["sha256"]).is_file()
     weights = api.get(f"/models/{model['id']}/weights")
-    stored = s3.client().get_object(Bucket=s3.bucket, Key=f"{PREFIX}/{model['checkpoint_path']}")
-    assert weights.status_code == 200 and weights.content == stored["Body"].read()
+    assert weights.status_code == 200
+    assert weights.content == cluster.bucket.read(model["checkpoint_path"])
 
 
 def test_a_job_of_a_killed_machine_resumes_on_the_other_from_the_store(api, cluster, dataset_id):
@@ -204,8 +194,8 @@ def test_a_store_unreachable_during_a_checkpoint_write_retries_the_attempt(
     assert ended["status"] == "succeeded" and ended["attempt"] >= 2, ended
     assert [epoch["epoch"] for epoch in ended["history"]] == [1, 2, 3]
     model = api.get(f"/models/{job_id}").json()
-    stored = s3.client().get_object(Bucket=s3.bucket, Key=f"{PREFIX}/{model['checkpoint_path']}")
-    assert hashlib.sha256(stored["Body"].read()).hexdigest() == model["sha256"]
+    stored = cluster.bucket.read(model["checkpoint_path"])
+    assert hashlib.sha256(stored).hexdigest() == model["sha256"]
     cluster.new_faults()  # the failed attempt's traceback, logged on purpose: passed over
 
 

@@ -56,7 +56,7 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
     with stack.client(predict_key["key"]) as predictor:
         expected = predictor.post("/predict", json={"texts": PROBES, "model": job["id"]}).json()
         assert [answer["label"] for answer in expected] == ["positive", "negative"]
-        stored = sorted((stack.folder / "artifacts" / "datasets").iterdir())
+        stored = stack.stored("datasets/")
         datasets = api.get("/datasets", params={"limit": 200}).json()["items"]
 
         watch = PredictWatch(predictor, expected)
@@ -73,7 +73,7 @@ def test_hostile_inputs_leave_the_service_answering(api, stack, sentiment_csv, t
         assert all(answer == (200, expected) for answer in watch.answers), watch.answers
         assert predictor.post("/predict", json={"texts": PROBES}).json() == expected
     assert api.get("/datasets", params={"limit": 200}).json()["items"] == datasets
-    assert sorted((stack.folder / "artifacts" / "datasets").iterdir()) == stored
+    assert stack.stored("datasets/") == stored
     assert api.get("/healthz").json() == {"status": "ok"}
 
 

@@ -1,5 +1,6 @@
 """A real S3-compatible HTTP server for the tests: moto's server mode (`moto_server`), in a
-process of its own, with a bucket made for the test's artefacts."""
+process of its own, with a bucket made for the test's artefacts; a `BucketPrefix` is one
+stack's part of that bucket."""
 
 import os
 import signal
@@ -47,16 +48,40 @@ class S3Server:
             region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
         )
 
-    def keys(self, prefix: str) -> list[str]:
-        listed = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return sorted(item["Key"] for item in listed.get("Contents", []))
-
     def pause(self) -> None:
         """SIGSTOP: the store stops answering (connections hang, then time out)."""
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
+
+
+@dataclass(frozen=True)
+class BucketPrefix:
+    """The objects of one stack's store: those under `prefix` of the server's bucket, named
+    by the store's own keys (`datasets/…`, `jobs/…`), the prefix left out."""
+
+    server: S3Server
+    prefix: str
+
+    def env(self) -> dict[str, str]:
+        return self.server.env(self.prefix)
+
+    def keys(self, start: str = "") -> list[str]:
+        """The keys that start with `start`, listed page by page (1,000 keys a page)."""
+        pages = self.server.client().get_paginator("list_objects_v2")
+        listed = pages.paginate(Bucket=self.server.bucket, Prefix=f"{self.prefix}/{start}")
+        return sorted(
+            item["Key"].removeprefix(f"{self.prefix}/")
+            for page in listed
+            for item in page.get("Contents", [])
+        )
+
+    def read(self, key: str) -> bytes:
+        stored = self.server.client().get_object(
+            Bucket=self.server.bucket, Key=f"{self.prefix}/{key}"
+        )
+        return stored["Body"].read()
 
 
 def _answers(url: str) -> bool:
