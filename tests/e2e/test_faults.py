@@ -16,7 +16,7 @@ from app.store.storage import job_prefix
 from tests.e2e.conftest import Stack, fresh_postgres_database, mnist_upload, wait_for_job
 from tests.e2e.test_reliability import RedisServer, mnist_job, submit, wait_for
 from tests.utils.postgres import private_postgres
-from tests.utils.s3 import moto_server
+from tests.utils.s3 import BucketPrefix, moto_server
 from tests.utils.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -271,17 +271,12 @@ def files_seen_by(process_id: int, folder: Path) -> list[str]:
     return sorted(str(path.relative_to(inside)) for path in inside.rglob("*") if path.is_file())
 
 
-def stored_datasets_match(database_url: str, s3, prefix: str) -> bool:
+def stored_datasets_match(database_url: str, bucket: BucketPrefix) -> bool:
     """Every dataset row's object is in the bucket, whole: its bytes hash to its sha256."""
     with psycopg.connect(psycopg_url(database_url)) as connection:
         rows = connection.execute("SELECT path, file_sha256 FROM datasets").fetchall()
-    client = s3.client()
     return bool(rows) and all(
-        hashlib.sha256(
-            client.get_object(Bucket=s3.bucket, Key=f"{prefix}/{path}")["Body"].read()
-        ).hexdigest()
-        == sha256
-        for path, sha256 in rows
+        hashlib.sha256(bucket.read(path)).hexdigest() == sha256 for path, sha256 in rows
     )
 
 
@@ -291,12 +286,12 @@ def test_a_worker_whose_cache_disk_is_full_fails_the_job_saying_so(tmp_path, bro
     ends failed with an error naming the cache's folder and what to do, no traceback in
     the logs, nothing half-written in the cache, the dataset whole in the store; a worker
     with room then trains a job on the same dataset."""
-    prefix = "faults"
     small, roomy = tmp_path / "small-cache", tmp_path / "roomy-cache"
     small.mkdir()
     with moto_server(tmp_path) as s3, fresh_postgres_database() as database_url:
-        own = Stack(tmp_path, database_url, broker.url)
-        own.env |= s3.env(prefix) | {"TRAINSERVE_TORCH_THREADS": "1"}
+        bucket = BucketPrefix(s3, "faults")
+        own = Stack(tmp_path, database_url, broker.url, bucket=bucket)
+        own.env |= {"TRAINSERVE_TORCH_THREADS": "1"}
         try:
             own.start_worker(
                 "worker-small",
@@ -313,7 +308,7 @@ def test_a_worker_whose_cache_disk_is_full_fails_the_job_saying_so(tmp_path, bro
                 own.terminate("worker-small")
                 own.start_worker("worker-roomy", TRAINSERVE_CACHE_DIR=str(roomy))
                 later = wait_for_job(client, own, submit(client, spec | {"seed": 1})["id"])
-            whole = stored_datasets_match(database_url, s3, prefix)
+            whole = stored_datasets_match(database_url, bucket)
         finally:
             own.stop()  # and its logs hold no traceback
     assert failed["status"] == "failed" and failed["end_reason"] == "attempts_exhausted", failed
