@@ -1,6 +1,8 @@
 """A small HTTP client for the bench scripts: upload, train, wait. Talks to a running service."""
 
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -8,6 +10,19 @@ import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+def stop_group(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """SIGTERM to the process's group (a server's or worker's children too), SIGKILL after
+    `timeout_s`. The process was started with start_new_session=True."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class Service:

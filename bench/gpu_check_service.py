@@ -30,6 +30,7 @@ import httpx
 
 from app.broker import GPU_QUEUE, QUEUE
 from app.store.tables import ENDED
+from bench.client import stop_group
 from bench.gpu_check import GOAL, Progress, add_recipe_arguments, cifar10_zip, recipe
 from tests.conftest import PROJECT, bearer, migrate
 from tests.utils.servers import GRANIAN, start_api
@@ -86,7 +87,7 @@ def service(folder: Path, device: str):
         raise
     finally:
         for process in processes:
-            _stop(process)
+            stop_group(process)
 
 
 def _embedded_env(folder: Path, admin_key: str) -> dict[str, str]:
@@ -120,18 +121,6 @@ def _worker(folder: Path, env: dict[str, str], device: str) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the stop reaches its pool
         )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process's group (a worker's pool child too), SIGKILL after 30 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _tail(log: Path) -> str:

@@ -44,7 +44,6 @@ import csv
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from client import PROJECT, SHARED_DATA, Service
+from client import PROJECT, SHARED_DATA, Service, stop_group
 from loadgen import LoadResult, http_request, multipart, run, run_load
 from PIL import Image
 from wrk import LoadFigures, requests_script, require_wrk, run_wrk
@@ -198,13 +197,7 @@ class Processes:
         return self.folder / f"{name}.log"
 
     def stop(self, name: str) -> None:
-        process = self.running.pop(name)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(self.running.pop(name))
 
     def stop_all(self) -> None:
         for name in list(self.running):
