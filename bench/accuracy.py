@@ -31,9 +31,7 @@ MR_SPLIT = {"source": "holdout", "fraction": 0.1}
 def cifar10(
     service: Service, width: int, epochs: int, batch: int = 256, max_run_seconds: int | None = None
 ) -> dict:
-    folder = SHARED_DATA / "cifar10"
-    train = service.upload(folder / "cifar10-train.zip", name="cifar10-train")
-    test = service.upload(folder / "cifar10-test.zip", name="cifar10-test")
+    train, test = service.upload_cifar10()
     return {
         "task": "image_classification",
         "dataset_id": train["id"],
@@ -45,8 +43,7 @@ def cifar10(
 
 
 def mnist(service: Service) -> dict:
-    folder = SHARED_DATA / "mnist"
-    dataset = service.upload(*sorted(folder.glob("*-ubyte.gz")), name="mnist")
+    dataset = service.upload_mnist()
     return {
         "task": "image_classification",
         "dataset_id": dataset["id"],

@@ -10,6 +10,8 @@ import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
+CIFAR10 = SHARED_DATA / "cifar10"
+MNIST = SHARED_DATA / "mnist"
 
 
 def stop_group(process: subprocess.Popen, timeout_s: float = 30) -> None:
@@ -38,6 +40,15 @@ class Service:
         response = self.http.post("/datasets", files=files, data=form)
         response.raise_for_status()
         return response.json()
+
+    def upload_cifar10(self) -> tuple[dict, dict]:
+        """The CIFAR-10 training zip and test zip, as two datasets."""
+        train = self.upload(CIFAR10 / "cifar10-train.zip", name="cifar10-train")
+        return train, self.upload(CIFAR10 / "cifar10-test.zip", name="cifar10-test")
+
+    def upload_mnist(self) -> dict:
+        """The four MNIST IDX files (t10k as the test split), as one dataset."""
+        return self.upload(*sorted(MNIST.glob("*-ubyte.gz")), name="mnist")
 
     def train(self, spec: dict, poll_s: float = 1.0) -> dict:
         response = self.http.post("/jobs", json=spec)

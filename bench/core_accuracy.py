@@ -16,8 +16,7 @@ ADAM_COSINE = {"optimizer": "adam", "lr": 0.002, "lr_schedule": "cosine"}
 
 
 def mnist(service: Service) -> tuple[dict, dict]:
-    folder = SHARED_DATA / "mnist"
-    dataset = service.upload(*sorted(folder.glob("*-ubyte.gz")), name="mnist")
+    dataset = service.upload_mnist()
     spec = {
         "task": "image_classification",
         "dataset_id": dataset["id"],
@@ -28,9 +27,7 @@ def mnist(service: Service) -> tuple[dict, dict]:
 
 
 def cifar10(service: Service) -> tuple[dict, dict]:
-    folder = SHARED_DATA / "cifar10"
-    train = service.upload(folder / "cifar10-train.zip", name="cifar10-train")
-    test = service.upload(folder / "cifar10-test.zip", name="cifar10-test")
+    train, test = service.upload_cifar10()
     spec = {
         "task": "image_classification",
         "dataset_id": train["id"],

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from client import SHARED_DATA, Service
+from client import CIFAR10, MNIST, SHARED_DATA, Service
 from PIL import Image
 
 from models.data import NamedFile, read_idx_array
@@ -93,26 +93,23 @@ def mr_upload(service: Service) -> tuple[dict, HeldOut]:
 
 
 def cifar_upload(service: Service) -> tuple[dict, HeldOut]:
-    folder = SHARED_DATA / "cifar10"
-    train = service.upload(folder / "cifar10-train.zip", name="cifar10-train")["id"]
-    test = service.upload(folder / "cifar10-test.zip", name="cifar10-test")["id"]
+    train, test = service.upload_cifar10()
     images, labels = [], []
-    with zipfile.ZipFile(folder / "cifar10-test.zip") as archive:
+    with zipfile.ZipFile(CIFAR10 / "cifar10-test.zip") as archive:
         for name in archive.namelist():
             if not name.endswith("/"):
                 images.append(archive.read(name))
                 labels.append(name.split("/")[0])
-    return {"dataset_id": train, "validation": {"dataset_id": test}}, HeldOut(
+    return {"dataset_id": train["id"], "validation": {"dataset_id": test["id"]}}, HeldOut(
         images, labels, "images"
     )
 
 
 def mnist_upload(service: Service) -> tuple[dict, HeldOut]:
-    folder = SHARED_DATA / "mnist"
-    dataset = service.upload(*sorted(folder.glob("*-ubyte.gz")), name="mnist")["id"]
+    dataset = service.upload_mnist()["id"]
     arrays = []
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        with open(folder / name, "rb") as file:
+        with open(MNIST / name, "rb") as file:
             arrays.append(read_idx_array(NamedFile(name, file)))
     return {"dataset_id": dataset}, HeldOut(
         [_png(image) for image in arrays[0]], [str(label) for label in arrays[1]], "images"

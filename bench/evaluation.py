@@ -170,8 +170,7 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray, digits: np.ndarray) -> float
 
 
 def mnist(service: Service) -> None:
-    folder = SHARED_DATA / "mnist"
-    dataset = service.upload(*sorted(folder.glob("*-ubyte.gz")), name="mnist")
+    dataset = service.upload_mnist()
     spec = {
         "task": "image_classification",
         "dataset_id": dataset["id"],

@@ -120,9 +120,7 @@ def mr(service: Service, args) -> list[tuple[str, str, str]]:
 
 
 def cifar10(service: Service, args) -> list[tuple[str, str, str]]:
-    folder = SHARED_DATA / "cifar10"
-    train = service.upload(folder / "cifar10-train.zip", name="cifar10-train")
-    test = service.upload(folder / "cifar10-test.zip", name="cifar10-test")
+    train, test = service.upload_cifar10()
     base = {
         "task": "image_classification",
         "dataset_id": train["id"],
