@@ -643,9 +643,14 @@ class TrialPublic(BaseModel):
     params: dict[str, Any]
     status: JobStatus
     end_reason: EndReason | None
-    epoch: int = Field(description="Epochs trained.")
-    pruned_at_epoch: int | None = Field(
-        description="The epoch after which the sweep's rule stopped it (end_reason pruned)."
+    epoch: int = Field(description="Epochs ended.")
+    epochs_trained: float = Field(
+        description="Epochs trained: its epochs, with the part of one it trained to its "
+        "last check partway through an epoch (pruner.min_epochs of 1/n)."
+    )
+    pruned_at_epoch: float | None = Field(
+        description="How many epochs it had trained when the sweep's rule stopped it "
+        "(end_reason pruned): 0.5 is halfway through its first."
     )
     objective: float | None = Field(description="The best of its epochs' objective metric.")
     model_id: str | None
@@ -664,7 +669,8 @@ class TrialPublic(BaseModel):
             status=trial.status,
             end_reason=trial.end_reason,
             epoch=trial.epoch,
-            pruned_at_epoch=trial.epoch if pruned else None,
+            epochs_trained=trial.epochs_trained,
+            pruned_at_epoch=trial.epochs_trained if pruned else None,
             objective=objective,
             model_id=trial.model_id,
             created_at=trial.created_at,
@@ -694,7 +700,10 @@ class SweepPublic(SweepSummary):
     trials_planned: int = Field(description="max_trials, or fewer for a smaller grid.")
     trials: list[TrialPublic]
     best_trial: TrialPublic | None = Field(description="The trial with the best objective.")
-    epochs_trained: int = Field(description="Epochs over every trial.")
+    epochs_trained: float = Field(
+        description="Epochs trained over every trial, with the parts of epochs of trials "
+        "stopped partway through one."
+    )
 
 
 class SweepsPublic(BaseModel):

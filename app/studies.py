@@ -53,28 +53,26 @@ def _sampler(spec: SweepSpec, first_number: int) -> optuna.samplers.BaseSampler:
 
 
 def _pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    rule, min_epochs, factor = (
-        spec.pruner.rule,
-        spec.pruner.min_epochs,
-        spec.pruner.reduction_factor,
-    )
+    """The sweep's rule, its resources counted in checks: 1/checks_per_epoch of an epoch."""
+    checks = spec.checks_per_epoch
+    rule, factor = spec.pruner.rule, spec.pruner.reduction_factor
+    min_checks = spec.min_checks
     if rule == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=min_epochs - 1
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=min_checks - 1
         )
     if rule == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min_epochs, reduction_factor=factor
+            min_resource=min_checks, reduction_factor=factor
         )
     if rule == "hyperband":
-        # Its brackets are sized by the longest trial: the base spec's epochs (searched
-        # epochs: the highest), else Optuna's estimate from the first trials that end.
-        most = spec.base.hyperparameters.epochs
-        searched = spec.space.get("hyperparameters.epochs")
-        if searched is not None:
-            most = max(searched.corners())
+        # Its brackets are sized by the longest trial, else Optuna's estimate from the
+        # first trials that end.
+        most = spec.most_epochs
         return optuna.pruners.HyperbandPruner(
-            min_resource=min_epochs, max_resource=most or "auto", reduction_factor=factor
+            min_resource=min_checks,
+            max_resource=most * checks if most else "auto",
+            reduction_factor=factor,
         )
     return optuna.pruners.NopPruner()
 
@@ -83,7 +81,8 @@ def replay(
     sweep_id: str, spec: SweepSpec, trials: list[Trial]
 ) -> tuple[optuna.Study, dict[tuple[int, int], bool]]:
     """The sweep's study as its trials made it, and the pruner's decision for each
-    (trial number, epoch) reported."""
+    (trial number, check) reported: a trial's checks count 1/checks_per_epoch of an epoch
+    each, its epochs' ends and the checks partway through them alike."""
     study = optuna.create_study(
         storage=optuna.storages.InMemoryStorage(),
         sampler=_sampler(spec, len(trials)),
@@ -99,9 +98,9 @@ def replay(
             study.enqueue_trial(payload)
             live[number] = study.ask(space)
         elif event == "report":
-            epoch, value = payload
-            live[number].report(value, epoch)
-            decisions[number, epoch] = live[number].should_prune()
+            check, value = payload
+            live[number].report(value, check)
+            decisions[number, check] = live[number].should_prune()
         else:
             study.tell(live[number], **payload)
     return study, decisions
@@ -114,8 +113,8 @@ def _events(spec: SweepSpec, trials: list[Trial]) -> list[tuple[Any, int, int, s
     events: list[tuple[Any, int, int, str, Any]] = []
     for trial in trials:
         events.append((trial.created_at, 0, trial.number, "ask", trial.params))
-        for epoch, value, at in trial.values:
-            events.append((at, 1, trial.number, "report", (epoch, value)))
+        for check, value, at in trial.reports(spec.checks_per_epoch):
+            events.append((at, 1, trial.number, "report", (check, value)))
         if trial.ended:
             events.append(
                 (trial.finished_at or utcnow(), 2, trial.number, "tell", _told(spec, trial))

@@ -7,7 +7,7 @@ import math
 import random
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.jobspec import EpochMetric, JobSpec, Strict
 
@@ -15,6 +15,12 @@ from app.jobspec import EpochMetric, JobSpec, Strict
 NOT_SEARCHABLE = ("task", "dataset_id", "name")
 MAX_TRIALS = 1000
 MAX_GRID = 10_000  # a grid sweep's combinations, enumerated when the sweep is stored
+# A trial judged partway through its epochs validates that often: 1/10 of an epoch at most.
+MAX_CHECKS_PER_EPOCH = 10
+# Where a trial trains no more epochs than the reduction factor, rungs of whole epochs leave
+# one decision (bench/asha_budget.py): asha and hyperband then judge every half epoch.
+SHORT_TRIAL_MIN_EPOCHS = 0.5
+CHECKED_METRICS = ("val_loss", "val_accuracy")  # what a check partway through an epoch measures
 
 
 class FloatParam(Strict):
@@ -81,10 +87,30 @@ class PrunerSpec(Strict):
         "reduction_factor^k) only among the best 1/reduction_factor there. hyperband: "
         "several ASHA brackets of different min_epochs.",
     )
-    min_epochs: int = Field(
-        1, ge=1, le=1000, description="Epochs every trial trains before it may be stopped."
+    min_epochs: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Epochs every trial trains before it may be stopped: a whole number, or "
+        "1/n of an epoch (0.5, 0.25, … 0.1), when a trial is also judged every 1/n of each "
+        "epoch, on a validation pass made for it. Default: 1, or 0.5 for asha and hyperband "
+        "when a trial trains no more epochs than reduction_factor and the objective is a "
+        "validation metric (rungs of whole epochs would leave one decision).",
     )
     reduction_factor: int = Field(3, ge=2, le=100, description="asha and hyperband only.")
+
+    @field_validator("min_epochs")
+    @classmethod
+    def _whole_or_a_fraction_of_one(cls, value: float | None) -> float | None:
+        if value is None or (value >= 1 and value.is_integer()):
+            return value
+        checks = round(1 / value)
+        if value < 1 and 2 <= checks <= MAX_CHECKS_PER_EPOCH and math.isclose(value * checks, 1):
+            return value
+        raise ValueError(
+            f"{value} epochs: give a whole number of epochs, or 1/n of one "
+            f"(0.5, 0.25, … down to 1/{MAX_CHECKS_PER_EPOCH})"
+        )
 
 
 class Objective(Strict):
@@ -163,6 +189,64 @@ class SweepSpec(Strict):
         "running then are cancelled.",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _pruner_fits_the_trials(self) -> "SweepSpec":
+        """Fill the pruner's min_epochs where it was left out, and refuse judging partway
+        through an epoch on a metric that only an epoch's end measures."""
+        pruner = self.pruner
+        if pruner.min_epochs is None:
+            self.pruner = pruner.model_copy(update={"min_epochs": self._default_min_epochs()})
+        elif pruner.min_epochs < 1 and self.objective.metric not in CHECKED_METRICS:
+            raise ValueError(
+                f"pruner.min_epochs: a trial judged partway through an epoch is judged on a "
+                f"validation pass; objective.metric {self.objective.metric} is a training "
+                f"metric, measured at an epoch's end only"
+            )
+        return self
+
+    def _default_min_epochs(self) -> float:
+        pruner, most = self.pruner, self.most_epochs
+        halving = pruner.rule in ("asha", "hyperband")
+        short = most is not None and most <= pruner.reduction_factor
+        if halving and short and self.objective.metric in CHECKED_METRICS:
+            return SHORT_TRIAL_MIN_EPOCHS
+        return 1
+
+    @property
+    def most_epochs(self) -> int | None:
+        """The longest trial's epochs: the base spec's, or the highest searched; None when
+        the recipe sizes them to a time budget."""
+        searched = self.space.get("hyperparameters.epochs")
+        if searched is None:
+            return self.base.hyperparameters.epochs
+        counts = [value for value in searched.corners() if isinstance(value, int)]
+        return max(counts) if len(counts) == len(searched.corners()) else None
+
+    @property
+    def checks_per_epoch(self) -> int:
+        """How many times a trial is judged per epoch: at its end, and at each 1/n of it
+        when min_epochs is 1/n. The pruners count a trial's progress in these checks."""
+        min_epochs = self.pruner.min_epochs
+        if self.pruner.rule == "none" or min_epochs is None or min_epochs >= 1:
+            return 1
+        return round(1 / min_epochs)
+
+    @property
+    def min_checks(self) -> int:
+        """min_epochs counted in checks: the pruners' minimum resource."""
+        return round((self.pruner.min_epochs or 1) * self.checks_per_epoch)
+
+    def judges_at(self, check: int) -> bool:
+        """Whether the rule can stop a trial at this check (numbered from 1): asha's and
+        hyperband's rungs are min_checks * reduction_factor^k, the median rule judges every
+        check from min_checks on. A check partway through an epoch is made only there."""
+        if self.pruner.rule not in ("asha", "hyperband"):
+            return self.pruner.rule == "median" and check >= self.min_checks
+        rung = self.min_checks
+        while rung < check:
+            rung *= self.pruner.reduction_factor
+        return rung == check
 
     @model_validator(mode="after")
     def _space_fits_the_spec(self) -> "SweepSpec":

@@ -2,19 +2,20 @@
 the sweep's trials each time a decision is needed.
 
 Nothing of a sweep lives in a process's memory. Its trials are jobs (with their number and
-parameters), and their epochs are the job's epoch records; to decide, a driver replays
-them through Optuna's ask-and-tell interface, in the order they happened, into an
-in-memory study: each trial asked with its recorded parameters (enqueue_trial), each
-epoch's value reported (report, should_prune: what the pruner keeps of it, ASHA's rungs
-say, is rebuilt the same way), each ended trial told. Then it asks the next trials, or reads
-the pruner's decision for a trial's latest epoch. A replay costs milliseconds for a sweep
+parameters), and their checks are the job's epoch records and its trial checks (partway
+through an epoch); to decide, a driver replays them through Optuna's ask-and-tell
+interface, in the order they happened, into an in-memory study: each trial asked with its
+recorded parameters (enqueue_trial), each check's value reported (report, should_prune:
+what the pruner keeps of it, ASHA's rungs say, is rebuilt the same way), each ended trial
+told. Then it asks the next trials, or reads the pruner's decision for a trial's latest
+check. A replay costs milliseconds for a sweep
 of 100 trials; Optuna's own storage tables are not used.
 
 Who drives: `advance_sweep` runs under the sweep's row lock, so the API (when a sweep is
 stored), a worker (when a trial ends: the next one is queued at once) and the API's
 sweeper (every few seconds: after a restart, a lost message, a killed worker) can all
 call it and each trial is asked exactly once. The pruner runs in the worker after each
-of a trial's epochs (`should_prune`); the decision is a function of what the database
+of a trial's checks (`should_prune`); the decision is a function of what the database
 holds, so a resumed attempt that asks again gets it again.
 """
 
@@ -32,7 +33,7 @@ from app.store import datasets, sweeps, versions
 from app.store.jobs import get_job, stage_job
 from app.store.lifecycle import request_cancel
 from app.store.sweeps import Trial
-from app.store.tables import Sweep, SweepStatus, utcnow
+from app.store.tables import Job, Sweep, SweepStatus, utcnow
 from app.sweepspec import SweepSpec
 
 log = logging.getLogger("trainserve.sweeps")
@@ -41,13 +42,15 @@ BEST = "best"  # the alias that follows a sweep's best trial: <name>@best
 
 
 def objective_value(spec: SweepSpec, trial: Trial) -> float | None:
-    """The trial's objective: the best of its epochs' values."""
+    """The trial's objective: the best of its epochs' values (an epoch's end is what a
+    model is registered from; its checks partway through judge it, but are no model)."""
     return spec.objective.best([value for _, value, _ in trial.values])
 
 
 def should_prune(session: Session, job_id: str) -> bool:
-    """Whether the sweep's rule stops this trial after its latest recorded epoch. False for a
-    job that is no trial, a rule of none, or a trial with no epoch recorded yet."""
+    """Whether the sweep's rule stops this trial after its latest recorded check (an epoch's
+    end, or a validation partway through one). False for a job that is no trial, a rule of
+    none, or a trial with nothing recorded yet."""
     job = get_job(session, job_id)
     sweep = sweeps.get_sweep(session, job.sweep_id) if job and job.sweep_id else None
     if sweep is None:
@@ -58,22 +61,28 @@ def should_prune(session: Session, job_id: str) -> bool:
     trials = sweeps.trials_of(session, sweep.id, spec.objective.metric)
     session.commit()  # end the read: the worker's next writes take their own transactions
     trial = next((trial for trial in trials if trial.job_id == job_id), None)
-    if trial is None or not trial.values:
+    reports = trial.reports(spec.checks_per_epoch) if trial else []
+    if trial is None or not reports:
         return False
     from app import studies  # only trials pay Optuna's import (app/studies.py)
 
     _, decisions = studies.replay(sweep.id, spec, trials)
-    epoch = trial.values[-1][0]
-    pruned = decisions[trial.number, epoch]
+    pruned = decisions[trial.number, reports[-1][0]]
     if pruned:
         log.info(
-            "job %s: trial %d of sweep %s pruned after epoch %d",
+            "job %s: trial %d of sweep %s pruned after %g epochs",
             job_id,
             trial.number,
             sweep.id,
-            epoch,
+            trial.epochs_trained,
         )
     return pruned
+
+
+def sweep_spec_of(session: Session, job: Job) -> SweepSpec | None:
+    """The spec of the sweep the job is a trial of; None for a job that is no trial."""
+    sweep = sweeps.get_sweep(session, job.sweep_id) if job.sweep_id else None
+    return SweepSpec.model_validate(sweep.spec) if sweep else None
 
 
 Send = Callable[[str, str], None]  # a trial's job id and the Celery queue it goes to

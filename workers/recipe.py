@@ -23,7 +23,7 @@ from models.augment import ImageAugmentation
 from models.data import DatasetError, ImageData, ImagePreprocessing, LabelledData, TextData
 from models.pretrained import SentenceEncoderClassifier, WordPieceTokenizer
 from models.text import Vocabulary, pad_batch, shortest_input
-from workers.training import Batches, EpochResult, StepOptions, fit
+from workers.training import Batches, EpochResult, StepOptions, evaluate, fit
 
 STATS_SAMPLE = 10_000  # images used to compute the normalisation
 ONECYCLE_RISE = 0.3  # share of a one-cycle run spent rising, unless warmup_epochs says
@@ -96,6 +96,13 @@ class TrainingRun:
             options=self.options,
             evaluated=self.evaluated,
         )
+
+    def validate_partway(self) -> tuple[float, float]:
+        """Validation loss and accuracy between two training steps; then back to training
+        (evaluation leaves the network in eval mode, and the epoch goes on)."""
+        result = evaluate(self.evaluated or self.module, self.validation, self.device, self.options)
+        self.module.train()
+        return result
 
     @property
     def _shuffle_generator(self) -> torch.Generator:

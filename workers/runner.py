@@ -20,6 +20,7 @@ from app.store.lifecycle import (
     LeaseLost,
     claim_job,
     confirm_cancelled,
+    end_pruned_before_first_epoch,
     fail_job,
     finish_job,
     hand_back_job,
@@ -29,10 +30,11 @@ from app.store.lifecycle import (
     set_device,
 )
 from app.store.outage import first_line
-from app.store.records import forget_progress_after, record_epoch, resume_job
+from app.store.records import forget_progress_after, record_check, record_epoch, resume_job
 from app.store.storage import job_prefix
 from app.store.tables import EndReason, Job, JobStatus, ModelVersion
-from app.tuning import Send, advance_sweep, should_prune
+from app.sweepspec import SweepSpec
+from app.tuning import Send, advance_sweep, should_prune, sweep_spec_of
 from models.checkpoint import make_checkpoint
 from models.data import DatasetError, LabelledData, data_from_state, with_test_split
 from workers.budget import epochs_after_first, epochs_for_budget
@@ -54,6 +56,10 @@ from workers.resources import ResourceSampler
 from workers.training import EpochResult, epochs_without_improvement
 
 log = logging.getLogger("trainserve.worker")
+
+
+class TrialPruned(Exception):
+    """The sweep's rule stopped the trial at a check partway through an epoch."""
 
 
 class EpochRecorder:
@@ -183,6 +189,26 @@ class EpochRecorder:
         if self.is_trial and self.history and self.history[-1].epoch < self.run.epochs:
             self.pruned = self.database(lambda: should_prune(self.session, self.job_id))
 
+    def check_partway(self, step: int) -> None:
+        """A trial at one of its checks partway through an epoch: validate, record it, and
+        ask the sweep's rule; TrialPruned if the rule stops it here."""
+        val_loss, val_accuracy = self.run.validate_partway()
+        epochs = step / len(self.run.train)
+        values = {"val_loss": val_loss, "val_accuracy": val_accuracy}
+        self.database(
+            lambda: record_check(self.session, self.job_id, self.owner, step, epochs, values)
+        )
+        log.info(
+            "job %s: check after %.2f epochs val_loss=%.4f val_accuracy=%.4f",
+            self.job_id,
+            epochs,
+            val_loss,
+            val_accuracy,
+        )
+        self.pruned = self.database(lambda: should_prune(self.session, self.job_id))
+        if self.pruned:
+            raise TrialPruned(self.job_id)
+
     def _forget(self, replaced: "Stored | None", by: "Stored") -> None:
         if replaced is not None and replaced.key != by.key:
             self.store.delete(replaced.key)
@@ -198,6 +224,36 @@ class Stored:
     @classmethod
     def of(cls, key: str | None, sha256: str | None) -> "Stored | None":
         return cls(key, sha256) if key and sha256 else None
+
+
+class PartwayChecks:
+    """The step callback of a trial its sweep judges partway through epochs: after the step
+    at each 1/checks_per_epoch of an epoch (its end is judged on the epoch's own
+    validation) where the sweep's rule can stop it, the recorder checks the trial.
+    `on_step` is called first, for every step."""
+
+    def __init__(
+        self,
+        on_step: Callable[[torch.Tensor], None],
+        recorder: EpochRecorder,
+        sweep: SweepSpec,
+        first_step: int,
+    ):
+        self.on_step, self.recorder, self.judges_at = on_step, recorder, sweep.judges_at
+        self.checks, self.batches = sweep.checks_per_epoch, len(recorder.run.train)
+        self.step = first_step
+        # Check k of an epoch comes after this many of its steps (an epoch too short for
+        # one has none).
+        offsets = {round(k * self.batches / self.checks): k for k in range(1, self.checks)}
+        self.check_after = {step: k for step, k in offsets.items() if 0 < step < self.batches}
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.on_step(loss)
+        self.step += 1
+        epochs_done, within = divmod(self.step - 1, self.batches)
+        k = self.check_after.get(within + 1)
+        if k is not None and self.judges_at(epochs_done * self.checks + k):
+            self.recorder.check_partway(self.step)
 
 
 def _epoch_result(row) -> EpochResult:
@@ -282,6 +338,9 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
             settings.database_wait_seconds,
             first_line(exc),
         )
+    except TrialPruned:  # partway through its first epoch, before any model
+        end_pruned_before_first_epoch(session, job.id, owner)
+        log.info("job %s: pruned before its first epoch ended: no model", job.id)
     except WorkerStopping:
         hand_back_job(session, job.id, owner)
         log.info("job %s: handed back to the queue, the worker is stopping", job.id)
@@ -380,17 +439,24 @@ def train_job(
             resources=ResourceSampler(run.device),
         )
     recorder.steps = ranks.steps(reporter, device)
+    on_step: Callable[[torch.Tensor], None] = recorder.steps
+    sweep = sweep_spec_of(session, job)
+    if sweep is not None and sweep.checks_per_epoch > 1:
+        on_step = PartwayChecks(on_step, recorder, sweep, done_epochs * len(run.train))
     on_epoch_end: Callable[[EpochResult], bool] = recorder
     if budgeted:
         on_epoch_end = SizedAgainAfterFirstEpoch(session, job, owner, recorder)
     reason = EndReason.COMPLETED
     try:
         with recorder.steps:
-            _fit_to_plan(run, on_epoch_end, done_epochs + 1, recorder)
+            _fit_to_plan(run, on_epoch_end, done_epochs + 1, recorder, on_step)
     except TimeLimitReached:
         if recorder.best is None:
             raise
         reason = EndReason.TIME_LIMIT
+    except TrialPruned:
+        if recorder.best is None:
+            raise  # no epoch ended: there is no model to register
     if reason == EndReason.COMPLETED and recorder.pruned:
         reason = EndReason.PRUNED
     elif reason == EndReason.COMPLETED and recorder.stopped_early:
@@ -405,11 +471,12 @@ def _fit_to_plan(
     on_epoch_end: Callable[[EpochResult], bool],
     first_epoch: int,
     recorder: EpochRecorder,
+    on_step: Callable[[torch.Tensor], None],
 ) -> None:
     """Train to the plan's last epoch. A plan sized again stops the loop after its first
     epoch, and the loop goes on to the new count."""
     while first_epoch <= run.epochs and not recorder.stopping:
-        run.fit(run.epochs, on_epoch_end, first_epoch=first_epoch, on_step=recorder.steps)
+        run.fit(run.epochs, on_epoch_end, first_epoch=first_epoch, on_step=on_step)
         first_epoch = recorder.history[-1].epoch + 1
 
 

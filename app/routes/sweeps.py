@@ -191,6 +191,6 @@ def _public(session: Session, sweep: Sweep) -> SweepPublic:
             "trials_planned": spec.trials_planned,
             "trials": list(public.values()),
             "best_trial": public[best.number] if best else None,
-            "epochs_trained": sum(trial.epoch for trial in trials),
+            "epochs_trained": sum(trial.epochs_trained for trial in trials),
         }
     )

@@ -158,6 +158,12 @@ def confirm_cancelled(session: Session, job_id: str, owner: str) -> bool:
     return _end(session, job_id, held_by(owner), JobStatus.CANCELLED, EndReason.CANCELLED)
 
 
+def end_pruned_before_first_epoch(session: Session, job_id: str, owner: str) -> bool:
+    """A sweep's trial its rule stopped partway through its first epoch: no epoch ended, so
+    there is no model to serve, and it ends cancelled (by its sweep), end_reason pruned."""
+    return _end(session, job_id, held_by(owner), JobStatus.CANCELLED, EndReason.PRUNED)
+
+
 def _end(
     session: Session, job_id: str, where: tuple, status: JobStatus, reason: EndReason, **values
 ) -> bool:

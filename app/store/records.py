@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.jobspec import EPOCH_METRICS, STEP_METRICS, ResourceMetric
 from app.store.lifecycle import LeaseLost, held_by, lock_if_held, transition, update_job
-from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, utcnow
+from app.store.tables import EpochMetrics, Job, JobEvent, MetricPoint, TrialCheck, utcnow
 
 
 def resume_job(session: Session, job_id: str, owner: str, epoch: int, step: int) -> None:
@@ -44,6 +44,7 @@ def _forget_after(session: Session, job_id: str, epoch: int, step: int) -> None:
     session.execute(
         delete(EpochMetrics).where(EpochMetrics.job_id == job_id, EpochMetrics.epoch > epoch)
     )
+    session.execute(delete(TrialCheck).where(TrialCheck.job_id == job_id, TrialCheck.step > step))
 
 
 def record_steps(
@@ -128,6 +129,26 @@ def record_epoch(
         for name in EPOCH_METRICS
     )
     session.add(JobEvent(job_id=job_id, seq=row.event_seq, kind="epoch", data=metrics))
+    session.commit()
+
+
+def record_check(
+    session: Session,
+    job_id: str,
+    owner: str,
+    step: int,
+    epochs: float,
+    values: dict[str, float],
+) -> None:
+    """A trial's validation partway through an epoch (`values`: val_loss and val_accuracy),
+    also as metric points at its step, so that its curves show it. Raises LeaseLost,
+    writing nothing, unless `owner` holds the job's lease."""
+    _lock_or_lose(session, job_id, owner)
+    session.add(TrialCheck(job_id=job_id, step=step, epochs=epochs, **values))
+    session.add_all(
+        MetricPoint(job_id=job_id, name=name, step=step, value=value)
+        for name, value in values.items()
+    )
     session.commit()
 
 

@@ -17,9 +17,11 @@ from app.store.tables import (
     ModelVersion,
     Sweep,
     SweepStatus,
+    TrialCheck,
     is_id,
     utcnow,
 )
+from app.sweepspec import CHECKED_METRICS
 
 
 @dataclass
@@ -38,10 +40,26 @@ class Trial:
     started_at: datetime | None
     finished_at: datetime | None
     values: list[tuple[int, float, datetime]] = field(default_factory=list)
+    # Its validations partway through an epoch: (epochs trained, value, when).
+    checks: list[tuple[float, float, datetime]] = field(default_factory=list)
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+    @property
+    def epochs_trained(self) -> float:
+        """Its epochs, with the part of one it trained up to its last check."""
+        return max([float(self.epoch), *(epochs for epochs, _, _ in self.checks)])
+
+    def reports(self, checks_per_epoch: int) -> list[tuple[int, float, datetime]]:
+        """What its sweep's rule judges, in order: (check number, value, when), each check
+        1/checks_per_epoch of an epoch; an epoch's end is check epoch * checks_per_epoch."""
+        ends = [(epoch * checks_per_epoch, value, at) for epoch, value, at in self.values]
+        partway = [
+            (round(epochs * checks_per_epoch), value, at) for epochs, value, at in self.checks
+        ]
+        return sorted(ends + partway, key=lambda report: report[0])
 
 
 def add_sweep(session: Session, sweep: Sweep) -> Sweep:
@@ -120,7 +138,21 @@ def trials_of(session: Session, sweep_id: str, metric: str) -> list[Trial]:
     )
     for job_id, epoch, value, at in epochs:
         trials[job_id].values.append((epoch, value, at))
+    if metric in CHECKED_METRICS:
+        _add_checks(session, sweep_id, metric, trials)
     return list(trials.values())
+
+
+def _add_checks(session: Session, sweep_id: str, metric: str, trials: dict[str, Trial]) -> None:
+    checks = session.execute(
+        select(TrialCheck.job_id, TrialCheck.epochs, getattr(TrialCheck, metric))
+        .add_columns(TrialCheck.created_at)
+        .join(Job, Job.id == TrialCheck.job_id)
+        .where(Job.sweep_id == sweep_id)
+        .order_by(TrialCheck.job_id, TrialCheck.step)
+    )
+    for job_id, epochs, value, at in checks:
+        trials[job_id].checks.append((epochs, value, at))
 
 
 def end_sweep(

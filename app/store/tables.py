@@ -267,6 +267,20 @@ class EpochMetrics(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TrialCheck(Base):
+    """A sweep's trial validated partway through an epoch, for the sweep's rule to judge it
+    there (app.sweepspec: min_epochs of 1/n). An epoch's end is its EpochMetrics row."""
+
+    __tablename__ = "trial_checks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epochs: Mapped[float] = mapped_column(Float)  # trained by then: 1.5 is half the second
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_accuracy: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobEvent(Base):
     """What a job's event stream replays: status changes, steps and epochs, in order."""
 

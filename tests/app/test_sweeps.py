@@ -178,3 +178,54 @@ def test_a_sweep_past_its_time_budget_cancels_its_trials_and_ends(client, text_d
     ended = client.get(f"/sweeps/{sweep['id']}").json()
     assert [t["status"] for t in ended["trials"]] == ["cancelled"]
     assert ended["status"] == "failed" and ended["error"] == "no trial produced a model"
+
+
+def test_asha_judges_short_trials_every_half_epoch(client, text_dataset):
+    """Trials of 3 epochs under ASHA's factor of 3 are judged every half epoch by default
+    (whole-epoch rungs would leave one decision): one stopped halfway through its first
+    epoch ends cancelled with no model, one stopped later is served from its best epoch,
+    and the sweep's epochs count the halves trained."""
+    body = sweep_body(text_dataset, sampler="random", max_trials=6, pruner={"rule": "asha"})
+    sweep = client.post("/sweeps", json=body).json()
+    assert sweep["spec"]["pruner"]["min_epochs"] == 0.5
+    done = run_sweep(client, sweep["id"])
+    pruned = [t for t in done["trials"] if t["end_reason"] == "pruned"]
+    assert pruned, done["trials"]
+    for trial in pruned:
+        assert trial["pruned_at_epoch"] in (0.5, 1.5), trial
+        assert trial["epoch"] == int(trial["pruned_at_epoch"])
+        job = client.get(f"/jobs/{trial['job_id']}").json()
+        served = job["status"] == "succeeded" and trial["model_id"] is not None
+        assert served == (trial["epoch"] > 0), job
+        checks = client.get(f"/jobs/{trial['job_id']}/metrics", params={"name": "val_accuracy"})
+        steps = [point["step"] for point in checks.json()["points"]]
+        assert steps[-1] == 6 * trial["pruned_at_epoch"], steps  # 6 batches an epoch
+    assert done["epochs_trained"] == sum(t["epochs_trained"] for t in done["trials"]) < 6 * 3
+    assert done["epochs_trained"] % 1 == 0.5 * (len(pruned) % 2)  # each pruned: a half
+
+
+@pytest.mark.parametrize(
+    ("pruner", "objective", "named"),
+    [
+        ({"rule": "asha", "min_epochs": 0.3}, {}, "1/n of one"),
+        ({"rule": "asha", "min_epochs": 1.5}, {}, "1/n of one"),
+        ({"rule": "median", "min_epochs": 0.5}, {"metric": "train_loss"}, "training metric"),
+    ],
+)
+def test_a_min_epochs_that_cannot_be_checked_is_a_422(
+    client, text_dataset, pruner, objective, named
+):
+    answer = client.post(
+        "/sweeps", json=sweep_body(text_dataset, pruner=pruner, objective=objective)
+    )
+    assert answer.status_code == 422, answer.text
+    assert named in answer.text and "min_epochs" in answer.text
+
+
+def test_whole_epochs_are_kept_where_they_leave_several_rungs_or_were_asked(client, text_dataset):
+    long_trials = sweep_body(text_dataset, pruner={"rule": "asha", "reduction_factor": 2})
+    asked = sweep_body(text_dataset, pruner={"rule": "asha", "min_epochs": 1})
+    on_loss = sweep_body(text_dataset, pruner={"rule": "asha"}, objective={"metric": "train_loss"})
+    for body in (long_trials, asked, on_loss):
+        sweep = client.post("/sweeps", json=body).json()
+        assert sweep["spec"]["pruner"]["min_epochs"] == 1, sweep["spec"]

@@ -63,16 +63,25 @@ def assert_finished_with_every_trial(api, sweep: dict, trials: int) -> None:
 
 
 def test_a_worker_killed_mid_trial_is_replaced_and_the_sweep_finishes(api, stack, mnist_dataset):
-    sweep = submit_sweep(api, sweep_body(mnist_dataset, epochs=3))
+    """Its trials are judged every half epoch (the median rule stops none of the first
+    three): the resumed trial redoes the checks of the epoch it redoes, once each."""
+    body = sweep_body(mnist_dataset, epochs=3, pruner={"rule": "median", "min_epochs": 0.5})
+    sweep = submit_sweep(api, body)
     first = sweep["trials"][0]["job_id"]
     wait_for_step_of(api, first, 2)  # into its second epoch
     stack.kill("worker")
     stack.start_worker()
     done = wait_for_sweep(api, stack, sweep["id"])
     assert_finished_with_every_trial(api, done, 3)
+    assert done["epochs_trained"] == 9
     resumed = api.get(f"/jobs/{first}").json()
     assert resumed["attempt"] == 2 and resumed["resumed_from_epoch"] >= 1, resumed
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    validated = api.get(f"/jobs/{first}/metrics", params={"name": "val_accuracy"}).json()
+    steps = [point["step"] for point in validated["points"]]
+    batches = steps[-1] // 3
+    halves = [(epoch - 1) * batches + round(batches / 2) for epoch in (1, 2, 3)]
+    assert steps == sorted([*halves, batches, 2 * batches, 3 * batches]), steps
 
 
 def test_the_sweep_goes_on_while_the_api_restarts(api, stack, mnist_dataset):

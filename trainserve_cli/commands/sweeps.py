@@ -16,7 +16,7 @@ app = typer.Typer(help="Tune: hyper-parameter sweeps, whose trials are jobs.", n
 SweepId = Annotated[str, typer.Argument(help="The sweep's id.")]
 Interval = Annotated[float, typer.Option(min=0.1, help="Seconds between looks.")]
 FOLLOW_HELP = "Exit code: 0 succeeded, 5 failed (no trial produced a model), 6 cancelled."
-TRIAL_COLUMNS = ("trial", "status", "end", "epoch", "objective", "params")
+TRIAL_COLUMNS = ("trial", "status", "end", "epochs", "objective", "params")
 
 
 @app.command(help=f"Submit a sweep spec (docs/api.md#sweeps lists its fields). {FOLLOW_HELP}")
@@ -94,7 +94,7 @@ def _print_trial(trial: dict[str, Any], best: dict[str, Any] | None, as_json: bo
         return
     reason = trial["end_reason"] or ""
     if trial["pruned_at_epoch"] is not None:
-        reason = f"pruned at epoch {trial['pruned_at_epoch']}"
+        reason = f"pruned after {trial['pruned_at_epoch']:.3g} epochs"
     mark = " (best so far)" if best and best["number"] == trial["number"] else ""
     line = f"trial {trial['number']} {trial['status']}: {reason}, objective {trial['objective']}"
     out.print(f"{line}{mark} {trial['params']}", markup=False)
@@ -106,7 +106,7 @@ def _outcome(sweep: dict[str, Any]) -> str:
     if best is None:
         return f"{done}: {sweep['error'] or 'no best trial'}"
     return (
-        f"{done}, {sweep['epochs_trained']} epochs: best trial {best['number']}, objective "
+        f"{done}, {sweep['epochs_trained']:.3g} epochs: best trial {best['number']}, objective "
         f"{best['objective']}, model {sweep['name']}@best {best['params']}"
     )
 
@@ -151,7 +151,7 @@ def _trial_row(trial: dict[str, Any]) -> tuple:
         trial["number"],
         trial["status"],
         trial["end_reason"],
-        trial["epoch"],
+        f"{trial['epochs_trained']:.3g}",
         trial["objective"],
         trial["params"],
     )

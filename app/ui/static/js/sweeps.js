@@ -54,7 +54,7 @@ async function renderSweep(root, id, signal) {
       ["status", statusBadge(sweep.status)],
       ["trials", `${sweep.trials.length} of ${sweep.trials_planned}, ${sweep.spec.max_parallel} at once`],
       ["sampler, rule", `${sweep.spec.sampler}, ${sweep.spec.pruner.rule}`],
-      ["epochs trained", String(sweep.epochs_trained)],
+      ["epochs trained", shown(sweep.epochs_trained)],
       ["best", best ? `trial ${best.number}: ${metric} ${fixed(best.objective)}` : "–"],
       ["best model", best ? h("a", { href: link("models", { name: sweep.name }) }, `${sweep.name}@best`) : "–"],
       ["error", sweep.error || "–"],
@@ -80,7 +80,7 @@ async function renderSweep(root, id, signal) {
 
 function trialsTable(sweep) {
   const paths = Object.keys(sweep.spec.space);
-  const columns = ["trial", "job", "status", "end", "epoch", "objective", ...paths];
+  const columns = ["trial", "job", "status", "end", "epochs", "objective", ...paths];
   return h("table", { id: "trials" },
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
     h("tbody", {}, sweep.trials.map((trial) => h("tr", {
@@ -90,8 +90,8 @@ function trialsTable(sweep) {
     h("td", {}, String(trial.number), sweep.best_trial?.number === trial.number ? " ★" : ""),
     h("td", {}, h("a", { href: link("run", { id: trial.job_id }) }, shortId(trial.job_id))),
     h("td", {}, statusBadge(trial.status)),
-    h("td", {}, trial.pruned_at_epoch !== null ? `pruned at epoch ${trial.pruned_at_epoch}` : trial.end_reason ?? "–"),
-    h("td", {}, String(trial.epoch)),
+    h("td", {}, trial.pruned_at_epoch !== null ? `pruned after ${shown(trial.pruned_at_epoch)} epochs` : trial.end_reason ?? "–"),
+    h("td", {}, shown(trial.epochs_trained)),
     h("td", {}, fixed(trial.objective)),
     ...paths.map((path) => h("td", {}, shown(trial.params[path])))))));
 }
