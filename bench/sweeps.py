@@ -2,7 +2,7 @@
 
     make run            # in another terminal (or any trainserve URL)
     .venv/bin/python bench/sweeps.py [--url http://127.0.0.1:8000] [--only mr,cifar10]
-        [--trials 16] [--parallel 1] [--mr-epochs 3] [--cifar-trials 8]
+        [--trials 16] [--parallel 1] [--mr-epochs 3] [--cifar-trials 8] [--cifar-seed 1]
 
 - mr: the README's recommended text spec (bag_of_embeddings, adam, lr 0.005, batch 32, 3
   epochs, 10 % held out with seed 0: the same sentences for every job) trained once, then
@@ -135,7 +135,7 @@ def cifar10(service: Service, args) -> list[tuple[str, str, str]]:
         "sampler": "random",
         "max_trials": args.cifar_trials,
         "max_parallel": args.parallel,
-        "seed": 1,
+        "seed": args.cifar_seed,
     }
     started = time.monotonic()
     asha = run_sweep(service, common | {"pruner": {"rule": "asha", "reduction_factor": 4}})
@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16, help="MR sweep's trials")
     parser.add_argument("--mr-epochs", type=int, default=3)
     parser.add_argument("--cifar-trials", type=int, default=8)
+    parser.add_argument("--cifar-seed", type=int, default=1, help="both CIFAR-10 sweeps' seed")
     parser.add_argument("--parallel", type=int, default=1, help="max_parallel of each sweep")
     args = parser.parse_args()
     service = Service(args.url)
