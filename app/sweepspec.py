@@ -89,7 +89,7 @@ class PrunerSpec(Strict):
     )
     min_epochs: float | None = Field(
         None,
-        gt=0,
+        ge=1 / MAX_CHECKS_PER_EPOCH,
         le=1000,
         description="Epochs every trial trains before it may be stopped: a whole number, or "
         "1/n of an epoch (0.5, 0.25, … 0.1), when a trial is also judged every 1/n of each "

@@ -209,6 +209,7 @@ def test_asha_judges_short_trials_every_half_epoch(client, text_dataset):
     [
         ({"rule": "asha", "min_epochs": 0.3}, {}, "1/n of one"),
         ({"rule": "asha", "min_epochs": 1.5}, {}, "1/n of one"),
+        ({"rule": "asha", "min_epochs": 5e-324}, {}, "greater than or equal to 0.1"),
         ({"rule": "median", "min_epochs": 0.5}, {"metric": "train_loss"}, "training metric"),
     ],
 )
