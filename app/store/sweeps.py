@@ -129,30 +129,25 @@ def trials_of(session: Session, sweep_id: str, metric: str) -> list[Trial]:
         )
         for row in rows
     }
-    epochs = session.execute(
-        select(EpochMetrics.job_id, EpochMetrics.epoch, getattr(EpochMetrics, metric))
-        .add_columns(EpochMetrics.created_at)
-        .join(Job, Job.id == EpochMetrics.job_id)
-        .where(Job.sweep_id == sweep_id)
-        .order_by(EpochMetrics.job_id, EpochMetrics.epoch)
-    )
-    for job_id, epoch, value, at in epochs:
+    for job_id, epoch, value, at in _recorded(session, sweep_id, metric, EpochMetrics.epoch):
         trials[job_id].values.append((epoch, value, at))
     if metric in CHECKED_METRICS:
-        _add_checks(session, sweep_id, metric, trials)
+        for job_id, epochs, value, at in _recorded(session, sweep_id, metric, TrialCheck.epochs):
+            trials[job_id].checks.append((epochs, value, at))
     return list(trials.values())
 
 
-def _add_checks(session: Session, sweep_id: str, metric: str, trials: dict[str, Trial]) -> None:
-    checks = session.execute(
-        select(TrialCheck.job_id, TrialCheck.epochs, getattr(TrialCheck, metric))
-        .add_columns(TrialCheck.created_at)
-        .join(Job, Job.id == TrialCheck.job_id)
+def _recorded(session: Session, sweep_id: str, metric: str, progress: Any):
+    """(job id, progress, value of `metric`, when) of each row of the sweep's trials in the
+    table of `progress` (an epoch's or a check's), each trial's in the order trained."""
+    table = progress.class_
+    return session.execute(
+        select(table.job_id, progress, getattr(table, metric))
+        .add_columns(table.created_at)
+        .join(Job, Job.id == table.job_id)
         .where(Job.sweep_id == sweep_id)
-        .order_by(TrialCheck.job_id, TrialCheck.step)
+        .order_by(table.job_id, progress)
     )
-    for job_id, epochs, value, at in checks:
-        trials[job_id].checks.append((epochs, value, at))
 
 
 def end_sweep(
