@@ -240,10 +240,8 @@ class ModelServer:
             try:
                 await self.watch.connect()
                 await self.refresh()
-            except DATABASE_UNREACHABLE as exc:  # it may be down for a while; keep serving
-                self._registry_outage.failed(exc)
-            except Exception as exc:
-                log.warning("registry poll failed: %s", exc)
+            except Exception as exc:  # the database may be down for a while; keep serving
+                self._read_failed("registry poll", exc)
             else:
                 self._registry_outage.recovered()
             await asyncio.sleep(self.settings.registry_poll_seconds)
@@ -290,10 +288,14 @@ class ModelServer:
             await self.refresh()
         except Exception as exc:  # the database went away since: serve what is loaded
             self._synced = heard  # and leave the change to the poll, once it is back
-            if isinstance(exc, DATABASE_UNREACHABLE):
-                self._registry_outage.failed(exc)
-            else:
-                log.warning("registry read after a change failed: %s", exc)
+            self._read_failed("registry read after a change", exc)
+
+    def _read_failed(self, what: str, exc: Exception) -> None:
+        """An outage: one line as it starts (and ends); anything else, a line each time."""
+        if isinstance(exc, DATABASE_UNREACHABLE):
+            self._registry_outage.failed(exc)
+        else:
+            log.warning("%s failed: %s", what, exc)
 
     def _caught_up(self, _: asyncio.Future) -> None:
         self._catching_up = None

@@ -21,6 +21,7 @@ MAX_CHECKS_PER_EPOCH = 10
 # one decision (bench/asha_budget.py): asha and hyperband then judge every half epoch.
 SHORT_TRIAL_MIN_EPOCHS = 0.5
 CHECKED_METRICS = ("val_loss", "val_accuracy")  # what a check partway through an epoch measures
+HALVING_RULES = ("asha", "hyperband")  # the rules whose rungs are min_epochs * factor^k
 
 
 class FloatParam(Strict):
@@ -207,9 +208,8 @@ class SweepSpec(Strict):
 
     def _default_min_epochs(self) -> float:
         pruner, most = self.pruner, self.most_epochs
-        halving = pruner.rule in ("asha", "hyperband")
         short = most is not None and most <= pruner.reduction_factor
-        if halving and short and self.objective.metric in CHECKED_METRICS:
+        if pruner.rule in HALVING_RULES and short and self.objective.metric in CHECKED_METRICS:
             return SHORT_TRIAL_MIN_EPOCHS
         return 1
 
@@ -227,8 +227,8 @@ class SweepSpec(Strict):
     def checks_per_epoch(self) -> int:
         """How many times a trial is judged per epoch: at its end, and at each 1/n of it
         when min_epochs is 1/n. The pruners count a trial's progress in these checks."""
-        min_epochs = self.pruner.min_epochs
-        if self.pruner.rule == "none" or min_epochs is None or min_epochs >= 1:
+        min_epochs = self.pruner.min_epochs or 1  # filled by the validator
+        if self.pruner.rule == "none" or min_epochs >= 1:
             return 1
         return round(1 / min_epochs)
 
@@ -241,7 +241,7 @@ class SweepSpec(Strict):
         """Whether the rule can stop a trial at this check (numbered from 1): asha's and
         hyperband's rungs are min_checks * reduction_factor^k, the median rule judges every
         check from min_checks on. A check partway through an epoch is made only there."""
-        if self.pruner.rule not in ("asha", "hyperband"):
+        if self.pruner.rule not in HALVING_RULES:
             return self.pruner.rule == "median" and check >= self.min_checks
         rung = self.min_checks
         while rung < check:

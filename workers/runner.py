@@ -350,11 +350,9 @@ def _attempt(session: Session, job: Job, owner: str, settings: Settings) -> None
     except DatasetError as exc:
         log.info("job %s: failed: %s", job.id, exc)
         fail_job(session, job.id, owner, str(exc), EndReason.INVALID)
-    except RankGroupFailed as exc:  # a rank died or crashed: its own log line said why
-        log.warning("job %s: %s", job.id, exc)
-        if retry_or_fail(session, job, owner, str(exc)):
-            log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)
-    except CacheDiskFull as exc:  # this machine's disk: a later try, or another worker, may fit
+    # A rank died or crashed (its own log line said why), or this machine's cache disk is
+    # full: a later try, or another worker, may get through.
+    except (RankGroupFailed, CacheDiskFull) as exc:
         log.warning("job %s: %s", job.id, exc)
         if retry_or_fail(session, job, owner, str(exc)):
             log.info("job %s: re-queued for attempt %d", job.id, job.attempt + 1)

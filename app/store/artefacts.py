@@ -174,14 +174,9 @@ class S3Store:
         with tempfile.NamedTemporaryFile(dir=scratch, delete=False) as file:
             temporary = Path(file.name)
         try:
-            try:
-                with open(temporary, "wb") as file:
-                    write(file)
-            except OSError as exc:
-                full = self.cache.full_disk(exc, f"{key} could not be written to upload")
-                if full is None:
-                    raise
-                raise full from exc
+            full_disk = self.cache.full_disk_named(f"{key} could not be written to upload")
+            with full_disk, open(temporary, "wb") as file:  # the close's flush is inside
+                write(file)
             sha256 = file_sha256(temporary)
             extra = {"Metadata": {"sha256": sha256}}
             self.client.upload_file(str(temporary), self.bucket, self._key(key), ExtraArgs=extra)

@@ -13,7 +13,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,33 +68,33 @@ class ReadCache:
         path = self.path_of(sha256)
         temporary = path.with_name(f".{sha256}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as file:
-                hashing = HashingWriter(file)
-                write(hashing)  # type: ignore[arg-type]  # a writable file, as far as it goes
-            got = hashing.digest.hexdigest()
-            if got != sha256:
-                raise ArtefactCorrupt(f"{what}: its bytes have sha256 {got}, recorded {sha256}")
-            os.replace(temporary, path)
-        except OSError as exc:
-            full = self.full_disk(exc, f"{what} could not be kept")
-            if full is None:
-                raise
-            raise full from exc
+            with self.full_disk_named(f"{what} could not be kept"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(temporary, "wb") as file:
+                    hashing = HashingWriter(file)
+                    write(hashing)  # type: ignore[arg-type]  # a writable file, as far as it goes
+                got = hashing.digest.hexdigest()
+                if got != sha256:
+                    raise ArtefactCorrupt(f"{what}: its bytes have sha256 {got}, recorded {sha256}")
+                os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
         self.evict()
         return path
 
-    def full_disk(self, exc: OSError, what: str) -> CacheDiskFull | None:
-        """The CacheDiskFull that a write's OSError means, naming the folder; None for
-        another error."""
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return None
-        return CacheDiskFull(
-            f"the read cache's disk is full ({self.folder}): {what}; free space there or "
-            "lower TRAINSERVE_CACHE_BYTES"
-        )
+    @contextmanager
+    def full_disk_named(self, what: str) -> Iterator[None]:
+        """A write's OSError of a full disk (or quota) inside becomes CacheDiskFull, naming
+        the folder; any other error goes on as it is."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise CacheDiskFull(
+                f"the read cache's disk is full ({self.folder}): {what}; free space there or "
+                "lower TRAINSERVE_CACHE_BYTES"
+            ) from exc
 
     def adopt(self, sha256: str, file: Path) -> None:
         """Keep a file this process wrote and hashed itself (an upload's source)."""
